@@ -1,0 +1,55 @@
+# The two commands in README.md are `make run` and `make test`.
+# Everything installs into .venv from pinned versions (pyproject.toml + constraints.txt).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install run demo test test-fast lint typecheck bench db-start db-stop clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and alone: the CPU wheel on this machine satisfies the exact pin, so
+	# nothing later pulls a CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/tradecore demo
+
+demo: install
+	$(BIN)/tradecore demo
+
+db-start:
+	bash infra/postgres.sh start
+
+db-stop:
+	bash infra/postgres.sh stop
+
+test: install db-start
+	$(BIN)/ruff check .
+	$(BIN)/mypy aggregates kernels streams inference projections api infra
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m "not postgres and not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy aggregates kernels streams inference projections api infra
+
+bench: install db-start
+	$(BIN)/python benchmarks/write_path.py
+	$(BIN)/python benchmarks/matching.py
+	$(BIN)/python benchmarks/features.py
+	$(BIN)/python benchmarks/inference.py
+
+clean:
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The trading domain: instruments, aggregates, domain events, the application, sagas."""

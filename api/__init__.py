@@ -1,0 +1,1 @@
+"""Composition root for users: the FastAPI app and the ``tradecore`` CLI."""

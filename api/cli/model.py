@@ -1,0 +1,7 @@
+"""``tradecore model train|evaluate|predict`` (issue: ATFT-GAT-FAN)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

@@ -1,0 +1,4 @@
+"""Infrastructure: settings, connections, local service scripts, deployment files.
+
+Knows nothing of the trading domain.
+"""

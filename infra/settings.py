@@ -1,0 +1,83 @@
+"""The one settings object: every ``TRADECORE_*`` environment variable is read here.
+
+Nothing else in the project reads ``os.environ``; composition roots (``api/``,
+``streams/``) take a :class:`Settings` and pass plain values down.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Configuration for every deployment; defaults give the embedded one."""
+
+    model_config = SettingsConfigDict(env_prefix="TRADECORE_", extra="ignore")
+
+    # --- data -------------------------------------------------------------------------
+    data_dir: Path = Field(
+        default=PROJECT_ROOT.parent / "shared" / "data",
+        description="Folder with jquants/ and lobster/ market data.",
+    )
+    require_data: bool = Field(
+        default=False,
+        description="Fail (instead of skip) tests that need the shared market data.",
+    )
+
+    # --- event store ------------------------------------------------------------------
+    persistence: Literal["sqlite", "postgres"] = Field(
+        default="sqlite", description="Event store: embedded SQLite file or PostgreSQL."
+    )
+    sqlite_path: Path = Field(
+        default=PROJECT_ROOT / "var" / "tradecore.sqlite",
+        description="SQLite event store file (embedded deployment).",
+    )
+    postgres_host: str = Field(default="127.0.0.1", description="PostgreSQL host.")
+    postgres_port: int = Field(default=54329, description="PostgreSQL port.")
+    postgres_user: str = Field(default="tradecore", description="PostgreSQL user.")
+    postgres_password: str = Field(default="tradecore", description="PostgreSQL password.")
+    postgres_db: str = Field(default="tradecore", description="PostgreSQL database.")
+    postgres_schema: str = Field(default="public", description="Schema for event tables.")
+
+    # --- write model --------------------------------------------------------------
+    matching_engine: Literal["reference", "kernel"] = Field(
+        default="reference",
+        description="Matching engine behind the port: pure-Python reference or Numba kernel.",
+    )
+    commission_schedule: str = Field(
+        default="tiered_online",
+        description="Commission schedule name (see aggregates.fees).",
+    )
+    max_order_notional_yen: int = Field(
+        default=1_000_000_000, description="Pre-trade risk: largest notional per order."
+    )
+    fat_finger_pct: int = Field(
+        default=10,
+        description="Pre-trade risk: reject limit prices further than this % from last price.",
+    )
+    snapshot_interval: int = Field(
+        default=200, description="Snapshot aggregates every N events (0 = never)."
+    )
+    saga_batch_size: int = Field(
+        default=256,
+        description="Notifications the saga processes per database transaction.",
+    )
+
+    # --- distributed --------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:19092", description="Kafka bootstrap servers."
+    )
+    topic_prefix: str = Field(default="tradecore", description="Kafka topic prefix.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once per process from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Read models: schema, projectors with tracking, stores and queries."""

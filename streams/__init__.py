@@ -1,0 +1,1 @@
+"""Event bus, relay, matching service and stream drivers (composition root)."""
