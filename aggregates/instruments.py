@@ -1,0 +1,664 @@
+"""Japanese-equity instrument rules: tick sizes, daily price limits, lots and sessions.
+
+These are the rules the Tokyo Stock Exchange applies before an order may rest on its book,
+so the write model checks them before it accepts an order: a price off the tick grid, a
+price outside the day's limit band or a quantity that is not a whole number of trading
+units would be rejected by the exchange anyway, and a rejected command must store nothing.
+
+Units (all plain ints, never floats):
+
+* price: tenths of a yen (``PRICE_SCALE = 10`` price units per yen), so the TOPIX100
+  table's 0.1-yen tick is a whole number. 2,500.5 yen is ``25005``.
+* money: whole yen (see ``aggregates.fees``).
+* quantity: shares; TSE trades in units of ``LOT_SIZE = 100`` shares since 2018-10-01.
+
+Sources: JPX "呼値の単位" (tick size tables, in force since 2014-07-22 for TOPIX100
+constituents and unchanged for other stocks), JPX "制限値幅" (daily price limit table),
+and the TSE trading hours as extended on 2024-11-05 (afternoon session to 15:30 with a
+closing auction from 15:25). See ``docs/instruments.md``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from pathlib import Path
+from typing import ClassVar, Final, Literal
+from zoneinfo import ZoneInfo
+
+from aggregates.errors import NotFound, RuleViolation
+from kernels.contract import TickBand
+
+PRICE_SCALE: Final[int] = 10
+"""Price units per yen: prices are ints in tenths of a yen."""
+
+LOT_SIZE: Final[int] = 100
+"""TSE trading unit (単元株) for every domestic stock since 2018-10-01."""
+
+PRICE_CEILING: Final[int] = 2**63 - 1
+"""Upper bound of the last, open-ended tick band: the largest int64, so kernels that keep
+bands in int64 arrays can store it. Real grids are clipped to the day's price limits."""
+
+TOKYO: Final[ZoneInfo] = ZoneInfo("Asia/Tokyo")
+
+BUNDLED_UNIVERSE: Final[Path] = Path(__file__).with_name("universe_small.json")
+
+# --------------------------------------------------------------------------------------
+# errors
+# --------------------------------------------------------------------------------------
+
+
+class InstrumentRuleError(RuleViolation):
+    """A value broke an exchange rule; names the field, the rule and the offending value.
+
+    The command side turns it into a 4xx problem body, so the message is written for the
+    person who typed the order, and ``field``/``rule``/``value`` for the program. It is a
+    ``ValueError`` (through ``DomainError``) with category ``invalid``.
+    """
+
+    def __init__(self, field: str, rule: str, value: object, message: str | None = None):
+        super().__init__(field, rule, value, message)
+
+
+class UnknownSymbolError(InstrumentRuleError, NotFound):
+    """The symbol is not in the tradable universe (category ``not_found``)."""
+
+    category: ClassVar[str] = "not_found"
+
+    def __init__(self, symbol: object, known: int | None = None):
+        suffix = f" ({known} instruments are known)" if known is not None else ""
+        super().__init__(
+            "symbol",
+            "known_symbol",
+            symbol,
+            f"symbol {symbol!r} is not in the tradable universe{suffix}",
+        )
+        self.symbol = symbol
+
+
+def _yen(price: int) -> str:
+    """Price units as a yen string for messages: 25001 -> '2500.1', 25000 -> '2500'."""
+    whole, tenths = divmod(price, PRICE_SCALE)
+    return f"{whole}" if tenths == 0 else f"{whole}.{tenths}"
+
+
+def _require_int(field: str, value: object) -> int:
+    # bool is an int subclass; True as a price or quantity is always a bug upstream.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InstrumentRuleError(
+            field, "integer", value, f"{field} {value!r} must be an int (no floats decide money)"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------------------
+# tick sizes (呼値の単位)
+# --------------------------------------------------------------------------------------
+
+
+class TickTable(StrEnum):
+    """Which JPX tick size table applies: TOPIX100 constituents have finer ticks."""
+
+    STANDARD = "standard"
+    TOPIX100 = "topix100"
+
+
+def _bands(rows: Iterable[tuple[int | None, int | Decimal]]) -> tuple[TickBand, ...]:
+    """JPX rows (upper bound in yen or None for 'above', tick in yen) to price units."""
+    out = []
+    for upper_yen, tick_yen in rows:
+        upper = PRICE_CEILING if upper_yen is None else upper_yen * PRICE_SCALE
+        tick = tick_yen * PRICE_SCALE
+        if isinstance(tick, Decimal):
+            tick = int(tick)
+        out.append(TickBand(upper=upper, tick=int(tick)))
+    return tuple(out)
+
+
+# "その他の銘柄" — every stock that is not a TOPIX100 constituent. Upper bounds inclusive.
+_STANDARD_BANDS: Final = _bands(
+    [
+        (3_000, 1),
+        (5_000, 5),
+        (30_000, 10),
+        (50_000, 50),
+        (300_000, 100),
+        (500_000, 500),
+        (3_000_000, 1_000),
+        (5_000_000, 5_000),
+        (30_000_000, 10_000),
+        (50_000_000, 50_000),
+        (None, 100_000),
+    ]
+)
+
+# "TOPIXニューインデックスシリーズのTOPIX100構成銘柄". Upper bounds inclusive.
+_TOPIX100_BANDS: Final = _bands(
+    [
+        (1_000, Decimal("0.1")),
+        (3_000, Decimal("0.5")),
+        (10_000, 1),
+        (30_000, 5),
+        (100_000, 10),
+        (300_000, 50),
+        (1_000_000, 100),
+        (3_000_000, 500),
+        (10_000_000, 1_000),
+        (30_000_000, 5_000),
+        (None, 10_000),
+    ]
+)
+
+_TABLES: Final[dict[TickTable, tuple[TickBand, ...]]] = {
+    TickTable.STANDARD: _STANDARD_BANDS,
+    TickTable.TOPIX100: _TOPIX100_BANDS,
+}
+_UPPERS: Final[dict[TickTable, list[int]]] = {
+    table: [band.upper for band in bands] for table, bands in _TABLES.items()
+}
+
+
+def tick_bands(table: TickTable) -> tuple[TickBand, ...]:
+    """The table's bands in price units, ascending; each upper bound is inclusive."""
+    return _TABLES[TickTable(table)]
+
+
+def _band_index(price: int, table: TickTable) -> int:
+    return bisect.bisect_left(_UPPERS[TickTable(table)], price)
+
+
+def tick_size(price: int, table: TickTable) -> int:
+    """Tick (price units) that applies at ``price``; a price on a band's upper bound
+    belongs to that band (JPX: "3,000円以下" -> 1 yen at exactly 3,000 yen)."""
+    price = _require_int("price", price)
+    if price <= 0:
+        raise InstrumentRuleError("price", "positive", price, f"price {price} must be > 0")
+    return _TABLES[TickTable(table)][_band_index(price, table)].tick
+
+
+def is_on_tick(price: int, table: TickTable) -> bool:
+    """Whether ``price`` is a price the exchange would accept under ``table``.
+
+    Each band's grid starts at the previous band's upper bound (JPX's bands all start at
+    a multiple of their tick, so this equals ``price % tick == 0``)."""
+    if isinstance(price, bool) or not isinstance(price, int) or price <= 0:
+        return False
+    return price % tick_size(price, table) == 0
+
+
+def round_to_tick(price: int, table: TickTable, direction: Literal["down", "up"]) -> int:
+    """The nearest valid price at or below (``down``) or at or above (``up``) ``price``.
+
+    Rounding up can cross into the next band (a coarser tick starts above the bound), and
+    the band's upper bound is itself on the lower band's grid, so both directions land on a
+    price ``is_on_tick`` accepts."""
+    price = _require_int("price", price)
+    if direction not in ("down", "up"):
+        raise InstrumentRuleError(
+            "direction", "down_or_up", direction, f"direction {direction!r} must be 'down' or 'up'"
+        )
+    if price <= 0:
+        raise InstrumentRuleError("price", "positive", price, f"price {price} must be > 0")
+    tick = tick_size(price, table)
+    below = price - price % tick
+    if direction == "down" or below == price:
+        if below <= 0:
+            raise InstrumentRuleError(
+                "price", "positive", price, f"price {price} rounds down to 0: no valid price"
+            )
+        return below
+    return below + tick
+
+
+# --------------------------------------------------------------------------------------
+# daily price limits (値幅制限)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PriceLimits:
+    """The day's limit band, inclusive, in price units."""
+
+    lower: int
+    upper: int
+
+    def __contains__(self, price: object) -> bool:
+        return isinstance(price, int) and self.lower <= price <= self.upper
+
+
+# JPX "制限値幅": (base price below this many yen, limit width in yen); the last row's
+# bound is None: 50,000,000 yen and above.
+_LIMIT_ROWS_YEN: Final[tuple[tuple[int | None, int], ...]] = (
+    (100, 30),
+    (200, 50),
+    (500, 80),
+    (700, 100),
+    (1_000, 150),
+    (1_500, 300),
+    (2_000, 400),
+    (3_000, 500),
+    (5_000, 700),
+    (7_000, 1_000),
+    (10_000, 1_500),
+    (15_000, 3_000),
+    (20_000, 4_000),
+    (30_000, 5_000),
+    (50_000, 7_000),
+    (70_000, 10_000),
+    (100_000, 15_000),
+    (150_000, 30_000),
+    (200_000, 40_000),
+    (300_000, 50_000),
+    (500_000, 70_000),
+    (700_000, 100_000),
+    (1_000_000, 150_000),
+    (1_500_000, 300_000),
+    (2_000_000, 400_000),
+    (3_000_000, 500_000),
+    (5_000_000, 700_000),
+    (7_000_000, 1_000_000),
+    (10_000_000, 1_500_000),
+    (15_000_000, 3_000_000),
+    (20_000_000, 4_000_000),
+    (30_000_000, 5_000_000),
+    (50_000_000, 7_000_000),
+    (None, 10_000_000),
+)
+_LIMIT_BOUNDS: Final[list[int]] = [
+    b * PRICE_SCALE for b, _ in _LIMIT_ROWS_YEN if b is not None
+]
+_LIMIT_WIDTHS: Final[list[int]] = [w * PRICE_SCALE for _, w in _LIMIT_ROWS_YEN]
+
+LOWEST_LIMIT_PRICE: Final[int] = 1 * PRICE_SCALE
+"""JPX: when base price minus the width would fall below 1 yen, the lower limit is 1 yen."""
+
+
+def limit_width(base_price: int) -> int:
+    """The limit width (price units) for a base price (price units), from JPX's table:
+    the row is the first whose "未満" bound the base price is strictly below."""
+    base_price = _require_int("base_price", base_price)
+    if base_price <= 0:
+        raise InstrumentRuleError(
+            "base_price", "positive", base_price, f"base_price {base_price} must be > 0"
+        )
+    return _LIMIT_WIDTHS[bisect.bisect_right(_LIMIT_BOUNDS, base_price)]
+
+
+def price_limits(base_price: int) -> PriceLimits:
+    """The day's limit band around ``base_price`` (usually the previous close).
+
+    ``upper = base + width``; ``lower = max(base - width, 1 yen)`` following JPX's rule
+    that the lower limit never goes below 1 yen. Widths are whole yen, so the band edges
+    are on the tick grid whenever the base price is on the grid of the edge's band; the
+    tradable prices are the on-tick prices inside the band.
+    """
+    width = limit_width(base_price)
+    return PriceLimits(lower=max(base_price - width, LOWEST_LIMIT_PRICE), upper=base_price + width)
+
+
+# --------------------------------------------------------------------------------------
+# trading sessions
+# --------------------------------------------------------------------------------------
+
+
+class Session(StrEnum):
+    """Phase of a TSE trading day (JST)."""
+
+    PRE_OPEN = "pre_open"  # 08:00-09:00 orders accepted for the opening auction
+    MORNING = "morning"  # 前場
+    LUNCH_BREAK = "lunch_break"
+    AFTERNOON = "afternoon"  # 後場, ends with the closing auction
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class _Hours:
+    """One era of TSE trading hours; intervals are half-open [start, end)."""
+
+    since: date
+    pre_open: time
+    morning_open: time
+    morning_close: time
+    afternoon_open: time
+    closing_auction: time | None  # start of the closing call period, if any
+    afternoon_close: time
+
+
+# Oldest first. 2011-11-21: the morning session was extended from 11:00 to 11:30.
+# 2024-11-05: the afternoon session was extended to 15:30 with a closing auction
+# (order acceptance for the close) from 15:25.
+_HOURS: Final[tuple[_Hours, ...]] = (
+    _Hours(date.min, time(8), time(9), time(11), time(12, 30), None, time(15)),
+    _Hours(date(2011, 11, 21), time(8), time(9), time(11, 30), time(12, 30), None, time(15)),
+    _Hours(
+        date(2024, 11, 5), time(8), time(9), time(11, 30), time(12, 30), time(15, 25), time(15, 30)
+    ),
+)
+
+
+def _hours_on(day: date) -> _Hours:
+    current = _HOURS[0]
+    for era in _HOURS:
+        if day >= era.since:
+            current = era
+    return current
+
+
+def is_trading_day(day: date, holidays: frozenset[date] = frozenset()) -> bool:
+    """Weekdays that are neither in ``holidays`` nor in the TSE year-end break.
+
+    The year-end break (Dec 31 to Jan 3) is an exchange rule, not a national holiday, so
+    it is applied here; national holidays change every year and come in ``holidays``.
+    """
+    if day.weekday() >= 5 or day in holidays:
+        return False
+    return not ((day.month == 12 and day.day == 31) or (day.month == 1 and day.day <= 3))
+
+
+def _tokyo(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InstrumentRuleError(
+            "moment",
+            "timezone_aware",
+            moment,
+            f"moment {moment.isoformat()} has no timezone: pass an aware datetime",
+        )
+    return moment.astimezone(TOKYO)
+
+
+def session_at(moment: datetime, holidays: frozenset[date] = frozenset()) -> Session:
+    """The TSE session at ``moment`` (any timezone; converted to Asia/Tokyo)."""
+    local = _tokyo(moment)
+    if not is_trading_day(local.date(), holidays):
+        return Session.CLOSED
+    hours = _hours_on(local.date())
+    now = local.time()
+    if hours.pre_open <= now < hours.morning_open:
+        return Session.PRE_OPEN
+    if hours.morning_open <= now < hours.morning_close:
+        return Session.MORNING
+    if hours.morning_close <= now < hours.afternoon_open:
+        return Session.LUNCH_BREAK
+    if hours.afternoon_open <= now < hours.afternoon_close:
+        return Session.AFTERNOON
+    return Session.CLOSED
+
+
+def is_closing_auction(moment: datetime, holidays: frozenset[date] = frozenset()) -> bool:
+    """Whether ``moment`` is in the closing call period (15:25-15:30 since 2024-11-05),
+    when orders are collected for the closing auction and nothing trades continuously."""
+    local = _tokyo(moment)
+    hours = _hours_on(local.date())
+    return (
+        hours.closing_auction is not None
+        and session_at(local, holidays) is Session.AFTERNOON
+        and local.time() >= hours.closing_auction
+    )
+
+
+def is_continuous_trading(moment: datetime, holidays: frozenset[date] = frozenset()) -> bool:
+    """Whether orders match continuously (ザラバ) at ``moment``: inside the morning or
+    afternoon session and outside the closing auction."""
+    return session_at(moment, holidays) in (
+        Session.MORNING,
+        Session.AFTERNOON,
+    ) and not is_closing_auction(moment, holidays)
+
+
+# --------------------------------------------------------------------------------------
+# instruments and the universe
+# --------------------------------------------------------------------------------------
+
+_SYMBOL = re.compile(r"^[0-9][0-9A-Z]{2}[0-9A-Z]$")
+TOPIX100_CATEGORIES: Final[frozenset[str]] = frozenset({"TOPIX Core30", "TOPIX Large70"})
+
+
+def tick_table_for(scale_category: str) -> TickTable:
+    """TOPIX Core30 and Large70 together are the TOPIX100: they use the finer table."""
+    return TickTable.TOPIX100 if scale_category in TOPIX100_CATEGORIES else TickTable.STANDARD
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """A listed stock with the rules an order for it must follow today."""
+
+    symbol: str  # 4-character TSE code, e.g. "7203"
+    jquants_code: str  # 5-character J-Quants code, e.g. "72030"
+    name: str
+    sector33: str  # TSE 33-sector code, e.g. "3700"
+    scale_category: str  # "TOPIX Core30", "TOPIX Large70", "TOPIX Mid400", ...
+    tick_table: TickTable
+    lot_size: int
+    base_price: int  # price units; the previous close the day's limits are based on
+
+    def __post_init__(self) -> None:
+        if not _SYMBOL.match(self.symbol):
+            raise InstrumentRuleError(
+                "symbol", "tse_code", self.symbol, f"symbol {self.symbol!r} is not a TSE code"
+            )
+        if _require_int("lot_size", self.lot_size) <= 0:
+            raise InstrumentRuleError(
+                "lot_size", "positive", self.lot_size, f"lot_size {self.lot_size} must be > 0"
+            )
+        limit_width(self.base_price)  # validates type and sign
+        object.__setattr__(self, "tick_table", TickTable(self.tick_table))
+
+    @property
+    def limits(self) -> PriceLimits:
+        return price_limits(self.base_price)
+
+    @property
+    def tick_bands(self) -> tuple[TickBand, ...]:
+        return tick_bands(self.tick_table)
+
+    def tick_size(self, price: int) -> int:
+        return tick_size(price, self.tick_table)
+
+    def check_price(self, price: int) -> None:
+        """Raise ``InstrumentRuleError`` unless ``price`` is a positive int on the tick
+        grid and inside today's limit band."""
+        price = _require_int("price", price)
+        if price <= 0:
+            raise InstrumentRuleError(
+                "price", "positive", price, f"price {price} must be > 0 (price units)"
+            )
+        tick = tick_size(price, self.tick_table)
+        if price % tick:
+            raise InstrumentRuleError(
+                "price",
+                "tick",
+                price,
+                f"price {price} ({_yen(price)} yen) is off the {_yen(tick)}-yen tick grid "
+                f"for {self.symbol} ({self.tick_table.value} table)",
+            )
+        limits = self.limits
+        if price not in limits:
+            raise InstrumentRuleError(
+                "price",
+                "price_limit",
+                price,
+                f"price {price} ({_yen(price)} yen) is outside today's limits for "
+                f"{self.symbol}: {_yen(limits.lower)}..{_yen(limits.upper)} yen "
+                f"(base {_yen(self.base_price)} yen)",
+            )
+
+    def check_quantity(self, quantity: int) -> None:
+        """Raise ``InstrumentRuleError`` unless ``quantity`` is a positive whole number
+        of trading units (no odd lots on the exchange book)."""
+        quantity = _require_int("quantity", quantity)
+        if quantity <= 0:
+            raise InstrumentRuleError(
+                "quantity", "positive", quantity, f"quantity {quantity} must be > 0 shares"
+            )
+        if quantity % self.lot_size:
+            raise InstrumentRuleError(
+                "quantity",
+                "lot_size",
+                quantity,
+                f"quantity {quantity} is not a multiple of the {self.lot_size}-share "
+                f"trading unit for {self.symbol}",
+            )
+
+
+def _symbol_of(code: str) -> str:
+    """J-Quants codes are the 4-character TSE code plus a check digit, "0" for stock."""
+    code = code.strip()
+    if len(code) == 5 and code.endswith("0"):
+        return code[:4]
+    return code
+
+
+class Universe:
+    """The tradable instruments by symbol; read-only once built."""
+
+    def __init__(self, instruments: Iterable[Instrument], source: str = ""):
+        by_symbol: dict[str, Instrument] = {}
+        for instrument in instruments:
+            if instrument.symbol in by_symbol:
+                raise InstrumentRuleError(
+                    "symbol",
+                    "unique",
+                    instrument.symbol,
+                    f"symbol {instrument.symbol!r} appears twice in the universe",
+                )
+            by_symbol[instrument.symbol] = instrument
+        self._by_symbol = dict(sorted(by_symbol.items()))
+        self.source = source
+
+    def get(self, symbol: str) -> Instrument:
+        """The instrument for a 4-character symbol (a 5-digit J-Quants code also works)."""
+        key = _symbol_of(symbol) if isinstance(symbol, str) else symbol
+        try:
+            return self._by_symbol[key]
+        except (KeyError, TypeError):
+            raise UnknownSymbolError(symbol, len(self._by_symbol)) from None
+
+    __getitem__ = get
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(self._by_symbol)
+
+    @property
+    def instruments(self) -> tuple[Instrument, ...]:
+        return tuple(self._by_symbol.values())
+
+    def __len__(self) -> int:
+        return len(self._by_symbol)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_symbol)
+
+    def __contains__(self, symbol: object) -> bool:
+        return isinstance(symbol, str) and _symbol_of(symbol) in self._by_symbol
+
+    def __repr__(self) -> str:
+        return f"Universe({len(self)} instruments from {self.source or 'memory'})"
+
+
+def _price_units(text: str, where: str) -> int:
+    """A decimal yen string ('2454.0', '2454.5') to price units, exactly (no float)."""
+    try:
+        units = Decimal(text.strip()) * PRICE_SCALE
+    except InvalidOperation:
+        raise InstrumentRuleError(
+            "base_price", "decimal_yen", text, f"{where}: price {text!r} is not a number"
+        ) from None
+    if units != units.to_integral_value():
+        raise InstrumentRuleError(
+            "base_price",
+            "tenth_of_yen",
+            text,
+            f"{where}: price {text!r} has finer precision than 0.1 yen",
+        )
+    return int(units)
+
+
+def _last_closes(quotes: Path, as_of: date | None) -> dict[str, int]:
+    """J-Quants code -> last raw Close (price units) on or before ``as_of``."""
+    import polars as pl  # heavy import, only when real data is read
+
+    frame = pl.read_csv(
+        quotes,
+        columns=["Date", "Code", "Close"],
+        schema_overrides={"Date": pl.String, "Code": pl.String, "Close": pl.String},
+    ).filter(pl.col("Close").is_not_null() & (pl.col("Close") != ""))
+    if as_of is not None:
+        # ISO dates compare correctly as strings, which avoids parsing 900k dates.
+        frame = frame.filter(pl.col("Date") <= as_of.isoformat())
+    last = frame.group_by("Code").agg(pl.col("Close").sort_by("Date").last())
+    return {
+        code: _price_units(close, f"{quotes.name} {code}")
+        for code, close in last.iter_rows()
+    }
+
+
+def _from_jquants(data_dir: Path, as_of: date | None) -> Universe:
+    listed = json.loads((data_dir / "jquants" / "listed_info.json").read_text("utf-8"))
+    closes = _last_closes(data_dir / "jquants" / "daily_quotes.csv.gz", as_of)
+    instruments = []
+    for row in listed["info"]:
+        code = str(row["Code"])
+        base = closes.get(code)
+        if base is None:
+            continue  # no trade on or before as_of: no base price, so no limits
+        category = str(row.get("ScaleCategory") or "")
+        instruments.append(
+            Instrument(
+                symbol=_symbol_of(code),
+                jquants_code=code,
+                name=str(row.get("CompanyNameEnglish") or row.get("CompanyName") or code),
+                sector33=str(row.get("Sector33Code") or ""),
+                scale_category=category,
+                tick_table=tick_table_for(category),
+                lot_size=LOT_SIZE,
+                base_price=base,
+            )
+        )
+    suffix = f" as of {as_of.isoformat()}" if as_of else ""
+    return Universe(instruments, source=f"{data_dir / 'jquants'}{suffix}")
+
+
+def _from_bundled(path: Path = BUNDLED_UNIVERSE) -> Universe:
+    document = json.loads(path.read_text("utf-8"))
+    instruments = []
+    for row in document["instruments"]:
+        code = str(row["code"])
+        category = str(row["scale_category"])
+        instruments.append(
+            Instrument(
+                symbol=_symbol_of(code),
+                jquants_code=code,
+                name=str(row["name"]),
+                sector33=str(row["sector33"]),
+                scale_category=category,
+                tick_table=tick_table_for(category),
+                lot_size=int(row.get("lot_size", LOT_SIZE)),
+                base_price=int(row["reference_price_yen"]) * PRICE_SCALE,
+            )
+        )
+    return Universe(instruments, source=f"bundled {path.name}")
+
+
+def load_universe(data_dir: Path | None, as_of: date | None = None) -> Universe:
+    """The universe from J-Quants files in ``data_dir/jquants`` (listed info for the
+    instruments, the last raw close on or before ``as_of`` as each base price; default:
+    the last date in the file), or the small bundled universe when ``data_dir`` is None
+    or lacks those files, so the embedded deployment starts with nothing installed.
+
+    Instruments with no close on or before ``as_of`` are left out: without a base price
+    the exchange sets no limits and accepts no orders.
+    """
+    if data_dir is not None:
+        jquants = Path(data_dir) / "jquants"
+        if (jquants / "listed_info.json").is_file() and (
+            jquants / "daily_quotes.csv.gz"
+        ).is_file():
+            return _from_jquants(Path(data_dir), as_of)
+    return _from_bundled()
