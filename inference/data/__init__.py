@@ -1,0 +1,26 @@
+"""J-Quants data access: files, the HTTP API client and a Parquet cache, one schema.
+
+Every source returns the J-Quants column names with exact types (see
+:mod:`inference.data.schema`), so features, graph and model code are source-agnostic.
+"""
+
+from inference.data.files import load_daily_quotes, load_listed_info
+from inference.data.schema import (
+    DAILY_QUOTE_COLUMNS,
+    DAILY_QUOTES_SCHEMA,
+    LISTED_INFO_COLUMNS,
+    DataSchemaError,
+    normalize_daily_quotes,
+    normalize_listed_info,
+)
+
+__all__ = [
+    "DAILY_QUOTES_SCHEMA",
+    "DAILY_QUOTE_COLUMNS",
+    "LISTED_INFO_COLUMNS",
+    "DataSchemaError",
+    "load_daily_quotes",
+    "load_listed_info",
+    "normalize_daily_quotes",
+    "normalize_listed_info",
+]
