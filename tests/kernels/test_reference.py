@@ -1,4 +1,4 @@
-"""Behaviour of the reference matching engine: what a trader sees for each command."""
+"""What a trader sees for each command, from both engines (reference and kernel)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from kernels.contract import (
     TickBand,
     TimeInForce,
 )
+from kernels.engine import KernelEngine
 from kernels.reference import ReferenceEngine
 
 BUY, SELL = Side.BUY, Side.SELL
@@ -62,7 +63,12 @@ def make_reference(self_trade_prevention: bool = False) -> Engine:
     return ReferenceEngine(self_trade_prevention=self_trade_prevention)
 
 
-@pytest.fixture(params=[make_reference], ids=["reference"])
+def make_kernel(self_trade_prevention: bool = False) -> Engine:
+    # a tiny initial capacity so the tests also exercise growth outside the hot loop
+    return KernelEngine(self_trade_prevention=self_trade_prevention, initial_capacity=2)
+
+
+@pytest.fixture(params=[make_reference, make_kernel], ids=["reference", "kernel"])
 def factory(request: pytest.FixtureRequest) -> EngineFactory:
     factory: EngineFactory = request.param
     return factory
