@@ -1,0 +1,193 @@
+"""The Account aggregate: a client's cash, what is reserved for open orders, and fees.
+
+Invariants, checked on every command and re-checked by tests after every event:
+``0 <= reserved <= cash`` and
+``cash == deposited - withdrawn - bought - fees + sold``.
+Settlement is applied on the trade (the cash effect of a Japanese T+2 settlement is
+booked at execution; the settlement date itself is not modelled yet).
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from aggregates.base import Meta, TradingAggregate
+from aggregates.errors import Conflict, RiskRejection, RuleViolation
+
+
+class Account(TradingAggregate):
+    class Opened(TradingAggregate.Created):
+        name: str
+        owner: str
+        allow_short: bool
+
+    class Deposited(TradingAggregate.Event):
+        amount: int
+
+        def apply(self, account: Account) -> None:
+            account.cash += self.amount
+            account.deposited += self.amount
+
+    class Withdrawn(TradingAggregate.Event):
+        amount: int
+
+        def apply(self, account: Account) -> None:
+            account.cash -= self.amount
+            account.withdrawn += self.amount
+
+    class FundsReserved(TradingAggregate.Event):
+        order_id: UUID
+        amount: int
+
+        def apply(self, account: Account) -> None:
+            key = str(self.order_id)
+            account.reservations[key] = account.reservations.get(key, 0) + self.amount
+            account.reserved += self.amount
+
+    class FundsReleased(TradingAggregate.Event):
+        order_id: UUID
+        amount: int
+
+        def apply(self, account: Account) -> None:
+            account._take_reservation(str(self.order_id), self.amount)
+
+    class BuySettled(TradingAggregate.Event):
+        order_id: UUID
+        execution_id: str
+        notional: int
+        fee: int
+        from_reservation: int
+
+        def apply(self, account: Account) -> None:
+            account._take_reservation(str(self.order_id), self.from_reservation)
+            account.cash -= self.notional + self.fee
+            account.bought += self.notional
+            account.fees += self.fee
+
+    class SellSettled(TradingAggregate.Event):
+        order_id: UUID
+        execution_id: str
+        notional: int
+        fee: int
+        from_reservation: int
+
+        def apply(self, account: Account) -> None:
+            account._take_reservation(str(self.order_id), self.from_reservation)
+            account.cash += self.notional - self.fee
+            account.sold += self.notional
+            account.fees += self.fee
+
+    class Halted(TradingAggregate.Event):
+        reason: str
+
+        def apply(self, account: Account) -> None:
+            account.halted = True
+
+    class Resumed(TradingAggregate.Event):
+        def apply(self, account: Account) -> None:
+            account.halted = False
+
+    def __init__(self, name: str, owner: str, allow_short: bool) -> None:
+        self.name = name
+        self.owner = owner
+        self.allow_short = allow_short
+        self.cash = 0
+        self.reserved = 0
+        self.reservations: dict[str, int] = {}
+        self.deposited = 0
+        self.withdrawn = 0
+        self.bought = 0
+        self.sold = 0
+        self.fees = 0
+        self.halted = False
+
+    @classmethod
+    def open(cls, id: UUID, *, name: str, owner: str, allow_short: bool, meta: Meta) -> Account:
+        if not name or len(name) > 64:
+            raise RuleViolation("name", "1..64 characters", name)
+        return cls._create(
+            cls.Opened, id=id, name=name, owner=owner, allow_short=allow_short, **meta.fields()
+        )
+
+    # -- queries --------------------------------------------------------------------
+    @property
+    def available(self) -> int:
+        """Cash not reserved for open orders: what can be withdrawn or committed."""
+        return self.cash - self.reserved
+
+    def reserved_for(self, order_id: UUID) -> int:
+        return self.reservations.get(str(order_id), 0)
+
+    # -- commands -------------------------------------------------------------------
+    def deposit(self, amount: int, meta: Meta) -> None:
+        _positive("amount", amount)
+        self._record(self.Deposited, meta, amount=amount)
+
+    def withdraw(self, amount: int, meta: Meta) -> None:
+        _positive("amount", amount)
+        if amount > self.available:
+            raise RiskRejection(
+                "amount", "withdrawal within available cash", amount,
+                f"withdrawal of {amount} yen exceeds available cash {self.available} yen",
+            )
+        self._record(self.Withdrawn, meta, amount=amount)
+
+    def reserve(self, order_id: UUID, amount: int, meta: Meta) -> None:
+        if amount < 0:
+            raise RuleViolation("amount", "not negative", amount)
+        if amount > self.available:
+            raise RiskRejection(
+                "funds", "buying power", amount,
+                f"order needs {amount} yen but only {self.available} yen is available",
+            )
+        if amount:
+            self._record(self.FundsReserved, meta, order_id=order_id, amount=amount)
+
+    def release(self, order_id: UUID, amount: int, meta: Meta) -> None:
+        amount = min(amount, self.reserved_for(order_id))
+        if amount > 0:
+            self._record(self.FundsReleased, meta, order_id=order_id, amount=amount)
+
+    def release_all(self, order_id: UUID, meta: Meta) -> None:
+        self.release(order_id, self.reserved_for(order_id), meta)
+
+    def settle_buy(
+        self, order_id: UUID, execution_id: str, notional: int, fee: int, meta: Meta
+    ) -> None:
+        cost = notional + fee
+        taken = min(cost, self.reserved_for(order_id))
+        if cost - taken > self.available:
+            raise Conflict("cash", "cash never negative", self.cash - cost,
+                           f"buy settlement of {cost} yen exceeds cash {self.cash} yen")
+        self._record(self.BuySettled, meta, order_id=order_id, execution_id=execution_id,
+                     notional=notional, fee=fee, from_reservation=taken)
+
+    def settle_sell(
+        self, order_id: UUID, execution_id: str, notional: int, fee: int, meta: Meta
+    ) -> None:
+        taken = min(fee, self.reserved_for(order_id))
+        if self.cash + notional - fee < 0:
+            raise Conflict("cash", "cash never negative", self.cash + notional - fee)
+        self._record(self.SellSettled, meta, order_id=order_id, execution_id=execution_id,
+                     notional=notional, fee=fee, from_reservation=taken)
+
+    def halt(self, reason: str, meta: Meta) -> None:
+        if not self.halted:
+            self._record(self.Halted, meta, reason=reason)
+
+    def resume(self, meta: Meta) -> None:
+        if self.halted:
+            self._record(self.Resumed, meta)
+
+    def _take_reservation(self, key: str, amount: int) -> None:
+        left = self.reservations.get(key, 0) - amount
+        if left > 0:
+            self.reservations[key] = left
+        else:
+            self.reservations.pop(key, None)
+        self.reserved -= amount
+
+
+def _positive(field: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise RuleViolation(field, "positive integer yen", value)

@@ -1,0 +1,385 @@
+"""The trading application: command handlers, and the saga that follows its own log.
+
+Commands (open account, deposit, withdraw, place, amend, cancel, halts, session close)
+validate against current state and store events; nothing is stored when they raise.
+The saga (:mod:`aggregates.saga`) then follows this application's notification log:
+it reads a batch of notifications, applies each through a unit of work, and stores all
+resulting events together with a tracking record of the last notification in one
+transaction. A crash anywhere loses the whole uncommitted batch and nothing else; on
+restart the venue's state is rebuilt from the routed events already processed and the
+saga resumes after the tracked position, so no fill is applied twice or lost.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.system import ProcessApplication
+from tenacity import retry, retry_if_exception_type, stop_after_attempt
+
+from aggregates import ids
+from aggregates.account import Account
+from aggregates.base import Meta, TradingAggregate
+from aggregates.errors import Conflict, NotFound, RuleViolation
+from aggregates.fees import DEFAULT_SCHEDULE, CommissionSchedule, get_schedule
+from aggregates.instruments import Universe
+from aggregates.market import Market
+from aggregates.matching import MatchingDesk, MatchingEngine, make_engine
+from aggregates.order import Order, OrderType, Side, TimeInForce
+from aggregates.position import Position
+from aggregates.risk import OrderTerms, RiskLimits, assess
+from aggregates.saga import ROUTED_TOPICS, OrderSaga
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    order_id: UUID
+    created: bool  # False: an identical resubmission of an existing client order id
+
+
+class UnitOfWork:
+    """Aggregates loaded and changed while processing one batch of notifications."""
+
+    def __init__(self, app: TradingApplication) -> None:
+        self._app = app
+        self.loaded: dict[UUID, TradingAggregate] = {}
+
+    def _get(self, id: UUID) -> Any:
+        agg = self.loaded.get(id)
+        if agg is None:
+            agg = self._app.repository.get(id)
+            self.loaded[id] = agg
+        return agg
+
+    def order(self, id: UUID) -> Order:
+        return self._get(id)  # type: ignore[no-any-return]
+
+    def account(self, id: UUID) -> Account:
+        return self._get(id)  # type: ignore[no-any-return]
+
+    def position(self, account_id: UUID, symbol: str, meta: Meta | None = None
+                 ) -> Position | None:
+        pid = ids.position_id(account_id, symbol)
+        try:
+            return self._get(pid)  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            if meta is None:
+                return None
+            position = Position.open(pid, account_id=account_id, symbol=symbol, meta=meta)
+            self.loaded[pid] = position
+            return position
+
+    def market(self) -> Market | None:
+        try:
+            return self._get(ids.MARKET_ID)  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            return None
+
+
+class TradingApplication(ProcessApplication[UUID]):
+    name = "trading"
+    env: ClassVar[dict[str, str]] = {
+        # The write lock serialises writers in this process; cached aggregates are
+        # mutated in place and the cache is cleared whenever a write fails.
+        "AGGREGATE_CACHE_MAXSIZE": "50000",
+        "AGGREGATE_CACHE_FASTFORWARD": "n",
+        "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
+    }
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Account: 200, Position: 200}
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        universe: Universe,
+        engine: MatchingEngine | str = "reference",
+        limits: RiskLimits | None = None,
+        schedule: CommissionSchedule | str = DEFAULT_SCHEDULE,
+        batch_size: int = 256,
+        auto_process: bool = True,
+    ) -> None:
+        super().__init__(env)
+        self.universe = universe
+        self.limits = limits or RiskLimits()
+        self.schedule = get_schedule(schedule) if isinstance(schedule, str) else schedule
+        self._engine_spec = engine
+        self.batch_size = batch_size
+        self.auto_process = auto_process
+        self._lock = threading.RLock()
+        self.follow(self.name, self.notification_log)
+        self.desk = self._new_desk()
+        self.saga = OrderSaga(universe.get, self.desk, self.limits, self.schedule)
+        self._rebuild_desk()
+
+    # == commands =========================================================================
+    def open_account(self, name: str, *, owner: str, meta: Meta, allow_short: bool = False
+                     ) -> UUID:
+        account_id = ids.account_id(name)
+        with self._writing():
+            if account_id in self.repository:
+                raise Conflict("name", "unique account name", name,
+                               f"account {name!r} already exists")
+            account = Account.open(account_id, name=name, owner=owner,
+                                   allow_short=allow_short, meta=meta)
+            self.save(account)
+        return account_id
+
+    def deposit(self, account_id: UUID, amount: int, meta: Meta) -> None:
+        self._change(account_id, lambda a: a.deposit(amount, meta))
+
+    def withdraw(self, account_id: UUID, amount: int, meta: Meta) -> None:
+        self._change(account_id, lambda a: a.withdraw(amount, meta))
+
+    def halt_account(self, account_id: UUID, reason: str, meta: Meta) -> None:
+        self._change(account_id, lambda a: a.halt(reason, meta))
+
+    def resume_account(self, account_id: UUID, meta: Meta) -> None:
+        self._change(account_id, lambda a: a.resume(meta))
+
+    def halt_symbol(self, symbol: str, reason: str, meta: Meta) -> None:
+        self.universe.get(symbol)
+        self._change_market(lambda m: m.halt(symbol, reason, meta), meta)
+
+    def resume_symbol(self, symbol: str, meta: Meta) -> None:
+        self.universe.get(symbol)
+        self._change_market(lambda m: m.resume(symbol, meta), meta)
+
+    def close_session(self, session_date: str, meta: Meta) -> None:
+        """End of the trading day: DAY orders still resting expire (via the saga)."""
+        self._change_market(lambda m: m.close_session(session_date, meta), meta)
+
+    def place_order(
+        self,
+        account_id: UUID,
+        *,
+        client_order_id: str,
+        symbol: str,
+        side: Side | str,
+        quantity: int,
+        price: int = 0,
+        order_type: OrderType | str = OrderType.LIMIT,
+        tif: TimeInForce | str = TimeInForce.DAY,
+        meta: Meta,
+    ) -> Placement:
+        side_, type_, tif_ = _enum(Side, side, "side"), _enum(OrderType, order_type,
+                                                               "order_type"), \
+            _enum(TimeInForce, tif, "tif")
+        if not client_order_id or len(client_order_id) > 64:
+            raise RuleViolation("client_order_id", "1..64 characters", client_order_id)
+        order_id = ids.order_id(account_id, client_order_id)
+        with self._writing():
+            account = self._get(account_id, Account, "account_id")
+            if order_id in self.repository:
+                existing: Order = self.repository.get(order_id)
+                if existing.same_terms(symbol, side_, type_, tif_, quantity, price):
+                    return Placement(order_id, created=False)
+                raise Conflict("client_order_id", "unique per account unless identical",
+                               client_order_id,
+                               f"client order id {client_order_id!r} was used for a"
+                               " different order")
+            instrument = self.universe.get(symbol)
+            market = self._market()
+            position = self._position(account_id, symbol)
+            assess(
+                OrderTerms(symbol, side_, type_, tif_, quantity, price),
+                instrument=instrument, account=account, position=position,
+                last_price=self.desk.last_price(symbol),
+                symbol_halted=market is not None and symbol in market.halted_symbols,
+                limits=self.limits, schedule=self.schedule,
+            )
+            order = Order.place(order_id, account_id=account_id,
+                                client_order_id=client_order_id, symbol=symbol, side=side_,
+                                order_type=type_, tif=tif_, quantity=quantity, price=price,
+                                meta=meta)
+            self.save(order)
+        self._after_command()
+        return Placement(order_id, created=True)
+
+    def cancel_order(self, order_id: UUID, meta: Meta) -> None:
+        self._change(order_id, lambda o: o.request_cancel(meta), kind=Order, field="order_id")
+        self._after_command()
+
+    def amend_order(self, order_id: UUID, *, quantity: int, price: int, meta: Meta) -> None:
+        """Ask for a new total ``quantity`` and/or ``price`` (risk is checked by the saga)."""
+        def amend(order: Order) -> None:
+            if order.order_type is OrderType.MARKET:
+                raise RuleViolation("order_id", "only limit orders can be amended", str(order_id))
+            instrument = self.universe.get(order.symbol)
+            if not isinstance(quantity, int) or quantity <= order.filled_quantity:
+                raise RuleViolation("quantity", "above the filled quantity", quantity)
+            instrument.check_quantity(quantity)
+            instrument.check_price(price)
+            if (quantity, price) == (order.quantity, order.price):
+                raise RuleViolation("quantity", "amend changes quantity or price", quantity)
+            order.request_amend(quantity, price, meta)
+
+        self._change(order_id, amend, kind=Order, field="order_id")
+        self._after_command()
+
+    # == queries ==========================================================================
+    def get_account(self, account_id: UUID) -> Account:
+        return self._get(account_id, Account, "account_id")
+
+    def get_order(self, order_id: UUID) -> Order:
+        return self._get(order_id, Order, "order_id")
+
+    def get_position(self, account_id: UUID, symbol: str) -> Position | None:
+        return self._position(account_id, symbol)
+
+    def ids_of(self, kind: type[TradingAggregate]) -> list[UUID]:
+        """Ids of every aggregate of ``kind`` ever created (a scan of the log, for audits)."""
+        created = "Placed" if kind is Order else ("Opened" if kind in (Account, Position)
+                                                  else "Created")
+        topic = f"{kind.__module__}:{kind.__qualname__}.{created}"
+        found: list[UUID] = []
+        start = 1
+        while True:
+            batch = self.recorder.select_notifications(start=start, limit=1000, topics=[topic])
+            if not batch:
+                return found
+            found.extend(n.originator_id for n in batch)  # type: ignore[misc]
+            start = batch[-1].id + 1
+
+    def history(self, aggregate_id: UUID) -> list[Any]:
+        """Every stored event of one aggregate, oldest first: its audit trail."""
+        return list(self.events.get(aggregate_id))
+
+    # == the saga =========================================================================
+    def process(self, max_batches: int | None = None) -> int:
+        """Run the saga until it has caught up with the log; returns notifications done."""
+        done = batches = 0
+        with self._lock:
+            while max_batches is None or batches < max_batches:
+                position = self.recorder.max_tracking_id(self.name) or 0
+                notifications = self.recorder.select_notifications(
+                    start=position + 1, limit=self.batch_size
+                )
+                if not notifications:
+                    break
+                uow = UnitOfWork(self)
+                try:
+                    for notification in notifications:
+                        self.saga.handle(self.mapper.to_domain_event(notification), uow)
+                    processing = ProcessingEvent[UUID](Tracking(self.name, notifications[-1].id))
+                    processing.collect_events(*uow.loaded.values())
+                    self._record(processing)
+                    self._take_snapshots(processing)
+                except BaseException:
+                    self._recover()
+                    raise
+                done += len(notifications)
+                batches += 1
+        return done
+
+    def processed_position(self) -> int:
+        return self.recorder.max_tracking_id(self.name) or 0
+
+    # == internals ========================================================================
+    def _after_command(self) -> None:
+        if self.auto_process:
+            self.process()
+
+    def _new_desk(self) -> MatchingDesk:
+        spec = self._engine_spec
+        engine = make_engine(spec) if isinstance(spec, str) else spec
+        return MatchingDesk(engine, self.universe.get)
+
+    def _rebuild_desk(self) -> None:
+        """Feed the venue the routed events already processed, discarding their effects."""
+        upto = self.processed_position()
+        topics = [f"{Order.__module__}:{name}" for name in ROUTED_TOPICS]
+        start = 1
+        while start <= upto:
+            notifications = self.recorder.select_notifications(
+                start=start, limit=1000, stop=upto, topics=topics
+            )
+            if not notifications:
+                break
+            for notification in notifications:
+                event = self.mapper.to_domain_event(notification)
+                kind = type(event).__qualname__
+                if kind == "Order.Routed":
+                    self.desk.new(
+                        order_id=event.originator_id, account_id=event.account_id,
+                        symbol=event.symbol, side=event.side, order_type=event.order_type,
+                        tif=event.tif, quantity=event.quantity, price=event.price,
+                        engine_order_id=event.engine_order_id, owner=event.owner,
+                    )
+                elif kind in ("Order.CancelRouted", "Order.ExpiryRouted"):
+                    self.desk.cancel(event.engine_order_id)
+                elif kind == "Order.AmendRouted":
+                    self.desk.amend(event.engine_order_id, event.quantity, event.price)
+            start = notifications[-1].id + 1
+
+    def _recover(self) -> None:
+        """After a failed write: forget in-memory state and rebuild it from the store."""
+        if self.repository.cache is not None:
+            self.repository.cache.clear()  # type: ignore[attr-defined]
+        self.desk = self._new_desk()
+        self.saga.desk = self.desk
+        self._rebuild_desk()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._lock:
+            try:
+                yield
+            except BaseException:
+                if self.repository.cache is not None:
+                    self.repository.cache.clear()  # type: ignore[attr-defined]
+                raise
+
+    @retry(retry=retry_if_exception_type(IntegrityError), stop=stop_after_attempt(5),
+           reraise=True)
+    def _change(self, id: UUID, change: Any, *, kind: type[Any] = Account,
+                field: str = "account_id") -> None:
+        """Load, change, save; an optimistic-concurrency conflict reloads and retries."""
+        with self._writing():
+            aggregate = self._get(id, kind, field)
+            change(aggregate)
+            self.save(aggregate)
+
+    @retry(retry=retry_if_exception_type(IntegrityError), stop=stop_after_attempt(5),
+           reraise=True)
+    def _change_market(self, change: Any, meta: Meta) -> None:
+        with self._writing():
+            market = self._market() or Market.create(meta)
+            change(market)
+            self.save(market)
+        self._after_command()
+
+    def _get(self, id: UUID, kind: type[Any], field: str) -> Any:
+        try:
+            aggregate = self.repository.get(id)
+        except AggregateNotFoundError:
+            raise NotFound(field, "exists", str(id), f"no {kind.__name__.lower()} {id}") from None
+        if not isinstance(aggregate, kind):
+            raise NotFound(field, "exists", str(id), f"no {kind.__name__.lower()} {id}")
+        return aggregate
+
+    def _position(self, account_id: UUID, symbol: str) -> Position | None:
+        try:
+            return self.repository.get(ids.position_id(account_id, symbol))  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            return None
+
+    def _market(self) -> Market | None:
+        try:
+            return self.repository.get(ids.MARKET_ID)  # type: ignore[no-any-return]
+        except AggregateNotFoundError:
+            return None
+
+
+def _enum(kind: Any, value: Any, field: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise RuleViolation(field, f"one of {allowed}", value) from None

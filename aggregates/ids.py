@@ -1,0 +1,32 @@
+"""Deterministic identities.
+
+Ids derived from business keys make commands idempotent (opening the same account or
+placing the same client order id twice finds the existing aggregate) and let any
+process find an aggregate without a lookup table.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid5
+
+_NAMESPACE = UUID("6f1d3c2e-8a44-4f0b-9a1e-2b7c5d9e0a11")
+
+
+def account_id(name: str) -> UUID:
+    return uuid5(_NAMESPACE, f"account/{name}")
+
+
+def order_id(account: UUID, client_order_id: str) -> UUID:
+    return uuid5(_NAMESPACE, f"order/{account}/{client_order_id}")
+
+
+def position_id(account: UUID, symbol: str) -> UUID:
+    return uuid5(_NAMESPACE, f"position/{account}/{symbol}")
+
+
+MARKET_ID = uuid5(_NAMESPACE, "market")
+
+
+def engine_id(aggregate_id: UUID) -> int:
+    """A positive int64 for the matching engine (top 63 bits of the UUID)."""
+    return aggregate_id.int >> 65

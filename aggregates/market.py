@@ -1,0 +1,53 @@
+"""The Market aggregate: venue-wide controls that risk and operations switch.
+
+One per deployment (``ids.MARKET_ID``): which symbols are halted, and the closing of
+each trading session (which expires DAY orders).
+"""
+
+from __future__ import annotations
+
+from aggregates.base import Meta, TradingAggregate
+from aggregates.ids import MARKET_ID
+
+
+class Market(TradingAggregate):
+    class Created(TradingAggregate.Created):
+        pass
+
+    class SymbolHalted(TradingAggregate.Event):
+        symbol: str
+        reason: str
+
+        def apply(self, market: Market) -> None:
+            market.halted_symbols.add(self.symbol)
+
+    class SymbolResumed(TradingAggregate.Event):
+        symbol: str
+
+        def apply(self, market: Market) -> None:
+            market.halted_symbols.discard(self.symbol)
+
+    class SessionClosed(TradingAggregate.Event):
+        session_date: str
+
+        def apply(self, market: Market) -> None:
+            market.closed_sessions.append(self.session_date)
+
+    def __init__(self) -> None:
+        self.halted_symbols: set[str] = set()
+        self.closed_sessions: list[str] = []
+
+    @classmethod
+    def create(cls, meta: Meta) -> Market:
+        return cls._create(cls.Created, id=MARKET_ID, **meta.fields())
+
+    def halt(self, symbol: str, reason: str, meta: Meta) -> None:
+        if symbol not in self.halted_symbols:
+            self._record(self.SymbolHalted, meta, symbol=symbol, reason=reason)
+
+    def resume(self, symbol: str, meta: Meta) -> None:
+        if symbol in self.halted_symbols:
+            self._record(self.SymbolResumed, meta, symbol=symbol)
+
+    def close_session(self, session_date: str, meta: Meta) -> None:
+        self._record(self.SessionClosed, meta, session_date=session_date)

@@ -1,0 +1,144 @@
+"""Pre-trade risk: one function decides whether an order may go to the market and
+what it must reserve. The command handler runs it (so bad orders store nothing) and
+the saga runs it again at reservation time (state may have moved since).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aggregates.account import Account
+from aggregates.errors import RiskRejection, RuleViolation
+from aggregates.fees import CommissionSchedule
+from aggregates.instruments import LOT_SIZE, PRICE_SCALE, Instrument
+from aggregates.order import OrderType, Side, TimeInForce
+from aggregates.position import Position
+
+
+@dataclass(frozen=True, slots=True)
+class RiskLimits:
+    max_order_notional_yen: int = 1_000_000_000
+    fat_finger_pct: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class OrderTerms:
+    symbol: str
+    side: Side
+    order_type: OrderType
+    tif: TimeInForce
+    quantity: int
+    price: int  # price units; 0 for market orders
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    funds: int  # yen: notional at the worst price plus estimated commission
+    shares: int
+
+
+def notional_yen(price: int, quantity: int) -> int:
+    """Yen value of ``quantity`` shares at ``price`` units, rounded up (never under-reserve).
+
+    With lots of 100 shares and prices in tenths of a yen it is always exact.
+    """
+    return -(-price * quantity // PRICE_SCALE)
+
+
+def check_terms(terms: OrderTerms, instrument: Instrument) -> None:
+    """Rules on the order itself: sign, lot, tick, daily price limits, order type."""
+    qty = terms.quantity
+    if not isinstance(qty, int) or isinstance(qty, bool) or qty <= 0:
+        raise RuleViolation("quantity", "positive whole shares", qty)
+    instrument.check_quantity(qty)
+    if terms.order_type is OrderType.MARKET:
+        if terms.price != 0:
+            raise RuleViolation("price", "market orders carry no price", terms.price)
+        if terms.tif is TimeInForce.GTC:
+            raise RuleViolation("tif", "market orders cannot rest (GTC)", terms.tif.value)
+        return
+    if not isinstance(terms.price, int) or isinstance(terms.price, bool) or terms.price <= 0:
+        raise RuleViolation("price", "positive price for limit orders", terms.price)
+    instrument.check_price(terms.price)
+
+
+def worst_price(terms: OrderTerms, instrument: Instrument) -> int:
+    """The price a buy is reserved at: its limit, or the daily upper limit for a market buy."""
+    if terms.order_type is OrderType.MARKET:
+        limits = instrument.limits
+        return limits.upper if terms.side is Side.BUY else limits.lower
+    return terms.price
+
+
+def assess(
+    terms: OrderTerms,
+    *,
+    instrument: Instrument,
+    account: Account,
+    position: Position | None,
+    last_price: int | None,
+    symbol_halted: bool,
+    limits: RiskLimits,
+    schedule: CommissionSchedule,
+    already_reserved: Reservation = Reservation(0, 0),
+) -> Reservation:
+    """Raise a :class:`DomainError` if the order may not trade; else what to reserve.
+
+    ``already_reserved`` is what this order holds now (an amend needs only the delta).
+    """
+    check_terms(terms, instrument)
+    if account.halted:
+        raise RiskRejection("account_id", "account not halted", str(account.id),
+                            f"account {account.name} is halted by risk")
+    if symbol_halted:
+        raise RiskRejection("symbol", "symbol not halted", terms.symbol,
+                            f"trading in {terms.symbol} is halted by risk")
+    price = worst_price(terms, instrument)
+    notional = notional_yen(price, terms.quantity)
+    if notional > limits.max_order_notional_yen:
+        raise RiskRejection(
+            "quantity", "max order notional", notional,
+            f"notional {notional:,} yen exceeds the limit of {limits.max_order_notional_yen:,}",
+        )
+    reference = last_price or instrument.base_price
+    if terms.order_type is OrderType.LIMIT and reference > 0:
+        distance = abs(terms.price - reference) * 100
+        if distance > limits.fat_finger_pct * reference:
+            raise RiskRejection(
+                "price", f"within {limits.fat_finger_pct}% of last price", terms.price,
+                f"price {terms.price / PRICE_SCALE:g} yen is more than {limits.fat_finger_pct}%"
+                f" from the last price {reference / PRICE_SCALE:g} yen",
+            )
+    fee = schedule.commission(notional)
+    held = position.available + already_reserved.shares if position else 0
+    if terms.side is Side.BUY:
+        funds, shares = notional + fee, 0
+    elif terms.quantity <= held:
+        funds, shares = fee, terms.quantity
+    elif account.allow_short:
+        short = terms.quantity - max(held, 0)
+        funds, shares = fee + notional_yen(price, short), max(held, 0)
+    else:
+        raise RiskRejection(
+            "quantity", "shares available to sell (no short selling)", terms.quantity,
+            f"sell of {terms.quantity} {terms.symbol} exceeds {max(held, 0)} available shares",
+        )
+    extra = funds - already_reserved.funds
+    if extra > account.available:
+        raise RiskRejection(
+            "quantity", "buying power", funds,
+            f"order needs {funds:,} yen (notional {notional:,} + est. commission {fee:,});"
+            f" {account.available + already_reserved.funds:,} yen available",
+        )
+    return Reservation(funds, shares)
+
+
+__all__ = [
+    "LOT_SIZE",
+    "OrderTerms",
+    "Reservation",
+    "RiskLimits",
+    "assess",
+    "check_terms",
+    "notional_yen",
+]

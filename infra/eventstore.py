@@ -1,0 +1,33 @@
+"""Event store configuration: turns :class:`Settings` into the eventsourcing library's env."""
+
+from __future__ import annotations
+
+from infra.settings import Settings
+
+
+def eventsourcing_env(settings: Settings, *, schema: str | None = None) -> dict[str, str]:
+    """The ``env`` for an eventsourcing application under these settings.
+
+    SQLite (embedded): one file at ``sqlite_path`` (``:memory:`` allowed for tests).
+    PostgreSQL: the eventsourcing psycopg recorder, tables created on first use.
+    """
+    if settings.persistence == "sqlite":
+        path = str(settings.sqlite_path)
+        if path != ":memory:":
+            settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": path,
+            "SQLITE_LOCK_TIMEOUT": "30",
+        }
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_HOST": settings.postgres_host,
+        "POSTGRES_PORT": str(settings.postgres_port),
+        "POSTGRES_USER": settings.postgres_user,
+        "POSTGRES_PASSWORD": settings.postgres_password,
+        "POSTGRES_DBNAME": settings.postgres_db,
+        "POSTGRES_SCHEMA": schema or settings.postgres_schema,
+        "POSTGRES_POOL_SIZE": "4",
+        "CREATE_TABLE": "y",
+    }

@@ -1,0 +1,52 @@
+"""Shared fixtures: backends for the write model, the bundled universe, data paths."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aggregates.instruments import Universe, load_universe
+from infra.eventstore import eventsourcing_env
+from infra.settings import Settings, get_settings
+
+
+def require_data(relative: str) -> Path:
+    """Path of a shared data file; skip when absent, fail when TRADECORE_REQUIRE_DATA=1."""
+    settings = get_settings()
+    path = settings.data_dir / relative
+    if not path.exists():
+        message = f"shared data file {path} is absent"
+        if settings.require_data:
+            pytest.fail(message + " and TRADECORE_REQUIRE_DATA=1")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def universe() -> Universe:
+    return load_universe(None)
+
+
+def _postgres_env() -> dict[str, str]:
+    import psycopg
+
+    from infra.services import ensure_postgres
+
+    url = ensure_postgres()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    return eventsourcing_env(Settings(persistence="postgres"), schema=schema)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The same tests on the embedded SQLite file and on a real PostgreSQL."""
+    if request.param == "sqlite":
+        yield eventsourcing_env(Settings(persistence="sqlite",
+                                         sqlite_path=tmp_path / "events.sqlite"))
+    else:
+        yield _postgres_env()
