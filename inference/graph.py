@@ -35,9 +35,7 @@ class StockGraph:
         return int(self.edge_index.shape[1])
 
 
-def trailing_correlation(
-    returns: np.ndarray, min_periods: int
-) -> tuple[np.ndarray, np.ndarray]:
+def trailing_correlation(returns: np.ndarray, min_periods: int) -> tuple[np.ndarray, np.ndarray]:
     """Pairwise Pearson correlation of columns over the rows where both are present.
 
     ``returns`` is [T, N] with NaN for missing days. Returns the [N, N] correlation
@@ -85,9 +83,7 @@ def build_stock_graph(
     if top_k < 0:
         raise ValueError(f"top_k: must be >= 0, got {top_k}")
     past = features.lazy().filter(pl.col("date") <= as_of)
-    dates = (
-        past.select(pl.col("date").unique().sort().tail(window)).collect().to_series()
-    )
+    dates = past.select(pl.col("date").unique().sort().tail(window)).collect().to_series()
     if dates.is_empty():
         raise ValueError(f"as_of: no feature rows on or before {as_of}")
     if codes is None:

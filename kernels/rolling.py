@@ -172,28 +172,32 @@ def rolling_moments_reference(
 def _rolling_extreme(
     values: np.ndarray, starts: np.ndarray, window: int, sign: float
 ) -> np.ndarray:
-    """Rolling max of ``sign * values`` (times ``sign``) with a monotonic deque: O(n)."""
+    """Rolling max of ``sign * values`` (times ``sign``) with a monotonic deque: O(n).
+
+    The deque is a slice ``dq[head:tail]`` of row indices whose signed values decrease;
+    the front is the window's extreme.
+    """
     n = values.shape[0]
     out = np.full(n, np.nan)
-    dq = np.empty(window + 1, dtype=np.int64)  # ring buffer of row indices
+    dq = np.empty(n, dtype=np.int64)
     for g in range(starts.shape[0] - 1):
         lo, hi = starts[g], starts[g + 1]
-        head = 0
-        size = 0
+        head = lo
+        tail = lo
         last_nan = lo - 1 - window
         for i in range(lo, hi):
             x = values[i]
             if not np.isfinite(x):
                 last_nan = i
             else:
-                while size > 0 and sign * values[dq[(head + size - 1) % (window + 1)]] <= sign * x:
-                    size -= 1
-                dq[(head + size) % (window + 1)] = i
-                size += 1
-            while size > 0 and dq[head] <= i - window:
-                head = (head + 1) % (window + 1)
-                size -= 1
-            if i - lo + 1 >= window and last_nan <= i - window and size > 0:
+                sx = sign * x
+                while tail > head and sign * values[dq[tail - 1]] <= sx:
+                    tail -= 1
+                dq[tail] = i
+                tail += 1
+            while tail > head and dq[head] <= i - window:
+                head += 1
+            if i - lo + 1 >= window and last_nan <= i - window and tail > head:
                 out[i] = values[dq[head]]
     return out
 
@@ -364,4 +368,99 @@ def lag_reference(values: np.ndarray, starts: np.ndarray, periods: int) -> np.nd
             out[starts[g] + periods : starts[g + 1]] = block[: max(len(block) - periods, 0)]
         else:
             out[starts[g] : starts[g + 1] + periods] = block[-periods:]
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def grouped_percentile_rank(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Average-tie rank within each group scaled to [0, 1]: (rank - 1) / (count - 1).
+
+    Used per date (rows grouped by date), so a stock's rank at t depends only on the
+    values at t. NaN stays NaN and is not counted; a lone value gets 0.5.
+    """
+    n = values.shape[0]
+    out = np.full(n, np.nan)
+    for g in range(starts.shape[0] - 1):
+        lo, hi = starts[g], starts[g + 1]
+        block = values[lo:hi]
+        order = np.argsort(block)  # NaN sorts last
+        count = 0
+        for k in range(hi - lo):
+            if np.isfinite(block[order[k]]):
+                count += 1
+        if count == 1:
+            out[lo + order[0]] = 0.5
+            continue
+        k = 0
+        while k < count:
+            m = k
+            while m + 1 < count and block[order[m + 1]] == block[order[k]]:
+                m += 1
+            rank = 0.5 * (k + m) / (count - 1)  # mean of 0-based ranks k..m, scaled
+            for p in range(k, m + 1):
+                out[lo + order[p]] = rank
+            k = m + 1
+    return out
+
+
+def grouped_percentile_rank_reference(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Readable twin of :func:`grouped_percentile_rank`: count smaller and equal values."""
+    out = np.full(values.shape[0], np.nan)
+    for g in range(len(starts) - 1):
+        block = values[starts[g] : starts[g + 1]]
+        finite = block[np.isfinite(block)]
+        for k, x in enumerate(block):
+            if not np.isfinite(x):
+                continue
+            if finite.size == 1:
+                out[starts[g] + k] = 0.5
+                continue
+            below = np.sum(finite < x)
+            ties = np.sum(finite == x)
+            out[starts[g] + k] = (below + (ties - 1) / 2) / (finite.size - 1)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def grouped_zscore(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """(x - group mean) / group sample std over finite values; 0 when the std is 0.
+
+    NaN stays NaN. A group with one finite value has no dispersion: its z-score is 0.
+    """
+    n = values.shape[0]
+    out = np.full(n, np.nan)
+    for g in range(starts.shape[0] - 1):
+        lo, hi = starts[g], starts[g + 1]
+        s = 0.0
+        count = 0
+        for i in range(lo, hi):
+            if np.isfinite(values[i]):
+                s += values[i]
+                count += 1
+        if count == 0:
+            continue
+        mu = s / count
+        ss = 0.0
+        for i in range(lo, hi):
+            if np.isfinite(values[i]):
+                d = values[i] - mu
+                ss += d * d
+        sd = np.sqrt(ss / (count - 1)) if count > 1 else 0.0
+        for i in range(lo, hi):
+            if np.isfinite(values[i]):
+                out[i] = (values[i] - mu) / sd if sd > 0.0 else 0.0
+    return out
+
+
+def grouped_zscore_reference(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Readable twin of :func:`grouped_zscore`."""
+    out = np.full(values.shape[0], np.nan)
+    for g in range(len(starts) - 1):
+        block = values[starts[g] : starts[g + 1]]
+        ok = np.isfinite(block)
+        if not ok.any():
+            continue
+        sd = block[ok].std(ddof=1) if ok.sum() > 1 else 0.0
+        z = (block - block[ok].mean()) / sd if sd > 0 else np.zeros_like(block)
+        out[starts[g] : starts[g + 1]] = np.where(ok, z, np.nan)
     return out
