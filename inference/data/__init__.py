@@ -4,6 +4,8 @@ Every source returns the J-Quants column names with exact types (see
 :mod:`inference.data.schema`), so features, graph and model code are source-agnostic.
 """
 
+from inference.data.cache import ParquetCache
+from inference.data.client import JQuantsClient, JQuantsError
 from inference.data.files import load_daily_quotes, load_listed_info
 from inference.data.schema import (
     DAILY_QUOTE_COLUMNS,
@@ -19,6 +21,9 @@ __all__ = [
     "DAILY_QUOTE_COLUMNS",
     "LISTED_INFO_COLUMNS",
     "DataSchemaError",
+    "JQuantsClient",
+    "JQuantsError",
+    "ParquetCache",
     "load_daily_quotes",
     "load_listed_info",
     "normalize_daily_quotes",
