@@ -1,0 +1,190 @@
+"""Dense (date x stock x feature) arrays the network trains and predicts on.
+
+The feature pipeline hands over a long Polars frame; windows of ``L`` days for every stock
+of a cross-section are far cheaper to slice from a dense array.  This module also holds
+the two rules that decide what the network may see:
+
+* **Normalisation is fitted on training dates only** (:class:`Normaliser`): per-feature
+  mean and standard deviation of values winsorised at the training 1st/99th percentiles;
+  standardised values are clipped and a missing value becomes 0 (the training mean).
+* **Eligibility** (:func:`eligibility`): a stock is scored on date ``t`` only if it has a
+  row on ``t`` (it traded), has at least ``min_history`` trading days of history up to
+  ``t``, and traded on at least ``min_window_coverage`` of the window's ``L`` days.  Days
+  inside the window on which it did not trade are filled with 0 (the mean).  Stocks that
+  fail the rule get no prediction (they are masked out, never filled with NaN scores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import polars as pl
+
+UNKNOWN_SECTOR = "unknown"
+
+
+@dataclass
+class FeaturePanel:
+    """``features`` ``[D, S, F]`` and ``targets`` ``[D, S, H]`` with NaN where absent."""
+
+    dates: list[date]
+    codes: list[str]
+    sectors: list[str]  # last known Sector33 code per stock
+    feature_columns: list[str]
+    target_columns: list[str]
+    features: np.ndarray
+    targets: np.ndarray
+    present: np.ndarray  # [D, S] bool: the stock has a row on that date
+
+    @classmethod
+    def from_frame(
+        cls,
+        frame: pl.DataFrame,
+        feature_columns: list[str],
+        target_columns: list[str],
+    ) -> FeaturePanel:
+        """Pivot the long feature frame (``date``, ``code``, ``sector33``, ...) to arrays."""
+        missing = [c for c in ("date", "code", *feature_columns) if c not in frame.columns]
+        if missing:
+            raise ValueError(f"features frame: missing columns {missing}")
+        if frame.is_empty():
+            raise ValueError("features frame: no rows (empty date range?)")
+        dates = frame.get_column("date").unique().sort().to_list()
+        codes = frame.get_column("code").unique().sort().to_list()
+        d_index = pl.DataFrame({"date": dates, "_d": np.arange(len(dates), dtype=np.int64)})
+        s_index = pl.DataFrame({"code": codes, "_s": np.arange(len(codes), dtype=np.int64)})
+        keyed = frame.join(d_index, on="date").join(s_index, on="code")
+        d = keyed.get_column("_d").to_numpy()
+        s = keyed.get_column("_s").to_numpy()
+        features = np.full((len(dates), len(codes), len(feature_columns)), np.nan, np.float32)
+        features[d, s] = _as_float32(keyed, feature_columns)
+        targets = np.full((len(dates), len(codes), len(target_columns)), np.nan, np.float32)
+        present_targets = [c for c in target_columns if c in keyed.columns]
+        if len(present_targets) == len(target_columns):
+            targets[d, s] = _as_float32(keyed, target_columns)
+        present = np.zeros((len(dates), len(codes)), dtype=bool)
+        present[d, s] = True
+        if "sector33" in frame.columns:
+            last = (
+                frame.sort("date")
+                .group_by("code")
+                .agg(pl.col("sector33").drop_nulls().last())
+                .join(s_index, on="code")
+                .sort("_s")
+            )
+            sectors = [s if s is not None else UNKNOWN_SECTOR for s in last["sector33"]]
+        else:
+            sectors = [UNKNOWN_SECTOR] * len(codes)
+        return cls(
+            dates,
+            codes,
+            sectors,
+            list(feature_columns),
+            list(target_columns),
+            features,
+            targets,
+            present,
+        )
+
+    def date_index(self, day: date) -> int:
+        """Index of the last panel date on or before ``day`` (-1 if none)."""
+        return (
+            int(
+                np.searchsorted(
+                    np.array(self.dates, dtype="datetime64[D]"),
+                    np.datetime64(day, "D"),
+                    side="right",
+                )
+            )
+            - 1
+        )
+
+    def content_hash(self, upto: int | None = None) -> str:
+        """SHA-256 of the dates, codes, features and targets up to date index ``upto``."""
+        end = len(self.dates) if upto is None else upto + 1
+        digest = hashlib.sha256()
+        digest.update(",".join(str(d) for d in self.dates[:end]).encode())
+        digest.update(",".join(self.codes).encode())
+        digest.update(",".join(self.feature_columns).encode())
+        digest.update(np.ascontiguousarray(self.features[:end]).tobytes())
+        digest.update(np.ascontiguousarray(self.targets[:end]).tobytes())
+        return digest.hexdigest()
+
+
+def _as_float32(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
+    block = frame.select([pl.col(c).cast(pl.Float32) for c in columns]).to_numpy()
+    block = np.asarray(block, dtype=np.float32)
+    block[~np.isfinite(block)] = np.nan  # NaN/inf from bad prices are treated as missing
+    return block
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Per-feature winsorised mean/std fitted on training dates only."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    clip: float
+
+    @classmethod
+    def fit(
+        cls, panel: FeaturePanel, date_indices: np.ndarray, clip: float, seed: int = 0
+    ) -> Normaliser:
+        rows = panel.features[date_indices][panel.present[date_indices]]  # [n, F]
+        if rows.shape[0] == 0:
+            raise ValueError("normaliser: no training rows to fit on")
+        if rows.shape[0] > 200_000:  # percentiles of a 200k-row sample are plenty
+            pick = np.random.default_rng(seed).choice(rows.shape[0], 200_000, replace=False)
+            rows = rows[np.sort(pick)]
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                lower = np.nanpercentile(rows, 1, axis=0)
+                upper = np.nanpercentile(rows, 99, axis=0)
+                clipped = np.clip(rows, lower, upper)
+                mean = np.nanmean(clipped, axis=0)
+                std = np.nanstd(clipped, axis=0)
+        lower, upper, mean = (np.nan_to_num(a, nan=0.0) for a in (lower, upper, mean))
+        std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
+        as32 = [a.astype(np.float32) for a in (lower, upper, mean, std)]
+        return cls(as32[0], as32[1], as32[2], as32[3], float(clip))
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """Standardise and clip; missing values become 0 (the training mean)."""
+        out = np.clip(features, self.lower, self.upper)
+        out = (out - self.mean) / self.std
+        np.clip(out, -self.clip, self.clip, out=out)
+        return np.nan_to_num(out, nan=0.0).astype(np.float32, copy=False)
+
+
+def eligibility(
+    present: np.ndarray, lookback: int, min_history: int, min_coverage: float
+) -> np.ndarray:
+    """``[D, S]`` mask of stocks that may be scored on each date (see module docstring)."""
+    counts = np.cumsum(present, axis=0, dtype=np.int64)
+    history_ok = counts >= min_history
+    window = counts.copy()
+    window[lookback:] -= counts[:-lookback]
+    coverage_ok = window >= int(np.ceil(min_coverage * lookback))
+    mask = present & history_ok & coverage_ok
+    mask[: lookback - 1] = False
+    return mask
+
+
+def excess_targets(targets: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Subtract each date's cross-sectional mean: the network forecasts relative returns."""
+    values = np.where(present[..., None], targets, np.nan)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(values, axis=1, keepdims=True)
+    return (values - mean).astype(np.float32)
