@@ -270,9 +270,7 @@ _LIMIT_ROWS_YEN: Final[tuple[tuple[int | None, int], ...]] = (
     (50_000_000, 7_000_000),
     (None, 10_000_000),
 )
-_LIMIT_BOUNDS: Final[list[int]] = [
-    b * PRICE_SCALE for b, _ in _LIMIT_ROWS_YEN if b is not None
-]
+_LIMIT_BOUNDS: Final[list[int]] = [b * PRICE_SCALE for b, _ in _LIMIT_ROWS_YEN if b is not None]
 _LIMIT_WIDTHS: Final[list[int]] = [w * PRICE_SCALE for _, w in _LIMIT_ROWS_YEN]
 
 LOWEST_LIMIT_PRICE: Final[int] = 1 * PRICE_SCALE
@@ -593,10 +591,7 @@ def _last_closes(quotes: Path, as_of: date | None) -> dict[str, int]:
         # ISO dates compare correctly as strings, which avoids parsing 900k dates.
         frame = frame.filter(pl.col("Date") <= as_of.isoformat())
     last = frame.group_by("Code").agg(pl.col("Close").sort_by("Date").last())
-    return {
-        code: _price_units(close, f"{quotes.name} {code}")
-        for code, close in last.iter_rows()
-    }
+    return {code: _price_units(close, f"{quotes.name} {code}") for code, close in last.iter_rows()}
 
 
 def _from_jquants(data_dir: Path, as_of: date | None) -> Universe:
@@ -657,8 +652,6 @@ def load_universe(data_dir: Path | None, as_of: date | None = None) -> Universe:
     """
     if data_dir is not None:
         jquants = Path(data_dir) / "jquants"
-        if (jquants / "listed_info.json").is_file() and (
-            jquants / "daily_quotes.csv.gz"
-        ).is_file():
+        if (jquants / "listed_info.json").is_file() and (jquants / "daily_quotes.csv.gz").is_file():
             return _from_jquants(Path(data_dir), as_of)
     return _from_bundled()

@@ -56,7 +56,7 @@ as_server() {
     elif command -v runuser >/dev/null 2>&1; then
         runuser -u postgres -- "$@"
     else
-        su postgres -s /bin/sh -c "$(printf '%q ' "$@")"
+        su postgres -s /bin/bash -c "$(printf '%q ' "$@")"
     fi
 }
 

@@ -347,8 +347,16 @@ def toyota(base_yen: str = "2500") -> Instrument:
 
 
 def small_cap(base_yen: str = "2500") -> Instrument:
-    return Instrument("7951", "79510", "Yamaha", "3800", "TOPIX Mid400",
-                      TickTable.STANDARD, LOT_SIZE, units(base_yen))
+    return Instrument(
+        "7951",
+        "79510",
+        "Yamaha",
+        "3800",
+        "TOPIX Mid400",
+        TickTable.STANDARD,
+        LOT_SIZE,
+        units(base_yen),
+    )
 
 
 def test_instrument_exposes_its_limits_and_grid() -> None:
@@ -421,8 +429,20 @@ def test_instrument_refuses_a_malformed_symbol_or_base_price() -> None:
 
 # ---- universes ---------------------------------------------------------------------------
 
-BUNDLED_SYMBOLS = {"7203", "6758", "9984", "8306", "6861", "9432", "4063", "8035", "6501",
-                   "7974", "4502", "9983"}
+BUNDLED_SYMBOLS = {
+    "7203",
+    "6758",
+    "9984",
+    "8306",
+    "6861",
+    "9432",
+    "4063",
+    "8035",
+    "6501",
+    "7974",
+    "4502",
+    "9983",
+}
 
 
 def test_bundled_universe_when_no_data_dir(tmp_path: Path) -> None:
