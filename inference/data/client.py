@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import date
 from types import TracebackType
 from typing import Any
@@ -86,7 +87,8 @@ class JQuantsClient:
     """Thread-safe client for the J-Quants REST API (v1).
 
     ``requests_per_second`` spaces requests out (the API answers 429 above its plan's
-    limit); ``max_attempts`` bounds retries of 429, 5xx and connection errors.
+    limit); ``max_attempts`` bounds retries of 429, 5xx and connection errors;
+    ``sleep`` is how the client waits (tests pass a recorder).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class JQuantsClient:
         backoff_max_s: float = 60.0,
         cache: ParquetCache | None = None,
         transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not refresh_token:
             raise ValueError("refresh_token: must be a non-empty J-Quants refresh token")
@@ -113,6 +116,7 @@ class JQuantsClient:
         self._backoff_initial = backoff_initial_s
         self._backoff_max = backoff_max_s
         self._cache = cache
+        self._sleep = sleep
         self._lock = threading.Lock()
         self._last_request = 0.0
         self._id_token: str | None = None
@@ -151,7 +155,7 @@ class JQuantsClient:
         with self._lock:
             wait = self._last_request + self._min_interval - time.monotonic()
             if wait > 0:
-                time.sleep(wait)
+                self._sleep(wait)
             self._last_request = time.monotonic()
 
     def _wait(self, state: RetryCallState) -> float:
@@ -159,7 +163,7 @@ class JQuantsClient:
         if isinstance(exc, _Retryable) and exc.retry_after is not None:
             return min(exc.retry_after, self._backoff_max)
         backoff = wait_exponential_jitter(
-            initial=self._backoff_initial, max=self._backoff_max, jitter=self._backoff_initial
+            multiplier=self._backoff_initial, max=self._backoff_max, jitter=self._backoff_initial
         )
         return float(backoff(state))
 
@@ -197,6 +201,7 @@ class JQuantsClient:
             retry=retry_if_exception(_is_retryable),
             stop=stop_after_attempt(self._max_attempts),
             wait=self._wait,
+            sleep=self._sleep,
             reraise=True,
         )
         try:

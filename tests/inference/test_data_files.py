@@ -1,0 +1,103 @@
+"""File readers: every format gives the same exact J-Quants schema; bad files say why."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from inference.data import (
+    DAILY_QUOTES_SCHEMA,
+    DataSchemaError,
+    load_daily_quotes,
+    load_listed_info,
+)
+
+
+def _records(quotes: pl.DataFrame) -> list[dict[str, object]]:
+    return quotes.with_columns(pl.col("Date").cast(pl.Utf8)).to_dicts()
+
+
+def test_shared_data_loads_in_exact_schema(all_quotes: pl.DataFrame) -> None:
+    assert dict(all_quotes.schema) == DAILY_QUOTES_SCHEMA
+    assert all_quotes.height == 925_928
+    assert all_quotes["Code"].n_unique() == 494
+    assert all_quotes["Code"].str.len_chars().unique().to_list() == [5]
+    assert all_quotes["Date"].min() == date(2008, 1, 4)
+    assert all_quotes["Date"].max() == date(2015, 12, 30)
+    assert all_quotes.equals(all_quotes.sort("Code", "Date"))
+    # TurnoverValue is empty in this export: read as null, not as a string column.
+    assert all_quotes["TurnoverValue"].null_count() == all_quotes.height
+
+
+def test_every_format_reads_the_same(quotes_slice: pl.DataFrame, tmp_path: Path) -> None:
+    quotes_slice.write_csv(tmp_path / "q.csv")
+    (tmp_path / "q.csv.gz").write_bytes(gzip.compress(quotes_slice.write_csv().encode()))
+    quotes_slice.write_parquet(tmp_path / "q.parquet")
+    (tmp_path / "q.json").write_text(json.dumps({"daily_quotes": _records(quotes_slice)}))
+    for name in ("q.csv", "q.csv.gz", "q.parquet", "q.json"):
+        got = load_daily_quotes(tmp_path / name)
+        assert got.equals(quotes_slice), name
+
+
+def test_folder_resolves_daily_quotes_and_listed_info(jquants_dir: Path) -> None:
+    listed = load_listed_info(jquants_dir)
+    assert {"Code", "CompanyName", "Sector17Code", "Sector33Code", "ScaleCategory"} <= set(
+        listed.columns
+    )
+    assert listed["Code"].is_unique().all()
+    assert listed.filter(pl.col("Code") == "72030")["Sector33Code"].item() == "3700"
+
+
+def test_json_in_api_shape_with_four_digit_codes_and_nan(tmp_path: Path) -> None:
+    rows = [
+        {"Date": "2015-01-05", "Code": "7203", "Open": 100.0, "High": 101.0, "Low": 99.0,
+         "Close": 100.5, "Volume": 1000.0, "TurnoverValue": None, "AdjustmentFactor": 1.0,
+         "AdjustmentOpen": 100.0, "AdjustmentHigh": 101.0, "AdjustmentLow": 99.0,
+         "AdjustmentClose": float("nan"), "AdjustmentVolume": 1000.0},
+    ]  # fmt: skip
+    path = tmp_path / "daily_quotes.json"
+    path.write_text(json.dumps({"daily_quotes": rows}))
+    got = load_daily_quotes(tmp_path)
+    assert got["Code"].to_list() == ["72030"]
+    assert got["AdjustmentClose"].to_list() == [None]  # NaN is a missing value
+    assert got["Date"].to_list() == [date(2015, 1, 5)]
+
+
+def test_duplicate_rows_are_rejected(quotes_slice: pl.DataFrame, tmp_path: Path) -> None:
+    doubled = pl.concat([quotes_slice.head(3), quotes_slice.head(1)])
+    doubled.write_parquet(tmp_path / "daily_quotes.parquet")
+    with pytest.raises(DataSchemaError, match=r"\(Code, Date\) must be unique"):
+        load_daily_quotes(tmp_path)
+
+
+def test_missing_column_is_named(quotes_slice: pl.DataFrame, tmp_path: Path) -> None:
+    quotes_slice.drop("AdjustmentClose").write_parquet(tmp_path / "q.parquet")
+    with pytest.raises(DataSchemaError, match="AdjustmentClose"):
+        load_daily_quotes(tmp_path / "q.parquet")
+
+
+def test_bad_code_and_missing_file_are_clear(tmp_path: Path) -> None:
+    (tmp_path / "q.json").write_text(
+        json.dumps({"daily_quotes": [{"Date": "2015-01-05", "Code": "123", "AdjustmentClose": 1}]})
+    )
+    with pytest.raises(DataSchemaError, match="'Code'"):
+        load_daily_quotes(tmp_path / "q.json")
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        load_daily_quotes(tmp_path / "empty_folder_that_is_missing")
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(FileNotFoundError, match="no daily_quotes file"):
+        load_daily_quotes(tmp_path / "sub")
+    (tmp_path / "x.json").write_text(json.dumps({"quotes": []}))
+    with pytest.raises(DataSchemaError, match="no 'daily_quotes' list"):
+        load_daily_quotes(tmp_path / "x.json")
+
+
+def test_empty_file_gives_empty_frame_in_schema(tmp_path: Path) -> None:
+    (tmp_path / "daily_quotes.json").write_text(json.dumps({"daily_quotes": []}))
+    got = load_daily_quotes(tmp_path)
+    assert got.is_empty() and dict(got.schema) == DAILY_QUOTES_SCHEMA
