@@ -13,6 +13,7 @@ saga resumes after the tracked position, so no fill is applied twice or lost.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.system import ProcessApplication
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
@@ -113,10 +115,15 @@ class TradingApplication(ProcessApplication[UUID]):
         self.batch_size = batch_size
         self.auto_process = auto_process
         self._lock = threading.RLock()
+        # Events this process just stored, by notification id: the saga takes them from
+        # here instead of re-reading and decoding the log, whenever they are exactly the
+        # next ones after its tracked position (else it reads the store).
+        self._fresh: deque[tuple[int, Any]] = deque()
         self.follow(self.name, self.notification_log)
         self.desk = self._new_desk()
         self.saga = OrderSaga(universe.get, self.desk, self.limits, self.schedule)
         self._rebuild_desk()
+        self._open_market()
 
     # == commands =========================================================================
     def open_account(self, name: str, *, owner: str, meta: Meta, allow_short: bool = False
@@ -176,14 +183,10 @@ class TradingApplication(ProcessApplication[UUID]):
         order_id = ids.order_id(account_id, client_order_id)
         with self._writing():
             account = self._get(account_id, Account, "account_id")
-            if order_id in self.repository:
-                existing: Order = self.repository.get(order_id)
-                if existing.same_terms(symbol, side_, type_, tif_, quantity, price):
-                    return Placement(order_id, created=False)
-                raise Conflict("client_order_id", "unique per account unless identical",
-                               client_order_id,
-                               f"client order id {client_order_id!r} was used for a"
-                               " different order")
+            cached = self._cached(order_id)
+            if cached is not None:
+                return self._resubmission(cached, client_order_id, symbol, side_, type_, tif_,
+                                          quantity, price)
             instrument = self.universe.get(symbol)
             market = self._market()
             position = self._position(account_id, symbol)
@@ -198,7 +201,14 @@ class TradingApplication(ProcessApplication[UUID]):
                                 client_order_id=client_order_id, symbol=symbol, side=side_,
                                 order_type=type_, tif=tif_, quantity=quantity, price=price,
                                 meta=meta)
-            self.save(order)
+            try:
+                # Optimistic: the store's unique (id, version) finds a reused client
+                # order id without a read on the common path.
+                self.save(order)
+            except IntegrityError:
+                existing = self.repository.get(order_id)
+                return self._resubmission(existing, client_order_id, symbol, side_, type_,
+                                          tif_, quantity, price)
         self._after_command()
         return Placement(order_id, created=True)
 
@@ -222,6 +232,16 @@ class TradingApplication(ProcessApplication[UUID]):
 
         self._change(order_id, amend, kind=Order, field="order_id")
         self._after_command()
+
+    @staticmethod
+    def _resubmission(existing: Order, client_order_id: str, symbol: str, side: Side,
+                      order_type: OrderType, tif: TimeInForce, quantity: int, price: int
+                      ) -> Placement:
+        if existing.same_terms(symbol, side, order_type, tif, quantity, price):
+            return Placement(existing.id, created=False)
+        raise Conflict("client_order_id", "unique per account unless identical",
+                       client_order_id,
+                       f"client order id {client_order_id!r} was used for a different order")
 
     # == queries ==========================================================================
     def get_account(self, account_id: UUID) -> Account:
@@ -258,25 +278,63 @@ class TradingApplication(ProcessApplication[UUID]):
         with self._lock:
             while max_batches is None or batches < max_batches:
                 position = self.recorder.max_tracking_id(self.name) or 0
-                notifications = self.recorder.select_notifications(
-                    start=position + 1, limit=self.batch_size
-                )
-                if not notifications:
+                batch = self._next_batch(position)
+                if not batch:
                     break
                 uow = UnitOfWork(self)
                 try:
-                    for notification in notifications:
-                        self.saga.handle(self.mapper.to_domain_event(notification), uow)
-                    processing = ProcessingEvent[UUID](Tracking(self.name, notifications[-1].id))
-                    processing.collect_events(*uow.loaded.values())
-                    self._record(processing)
+                    for _, event in batch:
+                        self.saga.handle(event, uow)
+                    processing = ProcessingEvent[UUID](Tracking(self.name, batch[-1][0]))
+                    for aggregate in uow.loaded.values():
+                        pending = aggregate.collect_events()
+                        if pending:
+                            processing.events.extend(pending)
+                            processing.aggregates[aggregate.id] = aggregate
+                    recordings = self._record(processing)
+                    self._fresh.extend((r.notification.id, r.domain_event) for r in recordings)
                     self._take_snapshots(processing)
                 except BaseException:
                     self._recover()
                     raise
-                done += len(notifications)
+                done += len(batch)
                 batches += 1
         return done
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """Snapshot from the aggregate in memory (the library would re-read it from the store)."""
+        if self.snapshots is None:
+            return
+        snapshots = []
+        for aggregate in processing_event.aggregates.values():
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            if interval is None:
+                continue
+            pending = [e for e in processing_event.events if e.originator_id == aggregate.id]
+            if any(e.originator_version % interval == 0 for e in pending):
+                snapshots.append(Snapshot.take(aggregate))
+        if snapshots:
+            self.snapshots.put(snapshots)
+
+    def _next_batch(self, position: int) -> list[tuple[int, Any]]:
+        fresh = self._fresh
+        while fresh and fresh[0][0] <= position:
+            fresh.popleft()
+        batch: list[tuple[int, Any]] = []
+        expected = position + 1
+        while fresh and len(batch) < self.batch_size and fresh[0][0] == expected:
+            batch.append(fresh.popleft())
+            expected += 1
+        if batch:
+            return batch
+        notifications = self.recorder.select_notifications(
+            start=position + 1, limit=self.batch_size
+        )
+        return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
+
+    def _notify(self, recordings: list[Any]) -> None:
+        super()._notify(recordings)
+        self._fresh.extend((r.notification.id, r.domain_event) for r in recordings)
 
     def processed_position(self) -> int:
         return self.recorder.max_tracking_id(self.name) or 0
@@ -320,6 +378,7 @@ class TradingApplication(ProcessApplication[UUID]):
 
     def _recover(self) -> None:
         """After a failed write: forget in-memory state and rebuild it from the store."""
+        self._fresh.clear()
         if self.repository.cache is not None:
             self.repository.cache.clear()  # type: ignore[attr-defined]
         self.desk = self._new_desk()
@@ -369,6 +428,23 @@ class TradingApplication(ProcessApplication[UUID]):
             return self.repository.get(ids.position_id(account_id, symbol))  # type: ignore[no-any-return]
         except AggregateNotFoundError:
             return None
+
+    def _cached(self, id: UUID) -> Any:
+        cache = self.repository.cache
+        if cache is None:
+            return None
+        try:
+            return cache.get(id)
+        except KeyError:
+            return None
+
+    def _open_market(self) -> None:
+        """The Market aggregate exists from the start, so no order looks it up in vain."""
+        if self._market() is None:
+            try:
+                self.save(Market.create(Meta.command("system", "open-market")))
+            except IntegrityError:  # another process opened it first
+                pass
 
     def _market(self) -> Market | None:
         try:

@@ -8,7 +8,7 @@ user command that started the flow) and the event or command that directly cause
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
@@ -42,7 +42,13 @@ class Meta:
         )
 
     def fields(self) -> dict[str, str]:
-        return asdict(self)
+        # not dataclasses.asdict: that deep-copies, and this runs for every event
+        return {
+            "principal": self.principal,
+            "command_id": self.command_id,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+        }
 
 
 class TradingAggregate(Aggregate):

@@ -16,9 +16,10 @@ def eventsourcing_env(settings: Settings, *, schema: str | None = None) -> dict[
         if path != ":memory:":
             settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "PERSISTENCE_MODULE": "infra.sqlite_store:SQLiteFactory",
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": "30",
+            "SQLITE_SYNCHRONOUS": settings.sqlite_synchronous,
         }
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "var" / "tradecore.sqlite",
         description="SQLite event store file (embedded deployment).",
     )
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        default="NORMAL",
+        description="SQLite fsync policy in WAL mode: NORMAL survives app crashes, FULL power loss.",
+    )
     postgres_host: str = Field(default="127.0.0.1", description="PostgreSQL host.")
     postgres_port: int = Field(default=54329, description="PostgreSQL port.")
     postgres_user: str = Field(default="tradecore", description="PostgreSQL user.")

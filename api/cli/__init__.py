@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from api.cli import model
+from api.cli.demo import demo
+from api.cli.trading import account_app, events, order_app
 
 app = typer.Typer(
     name="tradecore",
@@ -12,6 +14,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+app.command(help="Run a seeded trading session on real TOPIX names and check every invariant.")(
+    demo
+)
+app.add_typer(account_app, name="account")
+app.add_typer(order_app, name="order")
+app.command(help="The audit trail of one aggregate.")(events)
 app.add_typer(model.app, name="model", help="Train, evaluate and serve the ATFT-GAT-FAN model.")
 
 
