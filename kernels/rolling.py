@@ -87,7 +87,7 @@ def rolling_mean_std_reference(
             w = values[i - window + 1 : i + 1]
             if np.all(np.isfinite(w)):
                 mean[i] = w.mean()
-                std[i] = w.std(ddof=1) if window > 1 else 0.0
+                std[i] = w.std(ddof=1) if window > 1 else np.nan
     return mean, std
 
 
@@ -97,8 +97,10 @@ def rolling_moments(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rolling skewness and excess kurtosis (population moments, as Polars' defaults).
 
-    Sliding power sums of the group-shifted values, O(n). Both are NaN when the
-    window's variance is (numerically) zero: a constant series has no shape.
+    Sliding power sums of the group-shifted values, O(n): accurate when the window's
+    spread is not tiny next to its distance from the group's first value, as for
+    returns (what the pipeline feeds it); use it on returns, not on trending prices.
+    Both are NaN when the window's variance is (numerically) zero.
     """
     n = values.shape[0]
     skew = np.full(n, np.nan)
@@ -364,10 +366,9 @@ def lag_reference(values: np.ndarray, starts: np.ndarray, periods: int) -> np.nd
     out = np.full(values.shape[0], np.nan)
     for g in range(len(starts) - 1):
         block = values[starts[g] : starts[g + 1]]
-        if periods >= 0:
-            out[starts[g] + periods : starts[g + 1]] = block[: max(len(block) - periods, 0)]
-        else:
-            out[starts[g] : starts[g + 1] + periods] = block[-periods:]
+        for k in range(len(block)):
+            if 0 <= k - periods < len(block):
+                out[starts[g] + k] = block[k - periods]
     return out
 
 
