@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from uuid import UUID
@@ -29,7 +29,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt
 from aggregates import ids
 from aggregates.account import Account
 from aggregates.base import Meta, TradingAggregate
-from aggregates.errors import Conflict, NotFound, RuleViolation
+from aggregates.errors import Conflict, DomainError, NotFound, RuleViolation
 from aggregates.fees import DEFAULT_SCHEDULE, CommissionSchedule, get_schedule
 from aggregates.instruments import Universe
 from aggregates.market import Market
@@ -38,6 +38,21 @@ from aggregates.order import Order, OrderType, Side, TimeInForce
 from aggregates.position import Position
 from aggregates.risk import OrderTerms, RiskLimits, assess
 from aggregates.saga import ROUTED_TOPICS, OrderSaga
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """One order as a client sends it. Prices are integer price units (0 for market)."""
+
+    account_id: UUID
+    client_order_id: str
+    symbol: str
+    side: Side | str
+    quantity: int
+    meta: Meta
+    price: int = 0
+    order_type: OrderType | str = OrderType.LIMIT
+    tif: TimeInForce | str = TimeInForce.DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +67,7 @@ class UnitOfWork:
     def __init__(self, app: TradingApplication) -> None:
         self._app = app
         self.loaded: dict[UUID, TradingAggregate] = {}
+        self.absent: set[UUID] = set()  # looked up in this batch and not found
 
     def _get(self, id: UUID) -> Any:
         agg = self.loaded.get(id)
@@ -69,14 +85,17 @@ class UnitOfWork:
     def position(self, account_id: UUID, symbol: str, meta: Meta | None = None
                  ) -> Position | None:
         pid = ids.position_id(account_id, symbol)
-        try:
-            return self._get(pid)  # type: ignore[no-any-return]
-        except AggregateNotFoundError:
-            if meta is None:
-                return None
-            position = Position.open(pid, account_id=account_id, symbol=symbol, meta=meta)
-            self.loaded[pid] = position
-            return position
+        if pid not in self.absent:
+            try:
+                return self._get(pid)  # type: ignore[no-any-return]
+            except AggregateNotFoundError:
+                self.absent.add(pid)
+        if meta is None:
+            return None
+        self.absent.discard(pid)
+        position = Position.open(pid, account_id=account_id, symbol=symbol, meta=meta)
+        self.loaded[pid] = position
+        return position
 
     def market(self) -> Market | None:
         try:
@@ -106,7 +125,11 @@ class TradingApplication(ProcessApplication[UUID]):
         schedule: CommissionSchedule | str = DEFAULT_SCHEDULE,
         batch_size: int = 256,
         auto_process: bool = True,
+        snapshot_interval: int = 200,
     ) -> None:
+        self.snapshotting_intervals = (
+            {Account: snapshot_interval, Position: snapshot_interval} if snapshot_interval else {}
+        )
         super().__init__(env)
         self.universe = universe
         self.limits = limits or RiskLimits()
@@ -162,55 +185,78 @@ class TradingApplication(ProcessApplication[UUID]):
         """End of the trading day: DAY orders still resting expire (via the saga)."""
         self._change_market(lambda m: m.close_session(session_date, meta), meta)
 
-    def place_order(
-        self,
-        account_id: UUID,
-        *,
-        client_order_id: str,
-        symbol: str,
-        side: Side | str,
-        quantity: int,
-        price: int = 0,
-        order_type: OrderType | str = OrderType.LIMIT,
-        tif: TimeInForce | str = TimeInForce.DAY,
-        meta: Meta,
-    ) -> Placement:
-        side_, type_, tif_ = _enum(Side, side, "side"), _enum(OrderType, order_type,
-                                                               "order_type"), \
-            _enum(TimeInForce, tif, "tif")
-        if not client_order_id or len(client_order_id) > 64:
-            raise RuleViolation("client_order_id", "1..64 characters", client_order_id)
-        order_id = ids.order_id(account_id, client_order_id)
+    def place_order(self, account_id: UUID, *, meta: Meta, **terms: Any) -> Placement:
+        """Place one order (see :class:`OrderRequest` for the terms); raise if refused."""
+        outcome = self.place_orders([OrderRequest(account_id=account_id, meta=meta, **terms)])[0]
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
+
+    def place_orders(self, requests: Sequence[OrderRequest]) -> list[Placement | DomainError]:
+        """Place a basket: each order is checked on its own and refused alone; the
+        accepted ones are stored in one transaction (group commit).
+
+        A client order id already used is idempotent when the terms are identical and a
+        ``Conflict`` otherwise. Nothing is stored for a refused order.
+        """
+        outcomes: list[Placement | DomainError] = []
+        fresh: dict[UUID, tuple[Order, OrderRequest]] = {}
         with self._writing():
-            account = self._get(account_id, Account, "account_id")
-            cached = self._cached(order_id)
-            if cached is not None:
-                return self._resubmission(cached, client_order_id, symbol, side_, type_, tif_,
-                                          quantity, price)
-            instrument = self.universe.get(symbol)
-            market = self._market()
-            position = self._position(account_id, symbol)
-            assess(
-                OrderTerms(symbol, side_, type_, tif_, quantity, price),
-                instrument=instrument, account=account, position=position,
-                last_price=self.desk.last_price(symbol),
-                symbol_halted=market is not None and symbol in market.halted_symbols,
-                limits=self.limits, schedule=self.schedule,
-            )
-            order = Order.place(order_id, account_id=account_id,
-                                client_order_id=client_order_id, symbol=symbol, side=side_,
-                                order_type=type_, tif=tif_, quantity=quantity, price=price,
-                                meta=meta)
+            for request in requests:
+                try:
+                    outcomes.append(self._prepare(request, fresh))
+                except DomainError as err:
+                    outcomes.append(err)
+            orders = [order for order, _ in fresh.values()]
             try:
-                # Optimistic: the store's unique (id, version) finds a reused client
-                # order id without a read on the common path.
-                self.save(order)
+                # Optimistic: the store's unique (id, version) finds a client order id used
+                # before this process cached it, without a read on the common path.
+                self.save(*orders)
             except IntegrityError:
-                existing = self.repository.get(order_id)
-                return self._resubmission(existing, client_order_id, symbol, side_, type_,
-                                          tif_, quantity, price)
+                self._forget_cache()
+                outcomes = [self._save_alone(fresh[o.order_id])
+                            if isinstance(o, Placement) and o.created else o
+                            for o in outcomes]
         self._after_command()
+        return outcomes
+
+    def _prepare(self, r: OrderRequest, fresh: dict[UUID, tuple[Order, OrderRequest]]
+                 ) -> Placement:
+        side, order_type, tif = (_enum(Side, r.side, "side"),
+                                 _enum(OrderType, r.order_type, "order_type"),
+                                 _enum(TimeInForce, r.tif, "tif"))
+        if not r.client_order_id or len(r.client_order_id) > 64:
+            raise RuleViolation("client_order_id", "1..64 characters", r.client_order_id)
+        order_id = ids.order_id(r.account_id, r.client_order_id)
+        account = self._get(r.account_id, Account, "account_id")
+        earlier = fresh[order_id][0] if order_id in fresh else self._cached(order_id)
+        if earlier is not None:
+            return _resubmission(earlier, r)
+        market = self._market()
+        assess(
+            OrderTerms(r.symbol, side, order_type, tif, r.quantity, r.price),
+            instrument=self.universe.get(r.symbol), account=account,
+            position=self._position(r.account_id, r.symbol),
+            last_price=self.desk.last_price(r.symbol),
+            symbol_halted=market is not None and r.symbol in market.halted_symbols,
+            limits=self.limits, schedule=self.schedule,
+        )
+        fresh[order_id] = (Order.place(order_id, account_id=r.account_id,
+                                       client_order_id=r.client_order_id, symbol=r.symbol,
+                                       side=side, order_type=order_type, tif=tif,
+                                       quantity=r.quantity, price=r.price, meta=r.meta), r)
         return Placement(order_id, created=True)
+
+    def _save_alone(self, prepared: tuple[Order, OrderRequest]) -> Placement | DomainError:
+        order, request = prepared
+        try:
+            self.save(order)
+            return Placement(order.id, created=True)
+        except IntegrityError:
+            try:
+                return _resubmission(self.repository.get(order.id), request)
+            except DomainError as err:
+                return err
 
     def cancel_order(self, order_id: UUID, meta: Meta) -> None:
         self._change(order_id, lambda o: o.request_cancel(meta), kind=Order, field="order_id")
@@ -232,16 +278,6 @@ class TradingApplication(ProcessApplication[UUID]):
 
         self._change(order_id, amend, kind=Order, field="order_id")
         self._after_command()
-
-    @staticmethod
-    def _resubmission(existing: Order, client_order_id: str, symbol: str, side: Side,
-                      order_type: OrderType, tif: TimeInForce, quantity: int, price: int
-                      ) -> Placement:
-        if existing.same_terms(symbol, side, order_type, tif, quantity, price):
-            return Placement(existing.id, created=False)
-        raise Conflict("client_order_id", "unique per account unless identical",
-                       client_order_id,
-                       f"client order id {client_order_id!r} was used for a different order")
 
     # == queries ==========================================================================
     def get_account(self, account_id: UUID) -> Account:
@@ -305,14 +341,13 @@ class TradingApplication(ProcessApplication[UUID]):
         """Snapshot from the aggregate in memory (the library would re-read it from the store)."""
         if self.snapshots is None:
             return
-        snapshots = []
-        for aggregate in processing_event.aggregates.values():
+        due = set()
+        for event in processing_event.events:
+            aggregate = processing_event.aggregates.get(event.originator_id)
             interval = self.snapshotting_intervals.get(type(aggregate))
-            if interval is None:
-                continue
-            pending = [e for e in processing_event.events if e.originator_id == aggregate.id]
-            if any(e.originator_version % interval == 0 for e in pending):
-                snapshots.append(Snapshot.take(aggregate))
+            if interval and event.originator_version % interval == 0:
+                due.add(event.originator_id)
+        snapshots = [Snapshot.take(processing_event.aggregates[i]) for i in due]
         if snapshots:
             self.snapshots.put(snapshots)
 
@@ -361,26 +396,13 @@ class TradingApplication(ProcessApplication[UUID]):
             if not notifications:
                 break
             for notification in notifications:
-                event = self.mapper.to_domain_event(notification)
-                kind = type(event).__qualname__
-                if kind == "Order.Routed":
-                    self.desk.new(
-                        order_id=event.originator_id, account_id=event.account_id,
-                        symbol=event.symbol, side=event.side, order_type=event.order_type,
-                        tif=event.tif, quantity=event.quantity, price=event.price,
-                        engine_order_id=event.engine_order_id, owner=event.owner,
-                    )
-                elif kind in ("Order.CancelRouted", "Order.ExpiryRouted"):
-                    self.desk.cancel(event.engine_order_id)
-                elif kind == "Order.AmendRouted":
-                    self.desk.amend(event.engine_order_id, event.quantity, event.price)
+                self.saga.to_venue(self.mapper.to_domain_event(notification))
             start = notifications[-1].id + 1
 
     def _recover(self) -> None:
         """After a failed write: forget in-memory state and rebuild it from the store."""
         self._fresh.clear()
-        if self.repository.cache is not None:
-            self.repository.cache.clear()  # type: ignore[attr-defined]
+        self._forget_cache()
         self.desk = self._new_desk()
         self.saga.desk = self.desk
         self._rebuild_desk()
@@ -391,9 +413,13 @@ class TradingApplication(ProcessApplication[UUID]):
             try:
                 yield
             except BaseException:
-                if self.repository.cache is not None:
-                    self.repository.cache.clear()  # type: ignore[attr-defined]
+                self._forget_cache()
                 raise
+
+    def _forget_cache(self) -> None:
+        """Cached aggregates are changed in place: after a failed write they may be ahead."""
+        if self.repository.cache is not None:
+            self.repository.cache.clear()  # type: ignore[attr-defined]
 
     @retry(retry=retry_if_exception_type(IntegrityError), stop=stop_after_attempt(5),
            reraise=True)
@@ -416,7 +442,7 @@ class TradingApplication(ProcessApplication[UUID]):
 
     def _get(self, id: UUID, kind: type[Any], field: str) -> Any:
         try:
-            aggregate = self.repository.get(id)
+            aggregate: Any = self.repository.get(id)
         except AggregateNotFoundError:
             raise NotFound(field, "exists", str(id), f"no {kind.__name__.lower()} {id}") from None
         if not isinstance(aggregate, kind):
@@ -441,16 +467,24 @@ class TradingApplication(ProcessApplication[UUID]):
     def _open_market(self) -> None:
         """The Market aggregate exists from the start, so no order looks it up in vain."""
         if self._market() is None:
-            try:
+            with suppress(IntegrityError):  # another process opened it first
                 self.save(Market.create(Meta.command("system", "open-market")))
-            except IntegrityError:  # another process opened it first
-                pass
 
     def _market(self) -> Market | None:
         try:
             return self.repository.get(ids.MARKET_ID)  # type: ignore[no-any-return]
         except AggregateNotFoundError:
             return None
+
+
+def _resubmission(existing: Order, r: OrderRequest) -> Placement:
+    """A client order id seen before: the same order again, or a conflict."""
+    if existing.same_terms(r.symbol, _enum(Side, r.side, "side"),
+                           _enum(OrderType, r.order_type, "order_type"),
+                           _enum(TimeInForce, r.tif, "tif"), r.quantity, r.price):
+        return Placement(existing.id, created=False)
+    raise Conflict("client_order_id", "unique per account unless identical", r.client_order_id,
+                   f"client order id {r.client_order_id!r} was used for a different order")
 
 
 def _enum(kind: Any, value: Any, field: str) -> Any:

@@ -7,6 +7,7 @@ process find an aggregate without a lookup table.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from uuid import UUID, uuid5
 
 _NAMESPACE = UUID("6f1d3c2e-8a44-4f0b-9a1e-2b7c5d9e0a11")
@@ -20,6 +21,7 @@ def order_id(account: UUID, client_order_id: str) -> UUID:
     return uuid5(_NAMESPACE, f"order/{account}/{client_order_id}")
 
 
+@lru_cache(maxsize=1 << 16)
 def position_id(account: UUID, symbol: str) -> UUID:
     return uuid5(_NAMESPACE, f"position/{account}/{symbol}")
 

@@ -157,7 +157,7 @@ class MatchingDesk:
         return pickle.dumps(state)
 
     def restore(self, data: bytes) -> None:
-        state = pickle.loads(data)  # noqa: S301 - our own snapshot, never user input
+        state = pickle.loads(data)
         self.engine.restore(state["engine"])
         self._symbols = set(state["symbols"])
         self.tickets = state["tickets"]

@@ -96,13 +96,25 @@ class OrderSaga:
         order.accept(reservation.funds, reservation.shares, meta)
         order.route(engine_id(order.id), engine_id(order.account_id), meta)
 
+    def to_venue(self, e: Any) -> list[Report]:
+        """Send a routed event to the venue. Also how the desk is rebuilt after a restart."""
+        kind = type(e).__qualname__
+        if kind == "Order.Routed":
+            return self.desk.new(
+                order_id=e.originator_id, account_id=e.account_id, symbol=e.symbol,
+                side=e.side, order_type=e.order_type, tif=e.tif, quantity=e.quantity,
+                price=e.price, engine_order_id=e.engine_order_id, owner=e.owner,
+            )
+        if kind == "Order.CancelRouted":
+            return self.desk.cancel(e.engine_order_id)
+        if kind == "Order.ExpiryRouted":
+            return self.desk.cancel(e.engine_order_id, expire=True)
+        if kind == "Order.AmendRouted":
+            return self.desk.amend(e.engine_order_id, e.quantity, e.price)
+        return []
+
     def on_routed(self, e: Order.Routed, uow: Aggregates) -> None:
-        reports = self.desk.new(
-            order_id=e.originator_id, account_id=e.account_id, symbol=e.symbol, side=e.side,
-            order_type=e.order_type, tif=e.tif, quantity=e.quantity, price=e.price,
-            engine_order_id=e.engine_order_id, owner=e.owner,
-        )
-        self._apply(reports, uow, Meta.caused_by(e, "match"))
+        self._apply(self.to_venue(e), uow, Meta.caused_by(e, "match"))
 
     def on_cancel_requested(self, e: Order.CancelRequested, uow: Aggregates) -> None:
         meta = Meta.caused_by(e, "cancel")
@@ -113,7 +125,7 @@ class OrderSaga:
             order.reject_cancel(f"order is {order.status.value}", meta)
 
     def on_cancel_routed(self, e: Order.CancelRouted, uow: Aggregates) -> None:
-        self._apply(self.desk.cancel(e.engine_order_id), uow, Meta.caused_by(e, "match"))
+        self._apply(self.to_venue(e), uow, Meta.caused_by(e, "match"))
         order = uow.order(e.originator_id)
         if order.cancel_pending:  # the venue no longer had it: it filled meanwhile
             order.reject_cancel(f"order is {order.status.value}", Meta.caused_by(e, "match"))
@@ -151,7 +163,7 @@ class OrderSaga:
 
     def on_amend_routed(self, e: Order.AmendRouted, uow: Aggregates) -> None:
         meta = Meta.caused_by(e, "match")
-        reports = self.desk.amend(e.engine_order_id, e.quantity, e.price)
+        reports = self.to_venue(e)
         order = uow.order(e.originator_id)
         if not reports and order.amend_pending:  # gone from the venue meanwhile
             order.reject_amend("status", "order is open", f"order is {order.status.value}",
@@ -167,8 +179,7 @@ class OrderSaga:
                 order.route_expiry(meta)
 
     def on_expiry_routed(self, e: Order.ExpiryRouted, uow: Aggregates) -> None:
-        self._apply(self.desk.cancel(e.engine_order_id, expire=True), uow,
-                    Meta.caused_by(e, "match"))
+        self._apply(self.to_venue(e), uow, Meta.caused_by(e, "match"))
 
     # -- venue reports ----------------------------------------------------------------
     def _apply(self, reports: list[Report], uow: Aggregates, meta: Meta) -> None:

@@ -26,4 +26,5 @@ def trading_app(
         schedule=settings.commission_schedule,
         batch_size=settings.saga_batch_size,
         auto_process=auto_process,
+        snapshot_interval=settings.snapshot_interval,
     )

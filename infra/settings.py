@@ -6,6 +6,7 @@ Nothing else in the project reads ``os.environ``; composition roots (``api/``,
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -41,7 +42,7 @@ class Settings(BaseSettings):
     )
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         default="NORMAL",
-        description="SQLite fsync policy in WAL mode: NORMAL survives app crashes, FULL power loss.",
+        description="SQLite fsync in WAL mode: NORMAL survives app crashes, FULL power loss.",
     )
     postgres_host: str = Field(default="127.0.0.1", description="PostgreSQL host.")
     postgres_port: int = Field(default=54329, description="PostgreSQL port.")
@@ -74,14 +75,23 @@ class Settings(BaseSettings):
         description="Notifications the saga processes per database transaction.",
     )
 
-    # --- distributed --------------------------------------------------------------
-    kafka_bootstrap: str = Field(
-        default="127.0.0.1:19092", description="Kafka bootstrap servers."
-    )
-    topic_prefix: str = Field(default="tradecore", description="Kafka topic prefix.")
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings read once per process from the environment."""
     return Settings()
+
+
+def markdown_table() -> str:
+    """The configuration table in README.md, generated from the fields above."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, Path):
+            default = os.path.relpath(default, PROJECT_ROOT)
+        rows.append(f"| `TRADECORE_{name.upper()}` | `{default}` | {field.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import typer
@@ -50,7 +51,7 @@ def demo(
     orders: int = typer.Option(600, help="Orders the traders send."),
     symbols: int = typer.Option(8, help="How many symbols to trade."),
     seed: int = typer.Option(7, help="Random seed: the same seed gives the same session."),
-    engine: str = typer.Option("", help="Matching engine: reference or kernel (default: settings)."),
+    engine: str = typer.Option("", help="Matching engine: reference or kernel."),
     store: Path | None = typer.Option(None, help="SQLite file (default: a fresh temporary file)."),
 ) -> None:
     settings = get_settings()
@@ -61,9 +62,10 @@ def demo(
     settings = settings.model_copy(update=updates)
     universe = load_instruments(settings)
     app = trading_app(settings, universe=universe)
+    where = path if settings.persistence == "sqlite" else settings.postgres_db
     console.print(f"[bold]tradecore demo[/] — {len(universe)} instruments from "
                   f"{universe.source or 'bundled file'}; engine={settings.matching_engine}; "
-                  f"store={settings.persistence}:{path if settings.persistence == 'sqlite' else settings.postgres_db}")
+                  f"store={settings.persistence}:{where}")
     stocks = pick_symbols(universe, symbols)
     started = time.perf_counter()
     stats = run_session(app, stocks, orders, random.Random(seed))
@@ -217,8 +219,8 @@ def report(app: TradingApplication, stats: Counter[str], elapsed: float) -> None
                   f"prices in yen use {PRICE_SCALE} price units per yen")
 
 
-def _all_notifications(app: TradingApplication) -> list[object]:
-    out: list[object] = []
+def _all_notifications(app: TradingApplication) -> list[Any]:
+    out: list[Any] = []
     start = 1
     while True:
         batch = app.recorder.select_notifications(start=start, limit=5000)

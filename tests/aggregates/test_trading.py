@@ -192,3 +192,30 @@ def test_unknown_account_and_order(app, universe, sym) -> None:  # type: ignore[
     assert err2.value.field == "order_id"
     assert stored(app) == before
     assert issubclass(NotFound, DomainError)
+
+
+def test_basket_refuses_bad_orders_alone_and_stores_the_rest(app, universe, sym) -> None:  # type: ignore[no-untyped-def]
+    from aggregates.application import OrderRequest
+
+    price = universe.get(sym).base_price
+    buyer = funded(app, "basket")
+    first = app.place_order(buyer, client_order_id="old", symbol=sym, side="buy", quantity=100,
+                            price=price, meta=meta())
+    before = stored(app)
+    basket = [
+        OrderRequest(buyer, "k1", sym, "buy", 100, meta(), price=price),
+        OrderRequest(buyer, "k2", sym, "buy", 150, meta(), price=price),  # not a lot multiple
+        OrderRequest(buyer, "k1", sym, "buy", 100, meta(), price=price),  # same order again
+        OrderRequest(buyer, "old", sym, "buy", 300, meta(), price=price),  # reused id, new terms
+        OrderRequest(buyer, "k3", sym, "sell", 100, meta(), price=price),  # no shares
+    ]
+    outcomes = app.place_orders(basket)
+    assert outcomes[0].order_id == outcomes[2].order_id  # type: ignore[union-attr]
+    assert outcomes[0].created and not outcomes[2].created  # type: ignore[union-attr]
+    assert isinstance(outcomes[1], DomainError) and outcomes[1].field == "quantity"
+    assert isinstance(outcomes[3], Conflict) and outcomes[3].field == "client_order_id"
+    assert isinstance(outcomes[4], RiskRejection)
+    placed = [n for n in app.recorder.select_notifications(start=before + 1, limit=100)
+              if n.topic.endswith("Order.Placed")]
+    assert len(placed) == 1
+    assert app.get_order(first.order_id).quantity == 100
