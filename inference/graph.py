@@ -35,27 +35,150 @@ class StockGraph:
         return int(self.edge_index.shape[1])
 
 
-def trailing_correlation(returns: np.ndarray, min_periods: int) -> tuple[np.ndarray, np.ndarray]:
+def trailing_correlation(returns: np.ndarray, min_periods: int) -> np.ndarray:
     """Pairwise Pearson correlation of columns over the rows where both are present.
 
-    ``returns`` is [T, N] with NaN for missing days. Returns the [N, N] correlation
-    (NaN where fewer than ``min_periods`` common days or zero variance) and the
-    common-day counts.
+    ``returns`` is [T, N] with NaN for missing days. Returns the [N, N] correlation,
+    NaN where fewer than ``min_periods`` common days or zero variance. Columns with no
+    gap share one matrix product; each gappy column is correlated pairwise with all.
     """
+    n_days, n_cols = returns.shape
     present = ~np.isnan(returns)
-    x = np.where(present, returns, 0.0)
-    m = present.astype(np.float64)
-    n = m.T @ m  # common days per pair
-    sx = x.T @ m  # sum of x_i over days where j is present
-    sxx = (x * x).T @ m
-    sxy = x.T @ x
+    complete = present.all(axis=0)
+    corr = np.full((n_cols, n_cols), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cov = sxy - sx * sx.T / n
-        var_i = sxx - sx * sx / n
-        var_j = var_i.T
-        corr = cov / np.sqrt(var_i * var_j)
-    corr[(n < min_periods) | ~np.isfinite(corr)] = np.nan
-    return np.clip(corr, -1.0, 1.0), n
+        full = np.flatnonzero(complete)
+        if full.size and n_days >= min_periods:
+            centred = returns[:, full] - returns[:, full].mean(axis=0)
+            cov = centred.T @ centred
+            sd = np.sqrt(np.diag(cov))
+            corr[np.ix_(full, full)] = cov / np.outer(sd, sd)
+        x_all = np.where(present, returns, 0.0)
+        for i in np.flatnonzero(~complete):
+            rows = present[:, i]
+            xi = returns[rows, i][:, None]
+            xj = x_all[rows]
+            mj = present[rows].astype(np.float64)
+            n = mj.sum(axis=0)
+            sxi = (xi * mj).sum(axis=0)
+            sxj = xj.sum(axis=0)
+            cov = (xi * xj).sum(axis=0) - sxi * sxj / n
+            var_i = (xi * xi * mj).sum(axis=0) - sxi * sxi / n
+            var_j = (xj * xj).sum(axis=0) - sxj * sxj / n
+            r = np.where(n >= min_periods, cov / np.sqrt(var_i * var_j), np.nan)
+            corr[i, :] = r
+            corr[:, i] = r
+    corr[~np.isfinite(corr)] = np.nan
+    return np.clip(corr, -1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ReturnPanel:
+    """Daily returns and sectors as dense [date x code] arrays, built once per frame.
+
+    Building a graph reads rows ``<= as_of`` of this panel only, so one panel over the
+    whole history serves every date without leaking (see :func:`build_stock_graphs`).
+    """
+
+    dates: np.ndarray  # datetime64[D], ascending
+    codes: list[str]
+    returns: np.ndarray  # float64 [T, N], NaN where the stock has no return that date
+    present: np.ndarray  # bool [T, N], the stock has a row that date
+    sector: np.ndarray  # int32 [T, N], index into sector_names as of that date; -1 unknown
+    sector_names: list[str]
+
+    @classmethod
+    def from_features(cls, features: pl.DataFrame) -> ReturnPanel:
+        for name in ("date", "code", "sector33", "ret_1d"):
+            if name not in features.columns:
+                raise ValueError(f"features: column '{name}' is required to build the stock graph")
+        rows = features.select("date", "code", "sector33", pl.col("ret_1d").cast(pl.Float64))
+        dates = rows["date"].unique().sort()
+        codes = rows["code"].unique().sort()
+        t = dates.search_sorted(rows["date"]).to_numpy()
+        n = codes.search_sorted(rows["code"]).to_numpy()
+        returns = np.full((dates.len(), codes.len()), np.nan)
+        returns[t, n] = rows["ret_1d"].fill_null(np.nan).to_numpy()
+        present = np.zeros(returns.shape, dtype=bool)
+        present[t, n] = True
+        labels = rows["sector33"].fill_null(UNKNOWN_SECTOR)
+        names = labels.unique().sort()
+        ids = names.search_sorted(labels).to_numpy().astype(np.int32)
+        unknown = names.to_list().index(UNKNOWN_SECTOR) if UNKNOWN_SECTOR in names else -2
+        sector = np.full(returns.shape, -1, dtype=np.int32)
+        sector[t, n] = np.where(ids == unknown, -1, ids)
+        for k in range(1, sector.shape[0]):  # carry each code's last known sector forward
+            missing = ~present[k]
+            sector[k, missing] = sector[k - 1, missing]
+        return cls(dates.to_numpy(), codes.to_list(), returns, present, sector, names.to_list())
+
+    def graph(
+        self,
+        as_of: date,
+        codes: list[str] | None = None,
+        *,
+        window: int = 60,
+        top_k: int = 10,
+        threshold: float = 0.3,
+        sector_edges: bool = True,
+    ) -> StockGraph:
+        """The graph at ``as_of`` from the last ``window`` panel dates on or before it."""
+        if window < 2:
+            raise ValueError(f"window: must be at least 2 trading days, got {window}")
+        if top_k < 0:
+            raise ValueError(f"top_k: must be >= 0, got {top_k}")
+        end = int(np.searchsorted(self.dates, np.datetime64(as_of, "D"), side="right"))
+        if end == 0:
+            raise ValueError(f"as_of: no feature rows on or before {as_of}")
+        on_date = self.dates[end - 1] == np.datetime64(as_of, "D")
+        column = {c: k for k, c in enumerate(self.codes)}
+        if codes is None:
+            if not on_date:
+                raise ValueError(f"as_of: no stock has a row on {as_of} (not a trading date?)")
+            codes = [c for c, k in column.items() if self.present[end - 1, k]]
+        if len(set(codes)) != len(codes):
+            raise ValueError("codes: must not contain duplicates")
+        n_nodes = len(codes)
+        known_col = np.array([column.get(c, -1) for c in codes], dtype=np.int64)
+        matrix = np.full((min(window, end), n_nodes), np.nan)
+        has = known_col >= 0
+        matrix[:, has] = self.returns[end - matrix.shape[0] : end, known_col[has]]
+        corr = trailing_correlation(matrix, min_periods=max(2, window // 2))
+        np.fill_diagonal(corr, np.nan)
+
+        peer = np.zeros((n_nodes, n_nodes), dtype=bool)
+        if top_k > 0 and n_nodes > 1:
+            score = np.where(np.isnan(corr), -np.inf, corr)
+            k = min(top_k, n_nodes - 1)
+            top = np.argpartition(-score, kth=k - 1, axis=1)[:, :k]
+            rows = np.repeat(np.arange(n_nodes), k)
+            cols = top.ravel()
+            keep = score[rows, cols] >= threshold
+            peer[rows[keep], cols[keep]] = True
+            peer |= peer.T
+
+        sectors = np.full(n_nodes, -1, dtype=np.int32)
+        sectors[has] = self.sector[end - 1, known_col[has]]
+        known = sectors >= 0
+        same = (sectors[:, None] == sectors[None, :]) & known[:, None] & known[None, :]
+        np.fill_diagonal(same, False)
+
+        adjacency = peer | same if sector_edges else peer
+        src, dst = np.nonzero(adjacency)
+        edge_attr = np.stack(
+            [
+                np.nan_to_num(corr[src, dst], nan=0.0),
+                same[src, dst].astype(np.float64),
+                peer[src, dst].astype(np.float64),
+            ],
+            axis=1,
+        ).astype(np.float32)
+        return StockGraph(
+            as_of=as_of,
+            codes=list(codes),
+            edge_index=np.stack([src, dst]).astype(np.int64),
+            edge_attr=edge_attr.reshape(-1, EDGE_DIM),
+        )
 
 
 def build_stock_graph(
@@ -73,85 +196,36 @@ def build_stock_graph(
     Correlation peers: for each stock, its ``top_k`` most correlated other stocks whose
     correlation is at least ``threshold`` (needs ``window // 2`` common days); the edge
     is kept in both directions. Sector edges: every pair sharing a known Sector33 code.
-    ``features`` needs ``date``, ``code``, ``sector33`` and ``ret_1d``.
+    ``features`` needs ``date``, ``code``, ``sector33`` and ``ret_1d``; rows after
+    ``as_of`` are dropped before anything else is read. Codes without data in the
+    window are isolated nodes (plus sector edges if their sector is known).
     """
-    for name in ("date", "code", "sector33", "ret_1d"):
-        if name not in features.columns:
-            raise ValueError(f"features: column '{name}' is required to build the stock graph")
-    if window < 2:
-        raise ValueError(f"window: must be at least 2 trading days, got {window}")
-    if top_k < 0:
-        raise ValueError(f"top_k: must be >= 0, got {top_k}")
-    past = features.lazy().filter(pl.col("date") <= as_of)
-    dates = past.select(pl.col("date").unique().sort().tail(window)).collect().to_series()
-    if dates.is_empty():
+    past = features.filter(pl.col("date") <= as_of)
+    if past.is_empty():
         raise ValueError(f"as_of: no feature rows on or before {as_of}")
-    if codes is None:
-        codes = (
-            past.filter(pl.col("date") == as_of)
-            .select(pl.col("code").unique().sort())
-            .collect()
-            .to_series()
-            .to_list()
+    return ReturnPanel.from_features(past).graph(
+        as_of, codes, window=window, top_k=top_k, threshold=threshold, sector_edges=sector_edges
+    )
+
+
+def build_stock_graphs(
+    features: pl.DataFrame,
+    dates: list[date],
+    *,
+    window: int = 60,
+    top_k: int = 10,
+    threshold: float = 0.3,
+    sector_edges: bool = True,
+) -> dict[date, StockGraph]:
+    """One graph per date (default node set each), sharing one :class:`ReturnPanel`.
+
+    Same result as calling :func:`build_stock_graph` per date (tests hold them
+    together), without re-pivoting the features for every date of a training run.
+    """
+    panel = ReturnPanel.from_features(features)
+    return {
+        d: panel.graph(
+            d, window=window, top_k=top_k, threshold=threshold, sector_edges=sector_edges
         )
-        if not codes:
-            raise ValueError(f"as_of: no stock has a row on {as_of} (not a trading date?)")
-    if len(set(codes)) != len(codes):
-        raise ValueError("codes: must not contain duplicates")
-    node = pl.DataFrame({"code": codes, "node": np.arange(len(codes), dtype=np.int64)})
-
-    window_rows = (
-        past.filter(pl.col("date").is_in(dates.implode()))
-        .select("date", "code", pl.col("ret_1d").cast(pl.Float64))
-        .collect()
-        .join(node, on="code", how="inner")
-    )
-    date_pos = pl.DataFrame({"date": dates, "t": np.arange(dates.len(), dtype=np.int64)})
-    window_rows = window_rows.join(date_pos, on="date", how="inner")
-    matrix = np.full((dates.len(), len(codes)), np.nan)
-    matrix[window_rows["t"].to_numpy(), window_rows["node"].to_numpy()] = (
-        window_rows["ret_1d"].fill_null(np.nan).to_numpy()
-    )
-    corr, _ = trailing_correlation(matrix, min_periods=max(2, window // 2))
-    np.fill_diagonal(corr, np.nan)
-
-    n_nodes = len(codes)
-    peer = np.zeros((n_nodes, n_nodes), dtype=bool)
-    if top_k > 0 and n_nodes > 1:
-        score = np.where(np.isnan(corr), -np.inf, corr)
-        k = min(top_k, n_nodes - 1)
-        top = np.argpartition(-score, kth=k - 1, axis=1)[:, :k]
-        rows = np.repeat(np.arange(n_nodes), k)
-        cols = top.ravel()
-        keep = score[rows, cols] >= threshold
-        peer[rows[keep], cols[keep]] = True
-        peer |= peer.T
-
-    sector_of = (
-        past.filter(pl.col("code").is_in(pl.Series(codes).implode()))
-        .sort("date")
-        .group_by("code")
-        .agg(pl.col("sector33").last())
-        .collect()
-    )
-    sectors = node.join(sector_of, on="code", how="left").sort("node")["sector33"].to_numpy()
-    known = np.array([s is not None and s != UNKNOWN_SECTOR for s in sectors])
-    same = (sectors[:, None] == sectors[None, :]) & known[:, None] & known[None, :]
-    np.fill_diagonal(same, False)
-
-    adjacency = peer | same if sector_edges else peer
-    src, dst = np.nonzero(adjacency)
-    edge_attr = np.stack(
-        [
-            np.nan_to_num(corr[src, dst], nan=0.0),
-            same[src, dst].astype(np.float64),
-            peer[src, dst].astype(np.float64),
-        ],
-        axis=1,
-    ).astype(np.float32)
-    return StockGraph(
-        as_of=as_of,
-        codes=list(codes),
-        edge_index=np.stack([src, dst]).astype(np.int64),
-        edge_attr=edge_attr.reshape(-1, EDGE_DIM),
-    )
+        for d in dates
+    }
