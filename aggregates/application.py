@@ -113,6 +113,7 @@ class TradingApplication(ProcessApplication[UUID]):
         "AGGREGATE_CACHE_FASTFORWARD": "n",
         "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
     }
+    # Enables the snapshot store; when to snapshot is ``snapshot_interval`` (per instance).
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Account: 200, Position: 200}
 
     def __init__(
@@ -127,9 +128,7 @@ class TradingApplication(ProcessApplication[UUID]):
         auto_process: bool = True,
         snapshot_interval: int = 200,
     ) -> None:
-        self.snapshotting_intervals = (
-            {Account: snapshot_interval, Position: snapshot_interval} if snapshot_interval else {}
-        )
+        self.snapshot_interval = snapshot_interval
         super().__init__(env)
         self.universe = universe
         self.limits = limits or RiskLimits()
@@ -344,8 +343,9 @@ class TradingApplication(ProcessApplication[UUID]):
         due = set()
         for event in processing_event.events:
             aggregate = processing_event.aggregates.get(event.originator_id)
-            interval = self.snapshotting_intervals.get(type(aggregate))
-            if interval and event.originator_version % interval == 0:
+            every = self.snapshot_interval
+            if (every and isinstance(aggregate, Account | Position)
+                    and event.originator_version % every == 0):
                 due.add(event.originator_id)
         snapshots = [Snapshot.take(processing_event.aggregates[i]) for i in due]
         if snapshots:

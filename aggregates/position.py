@@ -39,7 +39,6 @@ class Position(TradingAggregate):
             position.quantity = self.quantity_after
             position.cost = self.cost_after
             position.realised_pnl += self.realised
-            position.executions.add(self.execution_id)
             position._take_reservation(str(self.order_id), self.from_reservation)
 
     class SharesReserved(TradingAggregate.Event):
@@ -66,7 +65,6 @@ class Position(TradingAggregate):
         self.realised_pnl = 0
         self.reserved = 0
         self.reservations: dict[str, int] = {}
-        self.executions: set[str] = set()
 
     @classmethod
     def open(cls, id: UUID, *, account_id: UUID, symbol: str, meta: Meta) -> Position:
@@ -101,10 +99,12 @@ class Position(TradingAggregate):
     def apply_fill(
         self, order_id: UUID, execution_id: str, side: str, price: int, quantity: int,
         notional: int, meta: Meta,
-    ) -> bool:
-        """Book one execution; a repeated execution id is ignored (returns False)."""
-        if execution_id in self.executions:
-            return False
+    ) -> None:
+        """Book one execution.
+
+        Not deduplicated here: the saga books a fill on the position only when the Order
+        accepted it (orders drop repeated execution ids) and in the same transaction.
+        """
         signed_qty = quantity if side == "buy" else -quantity
         signed_cash = notional if side == "buy" else -notional
         qty_after, cost_after, realised = _apply(self.quantity, self.cost, signed_qty, signed_cash)
@@ -114,7 +114,6 @@ class Position(TradingAggregate):
             price=price, quantity=quantity, notional=notional, quantity_after=qty_after,
             cost_after=cost_after, realised=realised, from_reservation=from_reservation,
         )
-        return True
 
     def _take_reservation(self, key: str, quantity: int) -> None:
         left = self.reservations.get(key, 0) - quantity

@@ -219,3 +219,25 @@ def test_basket_refuses_bad_orders_alone_and_stores_the_rest(app, universe, sym)
               if n.topic.endswith("Order.Placed")]
     assert len(placed) == 1
     assert app.get_order(first.order_id).quantity == 100
+
+
+def test_a_cold_start_from_snapshots_sees_the_same_state(store_env, universe, sym) -> None:  # type: ignore[no-untyped-def]
+    from aggregates.account import Account
+    from aggregates.position import Position
+
+    warm = make_app(store_env, universe, snapshot_interval=3)
+    price = universe.get(sym).base_price
+    seller, buyer = funded(warm, "s"), funded(warm, "b")
+    give_shares(warm, seller, sym, 1000, price)
+    for _ in range(5):
+        place(warm, seller, sym, "sell", 100, price)
+        place(warm, buyer, sym, "buy", 100, price)
+    assert warm.snapshots is not None
+    assert list(warm.snapshots.get(seller)), "no snapshot was taken"
+    cold = make_app(store_env, universe, snapshot_interval=3)
+    for kind in (Account, Position):
+        for aggregate_id in warm.ids_of(kind):
+            assert vars(cold.repository.get(aggregate_id)) == vars(
+                warm.repository.get(aggregate_id))
+    warm.close()
+    cold.close()
