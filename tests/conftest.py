@@ -30,7 +30,8 @@ def universe() -> Universe:
     return load_universe(None)
 
 
-def _postgres_env() -> dict[str, str]:
+def postgres_env() -> dict[str, str]:
+    """A fresh schema on the throwaway PostgreSQL (started on demand)."""
     import psycopg
 
     from infra.services import ensure_postgres
@@ -49,4 +50,4 @@ def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[s
         yield eventsourcing_env(Settings(persistence="sqlite",
                                          sqlite_path=tmp_path / "events.sqlite"))
     else:
-        yield _postgres_env()
+        yield postgres_env()

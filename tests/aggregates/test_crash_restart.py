@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from aggregates.application import TradingApplication
 from aggregates.order import Order
 from aggregates.position import Position
 from tests.aggregates.helpers import meta
+from tests.conftest import postgres_env
 
 UNIVERSE_SYMBOL = "7203"
 
@@ -70,14 +71,15 @@ def state(app: TradingApplication) -> dict[str, Any]:
     return out
 
 
-def open_app(path: Path, universe: Any) -> TradingApplication:
-    return TradingApplication({"PERSISTENCE_MODULE": "eventsourcing.sqlite",
-                               "SQLITE_DBNAME": str(path)}, universe=universe, batch_size=1)
+def open_app(env: dict[str, str], universe: Any) -> TradingApplication:
+    return TradingApplication(env, universe=universe, batch_size=1)
 
 
 @pytest.fixture(scope="module")
 def expected(universe: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    app = open_app(tmp_path_factory.mktemp("clean") / "e.sqlite", universe)
+    app = open_app({"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                    "SQLITE_DBNAME": str(tmp_path_factory.mktemp("clean") / "e.sqlite")},
+                   universe)
     for step in steps(app):
         step()
     result = state(app)
@@ -87,16 +89,21 @@ def expected(universe: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 # The session below takes 86 saga steps (one notification each, batch_size=1): crash
 # before every step commits, and after every fifth one commits.
-CRASHES = [("before_commit", k) for k in range(1, 87)] + [
-    ("after_commit", k) for k in range(1, 87, 5)]
+# On PostgreSQL, every seventh step of each kind.
+CRASHES = [("sqlite", "before_commit", k) for k in range(1, 87)] + [
+    ("sqlite", "after_commit", k) for k in range(1, 87, 5)] + [
+    pytest.param("postgres", when, k, marks=pytest.mark.postgres)
+    for when in ("before_commit", "after_commit") for k in range(1, 87, 7)]
 
 
-@pytest.mark.parametrize(("when", "crash_at"), CRASHES)
+@pytest.mark.parametrize(("backend", "when", "crash_at"), CRASHES)
 def test_crash_and_restart_gives_the_same_state(
-    universe: Any, tmp_path: Path, expected: dict[str, Any], crash_at: int, when: str
+    universe: Any, tmp_path: Path, expected: dict[str, Any], crash_at: int, when: str,
+    backend: str,
 ) -> None:
-    path = tmp_path / "e.sqlite"
-    app = open_app(path, universe)
+    env = (postgres_env() if backend == "postgres" else
+           {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp_path / "e")})
+    app = open_app(env, universe)
     original = app._record
     calls = {"n": 0}
 
@@ -122,7 +129,7 @@ def test_crash_and_restart_gives_the_same_state(
     else:
         pytest.skip(f"the session has fewer than {crash_at} saga steps")
     app.close()
-    restarted = open_app(path, universe)  # a new process: desk rebuilt from the log
+    restarted = open_app(env, universe)  # a new process: desk rebuilt from the log
     restarted.process()
     for step in steps(restarted)[done:]:
         step()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregates.errors import DomainError
 from aggregates.instruments import Universe, load_universe
 from aggregates.invariants import check_invariants
+from aggregates.order import Order
 from tests.aggregates.helpers import funded, give_shares, make_app, meta, stored
+from tests.conftest import postgres_env
 
 UNIVERSE: Universe = load_universe(None)
 SYMBOLS = list(UNIVERSE.symbols[:2])
@@ -25,9 +28,9 @@ command = st.one_of(
 )
 
 
-def run(commands: list[tuple[Any, ...]]) -> Any:
-    app = make_app({"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": ":memory:"},
-                   UNIVERSE)
+def run(commands: list[tuple[Any, ...]], env: dict[str, str] | None = None) -> Any:
+    app = make_app(env or {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                           "SQLITE_DBNAME": ":memory:"}, UNIVERSE)
     traders = [funded(app, f"t{i}", 30_000_000) for i in range(3)]
     for i, trader in enumerate(traders):
         for sym in SYMBOLS:
@@ -61,14 +64,25 @@ def run(commands: list[tuple[Any, ...]]) -> Any:
     return app
 
 
+def assert_invariants(app: Any) -> None:
+    broken = [c for c in check_invariants(app) if not c.ok]
+    assert not broken, broken
+    for order_id in app.ids_of(Order):
+        order = app.get_order(order_id)
+        assert 0 <= order.filled_quantity <= order.quantity
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(command, min_size=1, max_size=40))
 def test_random_commands_keep_every_invariant(commands: list[tuple[Any, ...]]) -> None:
-    app = run(commands)
-    broken = [c for c in check_invariants(app) if not c.ok]
-    assert not broken, broken
-    for order_id in app.ids_of(type(app.get_order(app.ids_of(__import__(
-            "aggregates.order", fromlist=["Order"]).Order)[0]))):
-        order = app.get_order(order_id)
-        assert order.filled_quantity <= order.quantity
-        assert len(order.executions) == len(set(order.executions))
+    assert_invariants(run(commands))
+
+
+@pytest.mark.postgres
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(command, min_size=1, max_size=30))
+def test_random_commands_keep_every_invariant_on_postgres(commands: list[tuple[Any, ...]]
+                                                         ) -> None:
+    app = run(commands, postgres_env())
+    assert_invariants(app)
+    app.close()

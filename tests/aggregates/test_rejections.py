@@ -9,12 +9,17 @@ import pytest
 from aggregates.errors import DomainError
 from aggregates.instruments import Universe
 from tests.aggregates.helpers import funded, give_shares, make_app, meta, stored
+from tests.conftest import postgres_env
 
 
-@pytest.fixture(scope="module")
-def desk(universe: Universe, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    app = make_app({"PERSISTENCE_MODULE": "eventsourcing.sqlite",
-                    "SQLITE_DBNAME": str(tmp_path_factory.mktemp("rej") / "e.sqlite")}, universe)
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def desk(request: pytest.FixtureRequest, universe: Universe,
+         tmp_path_factory: pytest.TempPathFactory) -> Any:
+    env = postgres_env() if request.param == "postgres" else {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(tmp_path_factory.mktemp("rej") / "e.sqlite")}
+    app = make_app(env, universe)
     sym = "7203" if "7203" in universe else universe.symbols[0]
     inst = universe.get(sym)
     rich = funded(app, "rich", 2_000_000_000)
