@@ -141,6 +141,7 @@ class TradingApplication(ProcessApplication[UUID]):
         # here instead of re-reading and decoding the log, whenever they are exactly the
         # next ones after its tracked position (else it reads the store).
         self._fresh: deque[tuple[int, Any]] = deque()
+        self._tracked: int | None = None
         self.follow(self.name, self.notification_log)
         self.desk = self._new_desk()
         self.saga = OrderSaga(universe.get, self.desk, self.limits, self.schedule)
@@ -312,7 +313,7 @@ class TradingApplication(ProcessApplication[UUID]):
         done = batches = 0
         with self._lock:
             while max_batches is None or batches < max_batches:
-                position = self.recorder.max_tracking_id(self.name) or 0
+                position = self.processed_position()
                 batch = self._next_batch(position)
                 if not batch:
                     break
@@ -327,6 +328,7 @@ class TradingApplication(ProcessApplication[UUID]):
                             processing.events.extend(pending)
                             processing.aggregates[aggregate.id] = aggregate
                     recordings = self._record(processing)
+                    self._tracked = batch[-1][0]
                     self._fresh.extend((r.notification.id, r.domain_event) for r in recordings)
                     self._take_snapshots(processing)
                 except BaseException:
@@ -372,7 +374,11 @@ class TradingApplication(ProcessApplication[UUID]):
         self._fresh.extend((r.notification.id, r.domain_event) for r in recordings)
 
     def processed_position(self) -> int:
-        return self.recorder.max_tracking_id(self.name) or 0
+        """The last notification the saga has processed (kept in memory after each commit:
+        the tracking table's unique key stops a second saga process writing the same)."""
+        if self._tracked is None:
+            self._tracked = self.recorder.max_tracking_id(self.name) or 0
+        return self._tracked
 
     # == internals ========================================================================
     def _after_command(self) -> None:
@@ -402,6 +408,7 @@ class TradingApplication(ProcessApplication[UUID]):
     def _recover(self) -> None:
         """After a failed write: forget in-memory state and rebuild it from the store."""
         self._fresh.clear()
+        self._tracked = None
         self._forget_cache()
         self.desk = self._new_desk()
         self.saga.desk = self.desk
