@@ -452,3 +452,29 @@ def run_batch(
         if timed:
             cycles[i] = cycle_counter() - t0  # type: ignore[call-arg]
     return commands.shape[0], DONE
+
+
+@njit(cache=True)
+def execute_resting(book: tuple, ev: np.ndarray, order_id: int, quantity: int) -> int:
+    """Trade ``quantity`` against one named resting order, as an exchange feed reports it.
+
+    Replay-only entry (LOBSTER type 4 "execution of a visible order"): the feed names the
+    maker, so the aggressor is implied and carries no id (0). Emits one FILL and returns
+    the executed quantity: 0 when the order is not resting, at most its open quantity.
+    """
+    orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, _b = book
+    slot = hash_find(hash_keys, hash_slots, order_id)
+    if slot == NIL or quantity <= 0:
+        return 0
+    lv = orders[slot, O_LEVEL]
+    maker_side = levels[lv, L_SIDE]
+    open_qty = orders[slot, O_QTY]
+    traded = quantity if quantity < open_qty else open_qty
+    price = orders[slot, O_PRICE]
+    if traded == open_qty:
+        remove_order(orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, slot)
+    else:
+        orders[slot, O_QTY] = open_qty - traded
+        levels[lv, L_QTY] -= traded
+    _emit(ev, state, EV_FILL, 0, order_id, -maker_side, price, traded, 0, open_qty - traded, 0, 0)
+    return traded

@@ -36,23 +36,65 @@ def _group_shift(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(cache=True, nogil=True)
+def _first_finite(values: np.ndarray, lo: int, hi: int) -> float:
+    """The group's reference level: its first finite value (keeps sliding sums small)."""
+    for i in range(lo, hi):
+        if np.isfinite(values[i]):
+            return float(values[i])
+    return 0.0
+
+
+@nb.njit(cache=True, nogil=True)
+def rolling_mean(values: np.ndarray, starts: np.ndarray, window: int) -> np.ndarray:
+    """Rolling mean over ``window`` rows per group (a sliding sum, O(n))."""
+    n = values.shape[0]
+    mean = np.empty(n)
+    for g in range(starts.shape[0] - 1):
+        lo, hi = starts[g], starts[g + 1]
+        ref = _first_finite(values, lo, hi)
+        s = 0.0
+        nans = 0
+        for i in range(lo, hi):
+            x = values[i]
+            if np.isfinite(x):
+                s += x - ref
+            else:
+                nans += 1
+            j = i - window
+            if j >= lo:
+                y = values[j]
+                if np.isfinite(y):
+                    s -= y - ref
+                else:
+                    nans -= 1
+            if i - lo + 1 >= window and nans == 0:
+                mean[i] = s / window + ref
+            else:
+                mean[i] = np.nan
+    return mean
+
+
+@nb.njit(cache=True, nogil=True)
 def rolling_mean_std(
     values: np.ndarray, starts: np.ndarray, window: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rolling mean and sample standard deviation (ddof=1) over ``window`` rows per group."""
+    """Rolling mean and sample standard deviation (ddof=1) over ``window`` rows per group.
+
+    Sliding sums of values minus the group's first finite value, O(n).
+    """
     n = values.shape[0]
-    mean = np.full(n, np.nan)
-    std = np.full(n, np.nan)
-    shift = _group_shift(values, starts)
+    mean = np.empty(n)
+    std = np.empty(n)
     for g in range(starts.shape[0] - 1):
         lo, hi = starts[g], starts[g + 1]
+        ref = _first_finite(values, lo, hi)
         s = 0.0
         ss = 0.0
         nans = 0
         for i in range(lo, hi):
             x = values[i]
             if np.isfinite(x):
-                d = x - shift[i]
+                d = x - ref
                 s += d
                 ss += d * d
             else:
@@ -61,14 +103,16 @@ def rolling_mean_std(
             if j >= lo:
                 y = values[j]
                 if np.isfinite(y):
-                    d = y - shift[j]
+                    d = y - ref
                     s -= d
                     ss -= d * d
                 else:
                     nans -= 1
+            mean[i] = np.nan
+            std[i] = np.nan
             if i - lo + 1 >= window and nans == 0:
                 m = s / window
-                mean[i] = m + shift[i]
+                mean[i] = m + ref
                 if window > 1:
                     var = (ss - s * m) / (window - 1)
                     std[i] = np.sqrt(var) if var > 0.0 else 0.0
@@ -464,4 +508,29 @@ def grouped_zscore_reference(values: np.ndarray, starts: np.ndarray) -> np.ndarr
         sd = block[ok].std(ddof=1) if ok.sum() > 1 else 0.0
         z = (block - block[ok].mean()) / sd if sd > 0 else np.zeros_like(block)
         out[starts[g] : starts[g + 1]] = np.where(ok, z, np.nan)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def store_feature(target: np.ndarray, values: np.ndarray, idx: np.ndarray, warmup: int) -> None:
+    """Write ``values`` into the float32 ``target`` with NaN where the row is in its
+    stock's warm-up (``idx < warmup``) or the value is not finite, in one pass."""
+    for i in range(values.shape[0]):
+        x = values[i]
+        target[i] = x if (idx[i] >= warmup and np.isfinite(x)) else np.nan
+
+
+@nb.njit(cache=True, nogil=True)
+def safe_divide(num: np.ndarray, den: np.ndarray, neutral: float) -> np.ndarray:
+    """``num / den`` with ``neutral`` where ``den == 0`` (a flat window), NaN stays NaN."""
+    out = np.empty(num.shape[0])
+    for i in range(num.shape[0]):
+        a = num[i]
+        b = den[i]
+        if np.isnan(a) or np.isnan(b):
+            out[i] = np.nan
+        elif b == 0.0:
+            out[i] = neutral
+        else:
+            out[i] = a / b
     return out
