@@ -17,9 +17,13 @@ Prices are the split-adjusted ``Adjustment*`` columns, so a split day is not a r
 
 from __future__ import annotations
 
+import os
+import threading
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import polars as pl
@@ -31,10 +35,13 @@ from kernels.rolling import (
     grouped_zscore,
     lag,
     rolling_max,
+    rolling_mean,
     rolling_mean_std,
     rolling_min,
     rolling_moments,
     rolling_regression,
+    safe_divide,
+    store_feature,
 )
 
 HORIZONS: tuple[int, ...] = (1, 5, 10, 20)
@@ -401,38 +408,53 @@ def _sectors(codes: pl.Series, listed: pl.DataFrame) -> pl.Series:
 # --- per-stock features ------------------------------------------------------------------
 def _safe_div(num: np.ndarray, den: np.ndarray, neutral: float) -> np.ndarray:
     """num / den, with ``neutral`` where the denominator is zero (a flat window)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = num / den
-    return np.where(den == 0.0, np.where(np.isnan(num), np.nan, neutral), out)
+    return safe_divide(
+        np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64), neutral
+    )
 
 
 class _Builder:
-    """Collects feature arrays, masking each stock's warm-up rows and storing float32."""
+    """Feature columns as float32 arrays; threads fill disjoint row ranges of each.
 
-    def __init__(self, idx: np.ndarray) -> None:
-        self.idx = idx
+    Every write masks the stock's warm-up rows (``idx < warmup``) and any NaN or
+    infinity, so the catalog's warm-up column is enforced in one place.
+    """
+
+    def __init__(self, n_rows: int) -> None:
+        self.n_rows = n_rows
         self.columns: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
 
-    def put(self, name: str, values: np.ndarray) -> None:
-        warmup = _WARMUP_ALL[name]
-        out = values.astype(np.float32)
-        out[~np.isfinite(out) | (self.idx < warmup)] = np.nan
-        self.columns[name] = out
+    def column(self, name: str) -> np.ndarray:
+        with self._lock:
+            if name not in self.columns:
+                self.columns[name] = np.empty(self.n_rows, dtype=np.float32)
+            return self.columns[name]
+
+    def writer(self, offset: int, idx: np.ndarray) -> Callable[[str, np.ndarray], None]:
+        """A ``put(name, values)`` for rows ``offset .. offset + len(idx)``."""
+
+        def put(name: str, values: np.ndarray) -> None:
+            target = self.column(name)[offset : offset + idx.shape[0]]
+            store_feature(target, np.asarray(values, dtype=np.float64), idx, _WARMUP_ALL[name])
+
+        return put
 
 
 def _per_stock(
-    df: pl.DataFrame, starts: np.ndarray, put: Callable[[str, np.ndarray], None]
-) -> dict[str, np.ndarray]:
-    """Everything that depends on one stock's own history; returns arrays reused later."""
-    o = df["open"].to_numpy()
-    h = df["high"].to_numpy()
-    lo = df["low"].to_numpy()
-    c = df["close"].to_numpy()
-    v = df["volume"].to_numpy()
-    tv = df["turnover"].to_numpy()
+    arrays: dict[str, np.ndarray], starts: np.ndarray, put: Callable[[str, np.ndarray], None]
+) -> None:
+    """Every feature that reads one stock's own history (plus the market series).
+
+    ``arrays`` are row ranges holding whole stocks, ``starts`` their group offsets: any
+    split of the stocks gives the same values, which is what lets threads share the work.
+    """
+    o, h, lo, c = arrays["open"], arrays["high"], arrays["low"], arrays["close"]
+    v, tv = arrays["volume"], arrays["turnover"]
+    m_row, level_row = arrays["mkt_ret_1d"], arrays["mkt_level"]
 
     def mean(x: np.ndarray, w: int) -> np.ndarray:
-        return rolling_mean_std(x, starts, w)[0]
+        return rolling_mean(x, starts, w)
 
     c_prev = lag(c, starts, 1)
     r1 = c / c_prev - 1.0
@@ -473,11 +495,11 @@ def _per_stock(
     smas: dict[int, np.ndarray] = {}
     std20 = np.empty(0)
     for n in _SMA_WINDOWS:
-        m, s = rolling_mean_std(c, starts, n)
-        smas[n] = m
         if n == 20:
-            std20 = s
-        put(f"sma_gap_{n}", c / m - 1.0)
+            smas[n], std20 = rolling_mean_std(c, starts, n)
+        else:
+            smas[n] = rolling_mean(c, starts, n)
+        put(f"sma_gap_{n}", c / smas[n] - 1.0)
     for n in _EMA_WINDOWS:
         put(f"ema_gap_{n}", c / ewm_mean(c, starts, 2.0 / (n + 1)) - 1.0)
     put("sma_cross_5_20", smas[5] / smas[20] - 1.0)
@@ -512,8 +534,6 @@ def _per_stock(
         ls = ewm_mean(loss, starts, 1.0 / n)
         rsi = _safe_div(g, g + ls, 0.5)
         put(f"rsi_{n}", rsi)
-        if n == 14:
-            rsi14 = rsi
     tr = np.fmax(h - lo, np.fmax(np.abs(h - c_prev), np.abs(lo - c_prev)))
     atr14 = ewm_mean(tr, starts, 1.0 / 14)
     put("atr_14", atr14 / c)
@@ -537,14 +557,13 @@ def _per_stock(
 
     lv = np.log1p(v)
     put("log_volume", lv)
-    for n in (5, 20, 60):
-        lv_mean, lv_std = rolling_mean_std(lv, starts, n)
-        put(f"volume_gap_{n}", lv - lv_mean)
-        if n == 5:
-            lv_mean5 = lv_mean
-        if n == 20:
-            put("volume_z_20", _safe_div(lv - lv_mean, lv_std, 0.0))
-            put("volume_trend_5_20", lv_mean5 - lv_mean)
+    lv_mean5 = rolling_mean(lv, starts, 5)
+    lv_mean20, lv_std20 = rolling_mean_std(lv, starts, 20)
+    put("volume_gap_5", lv - lv_mean5)
+    put("volume_gap_20", lv - lv_mean20)
+    put("volume_gap_60", lv - rolling_mean(lv, starts, 60))
+    put("volume_z_20", _safe_div(lv - lv_mean20, lv_std20, 0.0))
+    put("volume_trend_5_20", lv_mean5 - lv_mean20)
     dlv = lv - lag(lv, starts, 1)
     put("volume_vol_20", rolling_mean_std(dlv, starts, 20)[1])
     lt = np.log1p(tv)
@@ -554,16 +573,26 @@ def _per_stock(
     put("turnover_gap_20", lt - lt_mean)
     put("amihud_20", np.log1p(1e9 * mean(np.abs(r1) / (tv + 1.0), 20)))
     put("zero_volume_ratio_20", mean((v == 0).astype(np.float64), 20))
-    put(
-        "pv_corr_20",
-        np.nan_to_num(rolling_regression(r1, dlv, starts, 20)[1], nan=0.0)
-        + np.where(np.isnan(rolling_mean_std(r1 + dlv, starts, 20)[0]), np.nan, 0.0),
-    )
+    # A flat window (no price or no volume change) has no correlation: neutral 0.
+    pv_corr = rolling_regression(r1, dlv, starts, 20)[1]
+    window_ok = np.isfinite(rolling_mean(r1 + dlv, starts, 20))
+    put("pv_corr_20", np.where(window_ok & np.isnan(pv_corr), 0.0, pv_corr))
     put(
         "up_volume_ratio_20",
         _safe_div(mean(v * up, 20), mean(np.where(np.isnan(up), np.nan, v), 20), 0.5),
     )
-    return {"c": c, "r1": r1, "rsi14": rsi14, "vol20": vols[20]}
+
+    for n in (60, 120):
+        beta, corr, resid = rolling_regression(r1, m_row, starts, n)
+        put(f"beta_{n}", beta)
+        if n == 60:
+            put("corr_mkt_60", corr)
+            put("idio_vol_60", resid)
+    for n in (1, 5, 20, 60):
+        stock_ret = r1 if n == 1 else c / lag(c, starts, n) - 1.0
+        put(f"excess_ret_{n}d", stock_ret - (level_row / lag(level_row, starts, n) - 1.0))
+    didx = arrays["date_index"]
+    put("gap_days", didx - lag(didx, starts, 1) - 1.0)
 
 
 _WARMUP_ALL: dict[str, int] = {f.name: f.warmup for f in CATALOG}
@@ -580,13 +609,28 @@ def _group_mean(
         return total / count, count
 
 
-def build_features(quotes: pl.DataFrame | pl.LazyFrame, listed: pl.DataFrame) -> pl.DataFrame:
+def _split_groups(starts: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """Row ranges of about equal size that never cut a stock in two."""
+    n_rows = int(starts[-1])
+    cuts = {0, n_rows}
+    for k in range(1, parts):
+        cuts.add(int(starts[np.searchsorted(starts, n_rows * k // parts)]))
+    edges = sorted(cuts)
+    return list(pairwise(edges))
+
+
+def build_features(
+    quotes: pl.DataFrame | pl.LazyFrame, listed: pl.DataFrame, *, threads: int | None = None
+) -> pl.DataFrame:
     """Features (at date t, from rows dated <= t) and forward-return targets per (date, code).
 
     Returns ``date``, ``code``, ``sector33``, :data:`FEATURE_COLUMNS` and
     :data:`TARGET_COLUMNS` (Float32, null during warm-up or where a rule in
     :data:`BAD_INPUT_RULES` says so; never NaN or inf), sorted by (date, code).
+    ``threads`` splits the work by stock (default: the CPUs this process may use);
+    the result does not depend on it.
     """
+    workers = max(1, threads if threads is not None else len(os.sched_getaffinity(0)))
     df = _clean_quotes(quotes)
     codes = df["code"]
     n_rows = df.height
@@ -597,12 +641,11 @@ def build_features(quotes: pl.DataFrame | pl.LazyFrame, listed: pl.DataFrame) ->
     unique_days, didx = np.unique(day, return_inverse=True)
     didx = didx.astype(np.int64)
     n_dates = unique_days.shape[0]
-
-    out = _Builder(idx)
-    base = _per_stock(df, starts, out.put)
-    c, r1 = base["c"], base["r1"]
-    prev_didx = lag(didx.astype(np.float64), starts, 1)
-    out.put("gap_days", didx - prev_didx - 1.0)
+    arrays = {name: df[name].to_numpy() for name in ("open", "high", "low", "close")}
+    arrays["volume"] = df["volume"].to_numpy()
+    arrays["turnover"] = df["turnover"].to_numpy()
+    c = arrays["close"]
+    r1 = c / lag(c, starts, 1) - 1.0
 
     # Market: an equal-weighted universe index from the stocks trading each date.
     mkt_r1, n_up = _group_mean(didx, r1, n_dates)
@@ -612,6 +655,22 @@ def build_features(quotes: pl.DataFrame | pl.LazyFrame, listed: pl.DataFrame) ->
         dispersion = np.sqrt(np.maximum(sq - mkt_r1 * mkt_r1, 0.0) * n_up / (n_up - 1.0))
     one = np.array([0, n_dates], dtype=np.int64)
     level = np.cumprod(1.0 + np.nan_to_num(mkt_r1, nan=0.0))
+    arrays["mkt_ret_1d"] = mkt_r1[didx]
+    arrays["mkt_level"] = level[didx]
+    arrays["date_index"] = didx.astype(np.float64)
+
+    out = _Builder(n_rows)
+    ranges = _split_groups(starts, workers)
+
+    def per_stock(lo: int, hi: int) -> None:
+        part = {name: values[lo:hi] for name, values in arrays.items()}
+        part_starts = starts[(starts >= lo) & (starts <= hi)] - lo
+        _per_stock(part, part_starts, out.writer(lo, idx[lo:hi]))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(per_stock, lo, hi) for lo, hi in ranges]:
+            future.result()
+    del arrays["mkt_ret_1d"], arrays["mkt_level"], arrays["date_index"]
 
     def put_market(name: str, per_date: np.ndarray) -> None:
         values = per_date[didx].astype(np.float32)
@@ -623,22 +682,12 @@ def build_features(quotes: pl.DataFrame | pl.LazyFrame, listed: pl.DataFrame) ->
         put_market(f"mkt_ret_{n}d", level / lag(level, one, n) - 1.0)
     put_market("mkt_vol_20", rolling_mean_std(mkt_r1, one, 20)[1])
     put_market("mkt_vol_60", rolling_mean_std(mkt_r1, one, 60)[1])
-    put_market("mkt_trend_20", level / rolling_mean_std(level, one, 20)[0] - 1.0)
+    put_market("mkt_trend_20", level / rolling_mean(level, one, 20) - 1.0)
     put_market("mkt_breadth", breadth)
     put_market("mkt_dispersion", dispersion)
-    m_row = mkt_r1[didx]
-    for n, name in ((60, "60"), (120, "120")):
-        beta, corr, resid = rolling_regression(r1, m_row, starts, n)
-        out.put(f"beta_{name}", beta)
-        if n == 60:
-            out.put("corr_mkt_60", corr)
-            out.put("idio_vol_60", resid)
-    level_row = level[didx]
-    for n in (1, 5, 20, 60):
-        stock_ret = r1 if n == 1 else c / lag(c, starts, n) - 1.0
-        out.put(f"excess_ret_{n}d", stock_ret - (level_row / lag(level_row, starts, n) - 1.0))
 
     # Sector33: per (date, sector) means over stocks with a known sector.
+    put = out.writer(0, idx)
     sector = _sectors(codes, listed)
     sector_names, sid = np.unique(sector.to_numpy().astype(str), return_inverse=True)
     n_sec = sector_names.shape[0]
@@ -654,42 +703,48 @@ def build_features(quotes: pl.DataFrame | pl.LazyFrame, listed: pl.DataFrame) ->
         ret_n = out.columns[f"ret_{n}d"].astype(np.float64)
         sec = sector_mean(ret_n)
         if n != 60:
-            out.put(f"sec_ret_{n}d", sec)
-        out.put(f"rel_sec_ret_{n}d", ret_n - sec)
+            put(f"sec_ret_{n}d", sec)
+        put(f"rel_sec_ret_{n}d", ret_n - sec)
     for name, src in (
         ("rel_sec_vol_20", "vol_20d"),
         ("rel_sec_volume_gap_20", "volume_gap_20"),
         ("rel_sec_rsi_14", "rsi_14"),
     ):
         x = out.columns[src].astype(np.float64)
-        out.put(name, x - sector_mean(x))
+        put(name, x - sector_mean(x))
     up = np.where(np.isfinite(r1), (r1 > 0).astype(np.float64), np.nan)
-    out.put("sec_breadth", sector_mean(up))
+    put("sec_breadth", sector_mean(up))
     counts = np.bincount(key, minlength=size).astype(np.float64)
-    out.put("sec_size", np.where(known, np.log1p(counts[key]), np.nan))
+    put("sec_size", np.where(known, np.log1p(counts[key]), np.nan))
 
     for h in HORIZONS:
         target = (lag(c, starts, -h) / c - 1.0).astype(np.float32)
         target[~np.isfinite(target)] = np.nan
         out.columns[f"target_{h}d"] = target
+    arrays = {}
+    del df
 
     # Reorder to (date, code): rows are (code, date)-sorted, so a stable sort on the
     # date index keeps codes ascending within each date. Polars gathers in parallel.
     order = np.argsort(didx, kind="stable")
-    frame = pl.DataFrame({"date": df["date"], "code": codes, "sector33": sector})
-    del df, base
+    frame = pl.DataFrame({"date": pl.Series(unique_days[didx], dtype=pl.Int32).cast(pl.Date)})
     names = [n for n in (*FEATURE_COLUMNS, *TARGET_COLUMNS) if n in out.columns]
     frame = frame.hstack(
-        [pl.Series(name, out.columns.pop(name), nan_to_null=True) for name in names]
+        [codes, sector, *(pl.Series(n, out.columns.pop(n), nan_to_null=True) for n in names)]
     )[order]
     # Cross-sectional ranks and z-scores, per date, from that date's values only.
     date_starts = np.append(np.flatnonzero(np.diff(didx[order], prepend=-1)), n_rows)
-    cross: list[pl.Series] = []
-    for name in _CS_BASE:
-        x = frame[name].to_numpy().astype(np.float64)
+
+    def cross_section(name: str) -> list[pl.Series]:
+        x = frame[name].to_numpy()
         rank = grouped_percentile_rank(x, date_starts).astype(np.float32)
         z = grouped_zscore(x, date_starts).astype(np.float32)
-        cross.append(pl.Series(f"rank_{name}", rank, nan_to_null=True))
-        cross.append(pl.Series(f"z_{name}", z, nan_to_null=True))
+        return [
+            pl.Series(f"rank_{name}", rank, nan_to_null=True),
+            pl.Series(f"z_{name}", z, nan_to_null=True),
+        ]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        cross = [s for part in pool.map(cross_section, _CS_BASE) for s in part]
     frame = frame.hstack(cross)
     return frame.select("date", "code", "sector33", *FEATURE_COLUMNS, *TARGET_COLUMNS)

@@ -130,10 +130,11 @@ def test_sector_relative_and_cross_section(features: pl.DataFrame) -> None:
     )
 
 
-def test_lazy_input_gives_the_same_frame(
+def test_lazy_input_and_thread_count_give_the_same_frame(
     quotes_slice: pl.DataFrame, listed_info: pl.DataFrame, features: pl.DataFrame
 ) -> None:
-    assert build_features(quotes_slice.lazy(), listed_info).equals(features)
+    assert build_features(quotes_slice.lazy(), listed_info, threads=1).equals(features)
+    assert build_features(quotes_slice, listed_info, threads=5).equals(features)
 
 
 # --- bad input ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from kernels.rolling import (
     lag_reference,
     rolling_extreme_reference,
     rolling_max,
+    rolling_mean,
     rolling_mean_std,
     rolling_mean_std_reference,
     rolling_min,
@@ -26,6 +27,8 @@ from kernels.rolling import (
     rolling_moments_reference,
     rolling_regression,
     rolling_regression_reference,
+    safe_divide,
+    store_feature,
 )
 
 
@@ -62,12 +65,11 @@ windows = st.integers(min_value=1, max_value=12)
 @given(data=st.sampled_from(["returns", "prices"]).flatmap(grouped_series), window=windows)
 def test_rolling_mean_std(data: tuple[np.ndarray, np.ndarray], window: int) -> None:
     values, starts = data
-    for got, want in zip(
-        rolling_mean_std(values, starts, window),
-        rolling_mean_std_reference(values, starts, window),
-        strict=True,
-    ):
-        _close(got, want, rtol=1e-7, atol=1e-7)
+    want_mean, want_std = rolling_mean_std_reference(values, starts, window)
+    got_mean, got_std = rolling_mean_std(values, starts, window)
+    _close(got_mean, want_mean, rtol=1e-7, atol=1e-7)
+    _close(got_std, want_std, rtol=1e-7, atol=1e-7)
+    _close(rolling_mean(values, starts, window), want_mean, rtol=1e-7, atol=1e-7)
 
 
 @settings(max_examples=40, deadline=None)
@@ -155,3 +157,16 @@ def test_kernels_agree_with_polars_over_groups() -> None:
         np.where(group == 2, np.nan, rank), np.where(group == 2, np.nan, want["rank"].to_numpy())
     )
     assert rank[1500] == 0.5  # a lone value sits in the middle
+
+
+def test_store_feature_masks_warmup_and_non_finite_values() -> None:
+    values = np.array([1.0, 2.0, np.inf, 4.0, np.nan, 6.0])
+    idx = np.array([0, 1, 2, 0, 1, 2], dtype=np.int64)  # two stocks of three rows
+    target = np.zeros(6, dtype=np.float32)
+    store_feature(target, values, idx, 1)
+    np.testing.assert_array_equal(target, [np.nan, 2.0, np.nan, np.nan, np.nan, 6.0])
+
+
+def test_safe_divide_is_neutral_on_flat_windows() -> None:
+    got = safe_divide(np.array([1.0, 0.0, np.nan, 3.0]), np.array([2.0, 0.0, 0.0, 0.0]), 0.5)
+    np.testing.assert_array_equal(got, [0.5, 0.5, np.nan, 0.5])
