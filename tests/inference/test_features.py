@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -10,6 +11,7 @@ import pytest
 
 from inference.data import DataSchemaError
 from inference.features import (
+    BAD_INPUT_RULES,
     CATALOG,
     FEATURE_COLUMNS,
     HORIZONS,
@@ -17,6 +19,7 @@ from inference.features import (
     UNKNOWN_SECTOR,
     DataQualityWarning,
     build_features,
+    feature_catalog_markdown,
 )
 from tests.inference.conftest import SPLIT_DAYS
 
@@ -222,3 +225,16 @@ def test_single_stock_cross_section_is_neutral(
     assert warm["rank_ret_5d"].unique().to_list() == [0.5]
     assert warm["z_ret_5d"].unique().to_list() == [0.0]
     assert warm["rel_sec_ret_5d"].unique().to_list() == [0.0]
+
+
+def test_catalog_documents_every_feature_and_docs_are_current() -> None:
+    assert [f.name for f in CATALOG] == FEATURE_COLUMNS
+    assert all(f.description and f.warmup >= 0 for f in CATALOG)
+    text = feature_catalog_markdown()
+    for name in (*FEATURE_COLUMNS, *TARGET_COLUMNS):
+        assert f"| `{name}` |" in text
+    assert all(case in text for case, _ in BAD_INPUT_RULES)
+    docs = Path(__file__).resolve().parents[2] / "docs" / "features.md"
+    assert docs.read_text(encoding="utf-8") == text, (
+        "docs/features.md is stale: run `python -m inference.features > docs/features.md`"
+    )
