@@ -213,10 +213,11 @@ class TradingApplication(ProcessApplication[UUID]):
                 # before this process cached it, without a read on the common path.
                 self.save(*orders)
             except IntegrityError:
+                # A client order id was used before this process cached it. The failed save
+                # drained the new orders' pending events: redo the basket one order at a
+                # time, reading each id from the store first.
                 self._forget_cache()
-                outcomes = [self._save_alone(fresh[o.order_id])
-                            if isinstance(o, Placement) and o.created else o
-                            for o in outcomes]
+                outcomes = [self._place_alone(request) for request in requests]
         self._after_command()
         return outcomes
 
@@ -247,16 +248,18 @@ class TradingApplication(ProcessApplication[UUID]):
                                        quantity=r.quantity, price=r.price, meta=r.meta), r)
         return Placement(order_id, created=True)
 
-    def _save_alone(self, prepared: tuple[Order, OrderRequest]) -> Placement | DomainError:
-        order, request = prepared
+    def _place_alone(self, request: OrderRequest) -> Placement | DomainError:
         try:
-            self.save(order)
-            return Placement(order.id, created=True)
-        except IntegrityError:
+            order_id = ids.order_id(request.account_id, request.client_order_id)
             try:
-                return _resubmission(self.repository.get(order.id), request)
-            except DomainError as err:
-                return err
+                return _resubmission(self.repository.get(order_id), request)
+            except AggregateNotFoundError:
+                fresh: dict[UUID, tuple[Order, OrderRequest]] = {}
+                placement = self._prepare(request, fresh)
+                self.save(*(order for order, _ in fresh.values()))
+                return placement
+        except DomainError as err:
+            return err
 
     def cancel_order(self, order_id: UUID, meta: Meta) -> None:
         self._change(order_id, lambda o: o.request_cancel(meta), kind=Order, field="order_id")
@@ -374,8 +377,11 @@ class TradingApplication(ProcessApplication[UUID]):
         self._fresh.extend((r.notification.id, r.domain_event) for r in recordings)
 
     def processed_position(self) -> int:
-        """The last notification the saga has processed (kept in memory after each commit:
-        the tracking table's unique key stops a second saga process writing the same)."""
+        """The last notification the saga has processed, kept in memory after each commit.
+
+        One saga process per store (the library's follower model): a second one would
+        process the same notifications. A deployment runs exactly one saga worker.
+        """
         if self._tracked is None:
             self._tracked = self.recorder.max_tracking_id(self.name) or 0
         return self._tracked

@@ -23,7 +23,7 @@ from aggregates.instruments import PRICE_SCALE
 from api.wiring import trading_app
 from infra.settings import get_settings
 
-console = Console()
+console = Console(width=140)
 account_app = typer.Typer(no_args_is_help=True, help="Open, fund and inspect accounts.")
 order_app = typer.Typer(no_args_is_help=True, help="Place, amend and cancel orders.")
 

@@ -241,3 +241,25 @@ def test_a_cold_start_from_snapshots_sees_the_same_state(store_env, universe, sy
                 warm.repository.get(aggregate_id))
     warm.close()
     cold.close()
+
+
+def test_resubmission_from_another_process_is_idempotent(store_env, universe, sym) -> None:  # type: ignore[no-untyped-def]
+    first = make_app(store_env, universe)
+    price = universe.get(sym).base_price
+    buyer = funded(first, "again")
+    placed = first.place_order(buyer, client_order_id="x1", symbol=sym, side="buy",
+                               quantity=100, price=price, meta=meta())
+    first.close()
+    second = make_app(store_env, universe)  # a new process: nothing cached
+    before = stored(second)
+    again = second.place_order(buyer, client_order_id="x1", symbol=sym, side="buy",
+                               quantity=100, price=price, meta=meta())
+    assert (again.order_id, again.created) == (placed.order_id, False)
+    assert second.get_order(placed.order_id).status is OrderStatus.WORKING
+    third = make_app(store_env, universe)
+    with pytest.raises(Conflict):
+        third.place_order(buyer, client_order_id="x1", symbol=sym, side="buy", quantity=200,
+                          price=price, meta=meta())
+    assert stored(third) == before
+    second.close()
+    third.close()
