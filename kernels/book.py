@@ -169,7 +169,7 @@ def _home(order_id: int, mask: int) -> int:
     return int((np.uint64(order_id) * _GOLDEN) >> np.uint64(32)) & mask
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def hash_find(keys: np.ndarray, slots: np.ndarray, order_id: int) -> int:
     """Order slot of ``order_id``, or NIL when it is not resting."""
     mask = keys.shape[0] - 1
@@ -183,7 +183,7 @@ def hash_find(keys: np.ndarray, slots: np.ndarray, order_id: int) -> int:
         i = (i + 1) & mask
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def hash_insert(keys: np.ndarray, slots: np.ndarray, order_id: int, slot: int) -> None:
     mask = keys.shape[0] - 1
     i = _home(order_id, mask)
@@ -193,7 +193,7 @@ def hash_insert(keys: np.ndarray, slots: np.ndarray, order_id: int, slot: int) -
     slots[i] = slot
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def hash_delete(keys: np.ndarray, slots: np.ndarray, order_id: int) -> None:
     """Remove ``order_id``, shifting later probes back so no tombstones accumulate."""
     mask = keys.shape[0] - 1
@@ -222,7 +222,7 @@ def hash_delete(keys: np.ndarray, slots: np.ndarray, order_id: int) -> None:
     slots[i] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def rehash(
     old_keys: np.ndarray, old_slots: np.ndarray, keys: np.ndarray, slots: np.ndarray
 ) -> None:
@@ -244,7 +244,7 @@ def ladder_key(side_ix: int, price: int) -> int:
     return price if side_ix == BID else -price
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _lower_bound(keys: np.ndarray, side_ix: int, n: int, key: int) -> int:
     lo = 0
     hi = n
@@ -257,7 +257,7 @@ def _lower_bound(keys: np.ndarray, side_ix: int, n: int, key: int) -> int:
     return lo
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def rest_order(
     orders: np.ndarray,
     levels: np.ndarray,
@@ -326,7 +326,7 @@ def rest_order(
     return slot
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def remove_order(
     orders: np.ndarray,
     levels: np.ndarray,
@@ -373,7 +373,7 @@ def remove_order(
     state[S_RESTING] -= 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def grid_reason(bands: np.ndarray, state: np.ndarray, price: int) -> int:
     """0 when ``price`` is on the grid, else Reason.OUT_OF_RANGE (13) or OFF_TICK (12)."""
     if price < state[S_MIN_PRICE] or price > state[S_MAX_PRICE]:
@@ -384,7 +384,7 @@ def grid_reason(bands: np.ndarray, state: np.ndarray, price: int) -> int:
     return 13
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def top_levels(levels: np.ndarray, ladder: np.ndarray, state: np.ndarray, out: np.ndarray) -> None:
     """Fill ``out[side, i, (price, quantity, orders)]`` best first; unused rows get zeros."""
     depth = out.shape[1]

@@ -54,6 +54,7 @@ _EVENT_KINDS = tuple(EventKind)  # values 0..6, so the value is the index
 _SIDES = {1: Side.BUY, -1: Side.SELL}
 _REASONS = {int(r): r for r in Reason}
 _NOT_TIMED = np.zeros(0, dtype=np.int64)
+_EVENT_BUFFER_CAP = 1 << 18  # rows (22 MiB): a long batch drains every 262,144 events
 
 
 class _SymbolBook:
@@ -196,13 +197,15 @@ class KernelEngine:
             elif status == NEED_LEVELS:
                 arrays.grow_levels()
             elif status == NEED_EVENTS:
+                # keep what was written, then give the rest of the batch a bigger buffer
+                # (up to a cap) so long batches return to Python rarely
                 written = int(arrays.state[S_EVENTS])
                 if written:
                     drained.append(book.events[:written].copy())
                     arrays.state[S_EVENTS] = 0
-                else:
-                    needed = int(arrays.state[S_RESTING]) + 4
-                    size = max(2 * book.events.shape[0], needed)
+                needed = int(arrays.state[S_RESTING]) + 4
+                size = max(min(2 * book.events.shape[0], _EVENT_BUFFER_CAP), needed)
+                if size > book.events.shape[0]:
                     book.events = np.zeros((size, EVENT_FIELDS), dtype=np.int64)
         written = int(arrays.state[S_EVENTS])
         if not drained:

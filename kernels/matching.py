@@ -106,7 +106,7 @@ def cycle_counter(typingctx):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _emit(
     ev: np.ndarray,
     state: np.ndarray,
@@ -136,7 +136,7 @@ def _emit(
     state[S_EVENTS] = r + 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _reject(
     ev: np.ndarray, state: np.ndarray, order_id: int, side: int, price: int, qty: int, reason: int
 ) -> None:
@@ -144,7 +144,7 @@ def _reject(
     _emit(ev, state, EV_REJECTED, order_id, 0, shown_side, price, qty, 0, 0, 0, reason)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _crosses(side: int, is_market: bool, limit: int, level_price: int) -> bool:
     if is_market:
         return True
@@ -153,7 +153,7 @@ def _crosses(side: int, is_market: bool, limit: int, level_price: int) -> bool:
     return level_price >= limit
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _fillable(
     book: tuple, side: int, is_market: bool, limit: int, quantity: int, owner: int
 ) -> bool:
@@ -182,7 +182,7 @@ def _fillable(
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _enter(
     book: tuple,
     ev: np.ndarray,
@@ -273,7 +273,7 @@ def _enter(
     _emit(ev, state, EV_RESTED, order_id, 0, side, price, remaining, remaining, 0, 0, R_NONE)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def apply_command(
     book: tuple,
     ev: np.ndarray,
@@ -417,7 +417,7 @@ def apply_command(
     _enter(book, ev, order_id, resting_side, False, price, quantity, owner_of, tif_of)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def run_batch(
     book: tuple, commands: np.ndarray, start: int, ev: np.ndarray, cycles: np.ndarray
 ) -> tuple[int, int]:
@@ -454,7 +454,7 @@ def run_batch(
     return commands.shape[0], DONE
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def execute_resting(book: tuple, ev: np.ndarray, order_id: int, quantity: int) -> int:
     """Trade ``quantity`` against one named resting order, as an exchange feed reports it.
 
