@@ -56,7 +56,7 @@ class DataSchemaError(ValueError):
     """A source does not have the J-Quants shape; the message names the field and rule."""
 
 
-def _code_expr(column: str = "Code") -> pl.Expr:
+def code_expr(column: str = "Code") -> pl.Expr:
     """5-digit J-Quants code: a 4-digit ticker gets the trailing "0" J-Quants appends."""
     code = pl.col(column).cast(pl.Utf8).str.strip_chars()
     return pl.when(code.str.len_chars() == 4).then(code + "0").otherwise(code).alias(column)
@@ -93,7 +93,7 @@ def normalize_daily_quotes(df: pl.DataFrame, source: str = "daily_quotes") -> pl
             f"{source}: required field(s) {missing} missing; columns are {df.columns}"
         )
     try:
-        exprs: list[pl.Expr] = [_date_expr(df.schema["Date"]), _code_expr()]
+        exprs: list[pl.Expr] = [_date_expr(df.schema["Date"]), code_expr()]
     except Exception as exc:  # pragma: no cover - re-raised with the field named
         raise DataSchemaError(f"{source}: field 'Date': {exc}") from exc
     for name in PRICE_COLUMNS:
@@ -137,7 +137,7 @@ def normalize_listed_info(df: pl.DataFrame, source: str = "listed_info") -> pl.D
             else:
                 exprs.append(pl.lit(None, dtype=pl.Date).alias("Date"))
         elif name == "Code":
-            exprs.append(_code_expr())
+            exprs.append(code_expr())
         elif name in df.columns:
             exprs.append(pl.col(name).cast(pl.Utf8))
         else:
