@@ -70,7 +70,9 @@ def main() -> int:
     load_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    build_features(quotes.filter(pl.col("Code").is_in(quotes["Code"].unique().head(3))), listed)
+    build_features(
+        quotes.filter(pl.col("Code").is_in(quotes["Code"].unique().head(3).implode())), listed
+    )
     warmup_s = time.perf_counter() - start
 
     process = psutil.Process()
