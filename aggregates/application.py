@@ -233,15 +233,24 @@ class TradingApplication(ProcessApplication[UUID]):
         earlier = fresh[order_id][0] if order_id in fresh else self._cached(order_id)
         if earlier is not None:
             return _resubmission(earlier, r)
-        market = self._market()
-        assess(
-            OrderTerms(r.symbol, side, order_type, tif, r.quantity, r.price),
-            instrument=self.universe.get(r.symbol), account=account,
-            position=self._position(r.account_id, r.symbol),
-            last_price=self.desk.last_price(r.symbol),
-            symbol_halted=market is not None and r.symbol in market.halted_symbols,
-            limits=self.limits, schedule=self.schedule,
-        )
+        try:
+            market = self._market()
+            assess(
+                OrderTerms(r.symbol, side, order_type, tif, r.quantity, r.price),
+                instrument=self.universe.get(r.symbol), account=account,
+                position=self._position(r.account_id, r.symbol),
+                last_price=self.desk.last_price(r.symbol),
+                symbol_halted=market is not None and r.symbol in market.halted_symbols,
+                limits=self.limits, schedule=self.schedule,
+            )
+        except DomainError as refusal:
+            # Idempotency before risk: an order already placed (by a process that has not
+            # cached it here) now holds the funds it needs; answer as a resubmission.
+            try:
+                existing = self.repository.get(order_id)
+            except AggregateNotFoundError:
+                raise refusal from None
+            return _resubmission(existing, r)
         fresh[order_id] = (Order.place(order_id, account_id=r.account_id,
                                        client_order_id=r.client_order_id, symbol=r.symbol,
                                        side=side, order_type=order_type, tif=tif,

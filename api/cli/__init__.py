@@ -6,7 +6,7 @@ import typer
 
 from api.cli import model
 from api.cli.demo import demo
-from api.cli.trading import account_app, events, order_app
+from api.cli.trading import account_app, events, market_app, order_app
 
 app = typer.Typer(
     name="tradecore",
@@ -19,6 +19,7 @@ app.command(help="Run a seeded trading session on real TOPIX names and check eve
 )
 app.add_typer(account_app, name="account")
 app.add_typer(order_app, name="order")
+app.add_typer(market_app, name="market")
 app.command(help="The audit trail of one aggregate.")(events)
 app.add_typer(model.app, name="model", help="Train, evaluate and serve the ATFT-GAT-FAN model.")
 

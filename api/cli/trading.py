@@ -26,6 +26,7 @@ from infra.settings import get_settings
 console = Console(width=140)
 account_app = typer.Typer(no_args_is_help=True, help="Open, fund and inspect accounts.")
 order_app = typer.Typer(no_args_is_help=True, help="Place, amend and cancel orders.")
+market_app = typer.Typer(no_args_is_help=True, help="Risk halts per symbol; session close.")
 
 
 @contextmanager
@@ -82,6 +83,44 @@ def account_withdraw(account: str, amount: int, principal: str = "operator") -> 
     with _app() as app:
         app.withdraw(_account(account), amount, _meta(principal))
         _show(app, _account(account))
+
+
+@account_app.command("halt")
+def account_halt(account: str, reason: str = typer.Option(...), principal: str = "risk") -> None:
+    """Stop new orders for an account (the risk halt switch)."""
+    with _app() as app:
+        app.halt_account(_account(account), reason, _meta(principal))
+        _show(app, _account(account))
+
+
+@account_app.command("resume")
+def account_resume(account: str, principal: str = "risk") -> None:
+    with _app() as app:
+        app.resume_account(_account(account), _meta(principal))
+        _show(app, _account(account))
+
+
+@market_app.command("halt")
+def market_halt(symbol: str, reason: str = typer.Option(...), principal: str = "risk") -> None:
+    """Stop new orders in a symbol."""
+    with _app() as app:
+        app.halt_symbol(symbol, reason, _meta(principal))
+        console.print(f"{symbol} halted: {reason}")
+
+
+@market_app.command("resume")
+def market_resume(symbol: str, principal: str = "risk") -> None:
+    with _app() as app:
+        app.resume_symbol(symbol, _meta(principal))
+        console.print(f"{symbol} resumed")
+
+
+@market_app.command("close-session")
+def market_close_session(session_date: str, principal: str = "operations") -> None:
+    """End the trading day: resting DAY orders expire and release their reservations."""
+    with _app() as app:
+        app.close_session(session_date, _meta(principal))
+        console.print(f"session {session_date} closed")
 
 
 @account_app.command("show")

@@ -246,7 +246,9 @@ def test_a_cold_start_from_snapshots_sees_the_same_state(store_env, universe, sy
 def test_resubmission_from_another_process_is_idempotent(store_env, universe, sym) -> None:  # type: ignore[no-untyped-def]
     first = make_app(store_env, universe)
     price = universe.get(sym).base_price
-    buyer = funded(first, "again")
+    notional = price * 100 // 10
+    # just enough for one order: a resubmission must not be refused for buying power
+    buyer = funded(first, "again", cash=notional + FEES.commission(notional) + 1)
     placed = first.place_order(buyer, client_order_id="x1", symbol=sym, side="buy",
                                quantity=100, price=price, meta=meta())
     first.close()
