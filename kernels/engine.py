@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from numba import njit
 
 from kernels.book import (
     S_EVENTS,
@@ -24,6 +23,7 @@ from kernels.book import (
     S_RESTING,
     S_SEQ,
     BookArrays,
+    kernel,
     rest_order,
     resting_orders,
     top_levels,
@@ -70,7 +70,7 @@ class _SymbolBook:
         self.events = np.zeros((max(64, arrays.orders.shape[0]), EVENT_FIELDS), dtype=np.int64)
 
 
-@njit(cache=True)
+@kernel
 def _rest_all(book: tuple, rows: np.ndarray) -> None:
     for r in range(rows.shape[0]):
         rest_order(

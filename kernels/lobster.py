@@ -57,6 +57,7 @@ from kernels.book import (
     S_LEVELS,
     BookArrays,
     hash_find,
+    kernel,
     ladder_key,
     remove_order,
     rest_order,
@@ -156,7 +157,7 @@ def placeholder_id(side: int, price: int) -> int:
     return PLACEHOLDER_BASE + 2 * price + (1 if side == 1 else 0)
 
 
-@njit(cache=True)
+@kernel
 def _level_at(book: tuple, side: int, price: int) -> int:
     """Level slot at (side, price), or NIL."""
     ladder, ladder_keys, state = book[2], book[3], book[6]
@@ -175,7 +176,7 @@ def _level_at(book: tuple, side: int, price: int) -> int:
     return NIL
 
 
-@njit(cache=True)
+@kernel
 def _add_placeholder(book: tuple, side: int, price: int, quantity: int) -> None:
     orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, _b = book
     pid = placeholder_id(side, price)
@@ -190,7 +191,7 @@ def _add_placeholder(book: tuple, side: int, price: int, quantity: int) -> None:
         levels[orders[slot, O_LEVEL], L_QTY] += quantity
 
 
-@njit(cache=True)
+@kernel
 def _take_quantity(book: tuple, slot: int, quantity: int) -> int:
     """Remove up to ``quantity`` from one resting order; returns what was removed."""
     orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, _b = book
@@ -203,7 +204,7 @@ def _take_quantity(book: tuple, slot: int, quantity: int) -> int:
     return quantity
 
 
-@njit(cache=True)
+@kernel
 def _unknown_reference(book: tuple, side: int, price: int, quantity: int) -> int:
     """Serve a delete/cancel/execution of an order we never saw.
 
@@ -229,7 +230,7 @@ def _unknown_reference(book: tuple, side: int, price: int, quantity: int) -> int
     return 2
 
 
-@njit(cache=True)
+@kernel
 def _set_level(book: tuple, side: int, price: int, target: int, counts: np.ndarray) -> None:
     """Make the level at (side, price) hold ``target``: placeholders absorb the change
     first, then the newest real orders are trimmed (cancelled while out of view)."""
@@ -251,7 +252,7 @@ def _set_level(book: tuple, side: int, price: int, target: int, counts: np.ndarr
         excess -= _take_quantity(book, slot, excess)
 
 
-@njit(cache=True)
+@kernel
 def _compare_side(book: tuple, row: np.ndarray, six: int, depth: int) -> bool:
     """Whether our top ``depth`` levels on one side equal the file's row."""
     levels, ladder, state = book[1], book[2], book[6]
@@ -270,7 +271,7 @@ def _compare_side(book: tuple, row: np.ndarray, six: int, depth: int) -> bool:
     return True
 
 
-@njit(cache=True)
+@kernel
 def _align_side(
     book: tuple, prev: np.ndarray, row: np.ndarray, six: int, depth: int, counts: np.ndarray
 ) -> bool:
@@ -318,7 +319,7 @@ def _align_side(
     return explained
 
 
-@njit(cache=True)
+@kernel
 def replay_kernel(
     book: tuple,
     ev: np.ndarray,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core.extending import intrinsic
 
 from kernels.book import (
@@ -42,9 +42,13 @@ from kernels.book import (
     BookArrays,
     grid_reason,
     hash_find,
+    kernel,
+    link_order,
+    release_slot,
     remove_order,
     rest_order,
     side_index,
+    unlink_order,
 )
 
 # --- command rows (kernels.contract.Command) ------------------------------------------
@@ -106,7 +110,7 @@ def cycle_counter(typingctx):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
-@njit(cache=True, _nrt=False)
+@kernel
 def _emit(
     ev: np.ndarray,
     state: np.ndarray,
@@ -136,7 +140,7 @@ def _emit(
     state[S_EVENTS] = r + 1
 
 
-@njit(cache=True, _nrt=False)
+@kernel
 def _reject(
     ev: np.ndarray, state: np.ndarray, order_id: int, side: int, price: int, qty: int, reason: int
 ) -> None:
@@ -144,7 +148,7 @@ def _reject(
     _emit(ev, state, EV_REJECTED, order_id, 0, shown_side, price, qty, 0, 0, 0, reason)
 
 
-@njit(cache=True, _nrt=False)
+@kernel
 def _crosses(side: int, is_market: bool, limit: int, level_price: int) -> bool:
     if is_market:
         return True
@@ -153,7 +157,7 @@ def _crosses(side: int, is_market: bool, limit: int, level_price: int) -> bool:
     return level_price >= limit
 
 
-@njit(cache=True, _nrt=False)
+@kernel
 def _fillable(
     book: tuple, side: int, is_market: bool, limit: int, quantity: int, owner: int
 ) -> bool:
@@ -182,7 +186,7 @@ def _fillable(
     return False
 
 
-@njit(cache=True, _nrt=False)
+@kernel
 def _enter(
     book: tuple,
     ev: np.ndarray,
@@ -193,8 +197,13 @@ def _enter(
     quantity: int,
     owner: int,
     tif: int,
+    slot: int,
 ) -> None:
-    """An aggressor (new order, or an amended one at a new price): match, then rest/cancel."""
+    """An aggressor: match, then rest or cancel the remainder.
+
+    ``slot`` is NIL for a new order, or the unlinked slot of an order amended to a new
+    price: it keeps its slot and id-map entry and is relinked (or released) at the end.
+    """
     orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, _b = book
     other = 1 - side_index(side)
     if is_market and state[S_LEVELS + other] == 0:
@@ -221,6 +230,8 @@ def _enter(
             _emit(
                 ev, state, EV_CANCELLED, order_id, 0, side, price, remaining, 0, 0, 0, R_SELF_TRADE
             )
+            if slot != NIL:
+                release_slot(orders, hash_keys, hash_slots, state, slot)
             return
         maker_qty = orders[maker, O_QTY]
         traded = remaining if remaining < maker_qty else maker_qty
@@ -249,31 +260,38 @@ def _enter(
             orders[maker, O_QTY] = maker_qty
             levels[lv, L_QTY] -= traded
     if remaining == 0:
+        if slot != NIL:
+            release_slot(orders, hash_keys, hash_slots, state, slot)
         return
-    if is_market or tif in (IOC, FOK):
+    if is_market or tif in (IOC, FOK):  # only new orders: amended ones are DAY/GTC
         _emit(
             ev, state, EV_CANCELLED, order_id, 0, side, price, remaining, 0, 0, 0, R_IOC_REMAINDER
         )
         return
-    rest_order(
-        orders,
-        levels,
-        ladder,
-        ladder_keys,
-        hash_keys,
-        hash_slots,
-        state,
-        order_id,
-        side,
-        price,
-        remaining,
-        owner,
-        tif,
-    )
+    if slot == NIL:
+        rest_order(
+            orders,
+            levels,
+            ladder,
+            ladder_keys,
+            hash_keys,
+            hash_slots,
+            state,
+            order_id,
+            side,
+            price,
+            remaining,
+            owner,
+            tif,
+        )
+    else:
+        orders[slot, O_PRICE] = price
+        orders[slot, O_QTY] = remaining
+        link_order(orders, levels, ladder, ladder_keys, state, slot, side)
     _emit(ev, state, EV_RESTED, order_id, 0, side, price, remaining, remaining, 0, 0, R_NONE)
 
 
-@njit(cache=True, _nrt=False)
+@kernel
 def apply_command(
     book: tuple,
     ev: np.ndarray,
@@ -316,7 +334,7 @@ def apply_command(
             return
         limit = 0 if is_market else price
         _emit(ev, state, EV_ACCEPTED, order_id, 0, side, limit, quantity, quantity, 0, 0, R_NONE)
-        _enter(book, ev, order_id, side, is_market, limit, quantity, owner, tif)
+        _enter(book, ev, order_id, side, is_market, limit, quantity, owner, tif, NIL)
         return
     if kind == CANCEL:
         slot = hash_find(hash_keys, hash_slots, order_id)
@@ -391,33 +409,20 @@ def apply_command(
     owner_of = orders[slot, O_OWNER]
     tif_of = orders[slot, O_TIF]
     _emit(ev, state, EV_AMENDED, order_id, 0, resting_side, price, quantity, quantity, 0, 0, 0)
-    if price == orders[slot, O_PRICE]:
-        if quantity <= open_qty:  # less (or the same) size keeps its place in the queue
-            orders[slot, O_QTY] = quantity
-            levels[lv, L_QTY] -= open_qty - quantity
-        else:  # more size goes to the back of the queue
-            remove_order(orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, slot)
-            rest_order(
-                orders,
-                levels,
-                ladder,
-                ladder_keys,
-                hash_keys,
-                hash_slots,
-                state,
-                order_id,
-                resting_side,
-                price,
-                quantity,
-                owner_of,
-                tif_of,
-            )
+    if price == orders[slot, O_PRICE] and quantity <= open_qty:
+        # less (or the same) size keeps its place in the queue
+        orders[slot, O_QTY] = quantity
+        levels[lv, L_QTY] -= open_qty - quantity
         return
-    remove_order(orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, slot)
-    _enter(book, ev, order_id, resting_side, False, price, quantity, owner_of, tif_of)
+    unlink_order(orders, levels, ladder, ladder_keys, state, slot)
+    if price == orders[slot, O_PRICE]:  # more size: to the back of the same level
+        orders[slot, O_QTY] = quantity
+        link_order(orders, levels, ladder, ladder_keys, state, slot, resting_side)
+        return
+    _enter(book, ev, order_id, resting_side, False, price, quantity, owner_of, tif_of, slot)
 
 
-@njit(cache=True, _nrt=False)
+@kernel
 def run_batch(
     book: tuple, commands: np.ndarray, start: int, ev: np.ndarray, cycles: np.ndarray
 ) -> tuple[int, int]:
@@ -454,7 +459,7 @@ def run_batch(
     return commands.shape[0], DONE
 
 
-@njit(cache=True, _nrt=False)
+@kernel
 def execute_resting(book: tuple, ev: np.ndarray, order_id: int, quantity: int) -> int:
     """Trade ``quantity`` against one named resting order, as an exchange feed reports it.
 
