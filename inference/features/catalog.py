@@ -283,6 +283,12 @@ def feature_catalog_markdown() -> str:
         "null on the stock's first *warm-up* rows (for `mkt_*` features: the first market "
         "dates). Outside warm-up a feature is null only where a bad-input rule says so "
         "(unknown sector). No NaN or infinity is ever returned.",
+        "- Computation: Polars (lazy) selects and cleans the input; the rolling work runs "
+        "in grouped Numba kernels (`kernels/rolling.py`, each with a readable reference "
+        "implementation held equal by property tests), split by stock across threads "
+        "(`build_features(..., threads=N)`, same result for any N); per-date market, "
+        "sector and cross-sectional statistics are grouped reductions over the date index. "
+        "`benchmarks/features.py` measures the full shared dataset.",
         "",
         "## Targets",
         "",

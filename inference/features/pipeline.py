@@ -159,14 +159,17 @@ def build_features(
     del df
 
     # Reorder to (date, code): rows are (code, date)-sorted, so a stable sort on the
-    # date index keeps codes ascending within each date. Polars gathers in parallel.
+    # date index keeps codes ascending within each date. Columns still hold NaN for
+    # missing values here (gathering plain floats is much cheaper than gathering
+    # validity bitmaps); NaN becomes null once, at the end.
     order = np.argsort(didx.astype(np.int16 if n_dates < 2**15 else np.int64), kind="stable")
+    take = pl.Series(order.astype(np.uint32 if n_rows < 2**32 else np.uint64))
     dates = pl.Series("date", unique_days[didx], dtype=pl.Int32).cast(pl.Date)
-    parts = [pl.DataFrame([dates, codes, sector])[order]]
+    parts = [pl.DataFrame([dates, codes, sector])[take]]
     names = [n for n in (*FEATURE_COLUMNS, *TARGET_COLUMNS) if n in out.columns]
     for k in range(0, len(names), 16):  # in batches, so the unordered copy stays small
-        batch = [pl.Series(n, out.columns.pop(n), nan_to_null=True) for n in names[k : k + 16]]
-        parts.append(pl.DataFrame(batch)[order])
+        batch = [pl.Series(n, out.columns.pop(n)) for n in names[k : k + 16]]
+        parts.append(pl.DataFrame(batch)[take])
     frame = pl.concat(parts, how="horizontal")
     # Cross-sectional ranks and z-scores, per date, from that date's values only.
     date_starts = np.append(np.flatnonzero(np.diff(didx[order], prepend=-1)), n_rows)
@@ -175,12 +178,14 @@ def build_features(
         x = frame[name].to_numpy()
         rank = grouped_percentile_rank(x, date_starts).astype(np.float32)
         z = grouped_zscore(x, date_starts).astype(np.float32)
-        return [
-            pl.Series(f"rank_{name}", rank, nan_to_null=True),
-            pl.Series(f"z_{name}", z, nan_to_null=True),
-        ]
+        return [pl.Series(f"rank_{name}", rank), pl.Series(f"z_{name}", z)]
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         cross = [s for part in pool.map(cross_section, CROSS_SECTION_BASE) for s in part]
-    frame = frame.hstack(cross)
-    return frame.select("date", "code", "sector33", *FEATURE_COLUMNS, *TARGET_COLUMNS)
+    values = [*FEATURE_COLUMNS, *TARGET_COLUMNS]
+    return (
+        frame.hstack(cross)
+        .lazy()
+        .select("date", "code", "sector33", pl.col(values).fill_nan(None))
+        .collect()
+    )
