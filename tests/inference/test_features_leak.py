@@ -10,7 +10,9 @@ change, since they are forward returns by definition.
 from __future__ import annotations
 
 import warnings
+from datetime import date
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -101,3 +103,65 @@ def test_targets_do_see_the_future(
     assert got.select(FEATURE_COLUMNS).equals(want.select(FEATURE_COLUMNS))
     for name in TARGET_COLUMNS:
         assert not got[name].equals(want[name])
+
+
+def synthetic_quotes(seed: int, n_stocks: int = 5, n_days: int = 160) -> pl.DataFrame:
+    """Random-walk OHLCV in the J-Quants schema with missing days and zero-volume days."""
+    rng = np.random.default_rng(seed)
+    days = pl.date_range(date(2020, 1, 1), date(2021, 12, 31), "1d", eager=True)
+    days = days.filter(days.dt.weekday() <= 5).head(n_days)
+    frames = []
+    for s in range(n_stocks):
+        close = 1000 * np.exp(np.cumsum(rng.normal(0, 0.02, n_days)))
+        open_ = close * np.exp(rng.normal(0, 0.005, n_days))
+        high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n_days))
+        low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n_days))
+        volume = rng.integers(0, 5, n_days) * rng.integers(1_000, 100_000, n_days)
+        frames.append(
+            pl.DataFrame(
+                {
+                    "Date": days,
+                    "Code": f"{1000 + s}0",
+                    "Open": open_,
+                    "High": high,
+                    "Low": low,
+                    "Close": close,
+                    "Volume": volume.astype(float),
+                    "TurnoverValue": close * volume,
+                    "AdjustmentFactor": 1.0,
+                    "AdjustmentOpen": open_,
+                    "AdjustmentHigh": high,
+                    "AdjustmentLow": low,
+                    "AdjustmentClose": close,
+                    "AdjustmentVolume": volume.astype(float),
+                }
+            ).filter(pl.Series(rng.uniform(size=n_days) > 0.05))  # ~5% missing days
+        )
+    return pl.concat(frames)
+
+
+SYNTHETIC_LISTED = pl.DataFrame(
+    {"Code": [f"{1000 + s}0" for s in range(5)], "Sector33Code": ["1", "1", "2", "2", "3"]}
+)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    cut_at=st.integers(min_value=0, max_value=150),
+    factor=st.floats(min_value=0.1, max_value=10.0),
+)
+def test_leak_free_on_synthetic_ohlcv(seed: int, cut_at: int, factor: float) -> None:
+    """The same property on generated data, so it holds without the shared files too."""
+    quotes = synthetic_quotes(seed)
+    cut = quotes["Date"].unique().sort()[min(cut_at, quotes["Date"].n_unique() - 1)]
+    after = pl.col("Date") > cut
+    prices = ["AdjustmentOpen", "AdjustmentHigh", "AdjustmentLow", "AdjustmentClose"]
+    changed = quotes.with_columns(
+        *[pl.when(after).then(pl.col(c) * factor).otherwise(pl.col(c)) for c in prices],
+        pl.when(after).then(0.0).otherwise(pl.col("AdjustmentVolume")).alias("AdjustmentVolume"),
+    ).filter(~(after & (pl.col("Code") == "10010")))
+    want = build_features(quotes, SYNTHETIC_LISTED).filter(pl.col("date") <= cut)
+    got = build_features(changed, SYNTHETIC_LISTED).filter(pl.col("date") <= cut)
+    assert got.select(FEATURE_COLUMNS).equals(want.select(FEATURE_COLUMNS))
+    assert got.select(pl.any_horizontal(pl.col(FEATURE_COLUMNS).is_nan()).any()).item() is False
