@@ -39,6 +39,13 @@ def _group_mean(
         return total / count, count
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _split_groups(starts: np.ndarray, parts: int) -> list[tuple[int, int]]:
     """Row ranges of about equal size that never cut a stock in two."""
     n_rows = int(starts[-1])
@@ -60,7 +67,7 @@ def build_features(
     ``threads`` splits the work by stock (default: the CPUs this process may use);
     the result does not depend on it.
     """
-    workers = max(1, threads if threads is not None else len(os.sched_getaffinity(0)))
+    workers = max(1, threads if threads is not None else _usable_cpus())
     df = clean_quotes(quotes)
     codes = df["code"]
     n_rows = df.height
