@@ -33,6 +33,10 @@ class ModelConfig(_Strict):
     variable_hidden: int = Field(
         default=8, ge=2, le=256, description="Width of each per-feature GRN in variable selection."
     )
+    per_variable_grn: bool = Field(
+        default=True,
+        description="TFT's GRN per feature in variable selection (False: linear embeddings).",
+    )
     lstm_layers: int = Field(default=1, ge=1, le=4)
     attention_heads: int = Field(default=4, ge=1, le=16)
     gat_layers: int = Field(

@@ -36,7 +36,7 @@ from inference.splits import Fold, check_fold
 
 #: ``(label, completed, total)``; the CLI turns these into progress bars.
 ProgressCallback = Callable[[str, int, int], None]
-GraphBuilder = Callable[[pl.DataFrame, date, list[str]], tuple[list[str], np.ndarray, np.ndarray]]
+GraphBuilder = Callable[[date, list[str]], tuple[list[str], np.ndarray, np.ndarray]]
 
 
 def select_device(prefer: str | None = None) -> torch.device:
@@ -52,13 +52,18 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def default_graph_builder(training: TrainingConfig) -> GraphBuilder:
-    """Wrap :func:`inference.graph.build_stock_graph` with the configured parameters."""
-    from inference.graph import build_stock_graph
+def default_graph_builder(frame: pl.DataFrame, training: TrainingConfig) -> GraphBuilder:
+    """Graphs from :mod:`inference.graph`, sharing one return panel over ``frame``.
 
-    def build(frame: pl.DataFrame, as_of: date, codes: list[str]):  # type: ignore[no-untyped-def]
-        graph = build_stock_graph(
-            frame,
+    ``ReturnPanel.graph(as_of, ...)`` reads only rows dated on or before ``as_of``, so one
+    panel over the whole history serves every date without look-ahead.
+    """
+    from inference.graph import ReturnPanel
+
+    panel = ReturnPanel.from_features(frame)
+
+    def build(as_of: date, codes: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        graph = panel.graph(
             as_of,
             codes,
             window=training.graph_window,
@@ -86,20 +91,15 @@ class GraphSchedule:
 
     def __init__(
         self,
-        frame: pl.DataFrame,
         panel: FeaturePanel,
         eligible: np.ndarray,
         refresh: int,
         builder: GraphBuilder,
-        window: int,
     ) -> None:
         self.panel = panel
         self.eligible = eligible
         self.refresh = refresh
         self.builder = builder
-        self.window = window
-        columns = [c for c in ("date", "code", "sector33", "ret_1d") if c in frame.columns]
-        self.frame = frame.select(columns)
         self.code_index = {c: i for i, c in enumerate(panel.codes)}
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
@@ -110,9 +110,7 @@ class GraphSchedule:
                 empty = np.zeros(0, np.int64)
                 self._cache[r] = (empty, empty, np.zeros((0, 0), np.float32))
                 return self._cache[r]
-            lo = self.panel.dates[max(0, r - self.window - 5)]
-            frame = self.frame.filter(pl.col("date").is_between(lo, self.panel.dates[r]))
-            node_codes, edge_index, edge_attr = self.builder(frame, self.panel.dates[r], codes)
+            node_codes, edge_index, edge_attr = self.builder(self.panel.dates[r], codes)
             to_global = np.array([self.code_index[c] for c in node_codes], dtype=np.int64)
             self._cache[r] = (
                 to_global[edge_index[0]] if edge_index.size else np.zeros(0, np.int64),
@@ -243,7 +241,9 @@ def cross_sections(
     )
 
 
-def usable_dates(prep: PreparedPanel, indices: range | np.ndarray, lookback: int) -> list[int]:
+def usable_dates(
+    prep: PreparedPanel, indices: range | list[int] | np.ndarray, lookback: int
+) -> list[int]:
     """Dates of ``indices`` with a full lookback and at least 5 stocks to rank."""
     return [int(t) for t in indices if t >= lookback - 1 and prep.eligible[t].sum() >= 5]
 
@@ -484,12 +484,10 @@ def train_fold(
     edge_dim = graph_edge_dim() if edge_dim is None else edge_dim
     if graphs is None and config.model.use_graph:
         graphs = GraphSchedule(
-            frame,
             panel,
             prep.eligible,
             config.training.graph_refresh_days,
-            builder or default_graph_builder(config.training),
-            config.training.graph_window,
+            builder or default_graph_builder(frame, config.training),
         )
     elif graphs is not None:
         graphs.eligible = prep.eligible
@@ -550,12 +548,12 @@ def bundle_to_checkpoint(bundle: TrainedBundle) -> Checkpoint:
         fold.train.stop - 1 if len(fold.train) else 0,
         fold.validation.stop - 1 if len(fold.validation) else 0,
     )
-    seen = [bool(v) for v in prep.eligible[: last + 1].any(axis=0)]
+    seen = np.flatnonzero(prep.eligible[: last + 1].any(axis=0))
     return Checkpoint(
         config=bundle.config,
         feature_columns=list(prep.panel.feature_columns),
         sector_vocab=list(prep.sector_vocab),
-        universe=[c for c, ok in zip(prep.panel.codes, seen, strict=True) if ok],
+        universe=[prep.panel.codes[int(i)] for i in seen],
         edge_dim=bundle.edge_dim,
         normaliser=prep.normaliser,
         target_scale=prep.target_scale,
@@ -671,6 +669,19 @@ def run_walk_forward(
     device = device or select_device()
     edge_dim = graph_edge_dim() if edge_dim is None else edge_dim
     graphs: GraphSchedule | None = None
+    if config.model.use_graph:
+        eligible = eligibility(
+            panel.present,
+            config.model.lookback,
+            config.training.min_history,
+            config.training.min_window_coverage,
+        )
+        graphs = GraphSchedule(
+            panel,
+            eligible,
+            config.training.graph_refresh_days,
+            builder or default_graph_builder(frame, config.training),
+        )
     parts, described, histories = [], [], {}
     parameters = 0
     for fold in folds:
@@ -686,15 +697,6 @@ def run_walk_forward(
             device=device,
             progress=progress,
         )
-        if graphs is None and config.model.use_graph:
-            graphs = GraphSchedule(
-                frame,
-                panel,
-                bundle.prep.eligible,
-                config.training.graph_refresh_days,
-                builder or default_graph_builder(config.training),
-                config.training.graph_window,
-            )
         parameters = sum(p.numel() for p in bundle.model.parameters())
         test_dates = usable_dates(bundle.prep, fold.test, config.model.lookback)
         forecasts = forecast_all(

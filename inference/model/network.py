@@ -94,6 +94,7 @@ class ATFTGATFAN(nn.Module):
             config.attention_heads,
             config.dropout,
             static_dim,
+            config.per_variable_grn,
         )
         self.graph = nn.ModuleList(
             GraphBlock(config.hidden, config.gat_heads, edge_dim, config.dropout)

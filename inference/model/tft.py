@@ -73,20 +73,24 @@ class VariableSelectionNetwork(nn.Module):
         d_out: int,
         dropout: float,
         d_context: int | None,
+        per_variable_grn: bool = True,
     ) -> None:
         super().__init__()
         self.n_features = n_features
+        self.per_variable_grn = per_variable_grn
         self.embed_weight = nn.Parameter(torch.randn(n_features, d_var) * 0.5)
         self.embed_bias = nn.Parameter(torch.zeros(n_features, d_var))
         scale = 1.0 / math.sqrt(d_var)
-        self.w1 = nn.Parameter(torch.randn(n_features, d_var, d_var) * scale)
-        self.b1 = nn.Parameter(torch.zeros(n_features, d_var))
-        self.w2 = nn.Parameter(torch.randn(n_features, d_var, 2 * d_var) * scale)
-        self.b2 = nn.Parameter(torch.zeros(n_features, 2 * d_var))
-        self.var_norm = nn.LayerNorm(d_var)
-        self.selection = GatedResidualNetwork(
-            n_features * d_var, d_out, n_features, dropout, d_context
-        )
+        if per_variable_grn:
+            self.w1 = nn.Parameter(torch.randn(n_features, d_var, d_var) * scale)
+            self.b1 = nn.Parameter(torch.zeros(n_features, d_var))
+            self.w2 = nn.Parameter(torch.randn(n_features, d_var, 2 * d_var) * scale)
+            self.b2 = nn.Parameter(torch.zeros(n_features, 2 * d_var))
+            self.var_norm = nn.LayerNorm(d_var)
+        # With linear embeddings only, the flattened embeddings are a linear map of x, so
+        # the selection GRN reads x directly: same function class, no [N, L, F, d] tensor.
+        selection_in = n_features * d_var if per_variable_grn else n_features
+        self.selection = GatedResidualNetwork(selection_in, d_out, n_features, dropout, d_context)
         self.project = nn.Linear(d_var, d_out)
         self.dropout = nn.Dropout(dropout)
 
@@ -94,11 +98,16 @@ class VariableSelectionNetwork(nn.Module):
         self, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` ``[N, L, F]`` -> (``[N, L, d_out]``, selection weights ``[N, L, F]``)."""
+        ctx = context.unsqueeze(1).expand(-1, x.shape[1], -1) if context is not None else None
+        if not self.per_variable_grn:
+            # CPU configuration: sum_f w_f (x_f W_f + b_f) as two [N*L, F] x [F, d] matmuls.
+            weights = torch.softmax(self.selection(x, ctx), dim=-1)
+            combined = (weights * x) @ self.embed_weight + weights @ self.embed_bias
+            return self.project(combined), weights
         e = x.unsqueeze(-1) * self.embed_weight + self.embed_bias  # [N, L, F, d]
         h = F.elu(torch.einsum("nlfd,fde->nlfe", e, self.w1) + self.b1)
         h = torch.einsum("nlfd,fde->nlfe", self.dropout(h), self.w2) + self.b2
         processed = self.var_norm(e + F.glu(h, dim=-1))
-        ctx = context.unsqueeze(1).expand(-1, x.shape[1], -1) if context is not None else None
         weights = torch.softmax(self.selection(e.flatten(2), ctx), dim=-1)
         combined = (processed * weights.unsqueeze(-1)).sum(dim=2)
         return self.project(combined), weights
@@ -145,6 +154,7 @@ class TemporalEncoder(nn.Module):
         heads: int,
         dropout: float,
         static_dim: int,
+        per_variable_grn: bool = True,
     ) -> None:
         super().__init__()
         self.lstm_layers = lstm_layers
@@ -155,7 +165,9 @@ class TemporalEncoder(nn.Module):
             self.static_h = GatedResidualNetwork(static_dim, hidden, hidden, dropout)
             self.static_c = GatedResidualNetwork(static_dim, hidden, hidden, dropout)
         self.static_dim = static_dim
-        self.selection = VariableSelectionNetwork(n_features, variable_hidden, hidden, dropout, ctx)
+        self.selection = VariableSelectionNetwork(
+            n_features, variable_hidden, hidden, dropout, ctx, per_variable_grn
+        )
         self.lstm = nn.LSTM(
             hidden,
             hidden,

@@ -1,0 +1,178 @@
+"""Markdown + PNG report of a walk-forward evaluation.
+
+The report states the data's survivorship bias up front: the universe is the TOPIX 500 as
+of 2017, so every stock in it survived to 2017; results on it flatter any strategy that
+(implicitly) buys past losers or small caps.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from inference.evaluation import DailySeries
+
+SURVIVORSHIP = (
+    "**Survivorship bias.** The shared data covers the 494 TOPIX 500 constituents *as of "
+    "October 2017*, observed 2008-2015. Every stock in it survived, and was large enough "
+    "to be in the index, until 2017; delisted, merged and demoted companies are missing. "
+    "Back-tests on this universe overstate what a strategy would have earned in real "
+    "time, most for signals that buy past losers (reversal) or favour stocks that later "
+    "grew. Treat every number below as optimistic."
+)
+
+LABELS = {
+    "model": "ATFT-GAT-FAN",
+    "no_graph": "same network, no graph",
+    "ridge": "ridge (same features)",
+    "momentum_20d": "20-day momentum",
+    "reversal_5d": "5-day reversal",
+}
+
+
+def _fmt(value: float, pct: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value * 100:.2f}%" if pct else f"{value:.4f}"
+
+
+def metrics_table(metrics: dict[str, dict[str, dict[str, float]]], horizons: list[str]) -> str:
+    lines = [
+        "| signal | horizon | RankIC | IC | ICIR | hit rate | Sharpe | annual return "
+        "| max drawdown | turnover/day |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for h in horizons:
+        for name, per_h in metrics.items():
+            m = per_h[h]
+            lines.append(
+                f"| {LABELS.get(name, name)} | {h} | {_fmt(m['rank_ic'])} | {_fmt(m['ic'])} "
+                f"| {_fmt(m['icir'])} | {_fmt(m['hit_rate'], True)} | {m['sharpe']:.2f} "
+                f"| {_fmt(m['annual_return'], True)} | {_fmt(m['max_drawdown'], True)} "
+                f"| {_fmt(m['turnover'], True)} |"
+            )
+    return "\n".join(lines)
+
+
+def summary_table(
+    metrics: dict[str, dict[str, dict[str, float]]], horizons: list[str], key: str
+) -> str:
+    header = "| signal | " + " | ".join(horizons) + " |"
+    lines = [header, "|---|" + "---:|" * len(horizons)]
+    for name, per_h in metrics.items():
+        cells = [
+            f"{per_h[h][key]:.2f}" if key == "sharpe" else _fmt(per_h[h][key]) for h in horizons
+        ]
+        lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_cumulative(series: dict[str, dict[int, DailySeries]], horizon: int, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for name, per_h in series.items():
+        s = per_h[horizon]
+        ax.plot(s.dates, np.cumsum(s.net_return), label=LABELS.get(name, name), linewidth=1.2)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_title(f"Cumulative net long-short return (sum of daily returns), {horizon}-day signal")
+    ax.set_ylabel("cumulative return")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_rolling_rank_ic(
+    series: dict[str, dict[int, DailySeries]], horizon: int, window: int, path: Path
+) -> None:
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for name, per_h in series.items():
+        s = per_h[horizon]
+        values = np.nan_to_num(s.rank_ic, nan=0.0)
+        if len(values) < window:
+            continue
+        rolling = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax.plot(s.dates[window - 1 :], rolling, label=LABELS.get(name, name), linewidth=1.2)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_title(f"Rolling {window}-day mean RankIC, {horizon}-day horizon")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(
+    path: Path,
+    *,
+    metrics: dict[str, dict[str, dict[str, float]]],
+    fold_metrics: dict[str, dict[str, dict[str, dict[str, float]]]],
+    series: dict[str, dict[int, DailySeries]],
+    folds: list[dict[str, str]],
+    horizons: tuple[int, ...],
+    info: dict[str, Any],
+    rolling_window: int,
+) -> list[Path]:
+    """Write ``path`` (Markdown) and its plots into ``path.parent / path.stem``."""
+    plot_dir = path.parent / path.stem
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    written = [path]
+    names = [f"{h}d" for h in horizons]
+    parts = [
+        "# Walk-forward results: ATFT-GAT-FAN on Japanese equities",
+        "",
+        SURVIVORSHIP,
+        "",
+        "## Run",
+        "",
+        "```",
+        str(info.get("command", "")),
+        "```",
+        "",
+    ]
+    parts += [f"- {k}: {v}" for k, v in info.items() if k != "command"]
+    parts += ["", "Folds (train / validation / test; gaps are the purge/embargo):", ""]
+    parts += ["| fold | train | validation | test |", "|---|---|---|---|"]
+    parts += [f"| {f['fold']} | {f['train']} | {f['validation']} | {f['test']} |" for f in folds]
+    parts += [
+        "",
+        "## RankIC (mean over test days, all folds)",
+        "",
+        summary_table(metrics, names, "rank_ic"),
+        "",
+        "## Long-short Sharpe (net of costs, all folds)",
+        "",
+        summary_table(metrics, names, "sharpe"),
+        "",
+        "## All metrics, all folds",
+        "",
+        metrics_table(metrics, names),
+        "",
+        "## Per fold: RankIC / Sharpe",
+        "",
+    ]
+    for fold, fm in fold_metrics.items():
+        parts += [f"### {fold}", "", summary_table(fm, names, "rank_ic"), ""]
+        parts += [summary_table(fm, names, "sharpe"), ""]
+    parts += ["## Plots", ""]
+    for h in horizons:
+        cumulative = plot_dir / f"cumulative_long_short_{h}d.png"
+        rolling = plot_dir / f"rolling_rank_ic_{h}d.png"
+        plot_cumulative(series, h, cumulative)
+        plot_rolling_rank_ic(series, h, rolling_window, rolling)
+        written += [cumulative, rolling]
+        parts += [
+            f"![cumulative long-short {h}d]({plot_dir.name}/{cumulative.name})",
+            "",
+            f"![rolling RankIC {h}d]({plot_dir.name}/{rolling.name})",
+            "",
+        ]
+    path.write_text("\n".join(parts) + "\n")
+    return written
