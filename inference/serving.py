@@ -124,6 +124,8 @@ class Predictor:
         first = available.search_sorted(resolved[0]) - self.history_days
         start = available[max(0, first)]
         frame = features.filter(pl.col("date").is_between(start, resolved[-1]))
+        if codes is not None:
+            frame = frame.filter(pl.col("code").is_in(codes))
         outside = sorted(set(frame.get_column("code").unique().to_list()) - self.universe)
         if outside:
             warnings.warn(
@@ -133,8 +135,6 @@ class Predictor:
                 stacklevel=2,
             )
             frame = frame.filter(~pl.col("code").is_in(outside))
-        if codes is not None:
-            frame = frame.filter(pl.col("code").is_in(codes))
         if frame.is_empty():
             raise ValueError("features: no rows for the requested codes in the look-back window")
         ckpt = self.checkpoint
