@@ -101,7 +101,8 @@ def build_features(
     arrays["date_index"] = didx.astype(np.float64)
 
     out = FeatureColumns(n_rows)
-    ranges = _split_groups(starts, workers)
+    # More chunks than threads: each thread's temporaries scale with its chunk, not the data.
+    ranges = _split_groups(starts, 8 * workers)
 
     def per_stock(lo: int, hi: int) -> None:
         part = {name: values[lo:hi] for name, values in arrays.items()}
@@ -166,33 +167,33 @@ def build_features(
     del df
 
     # Reorder to (date, code): rows are (code, date)-sorted, so a stable sort on the
-    # date index keeps codes ascending within each date. Columns still hold NaN for
-    # missing values here (gathering plain floats is much cheaper than gathering
-    # validity bitmaps); NaN becomes null once, at the end.
+    # date index keeps codes ascending within each date. Plain float columns (NaN for
+    # missing) are gathered, which is much cheaper than gathering validity bitmaps, and
+    # NaN becomes null batch by batch so only one batch is ever held twice.
     order = np.argsort(didx.astype(np.int16 if n_dates < 2**15 else np.int64), kind="stable")
     take = pl.Series(order.astype(np.uint32 if n_rows < 2**32 else np.uint64))
     dates = pl.Series("date", unique_days[didx], dtype=pl.Int32).cast(pl.Date)
     parts = [pl.DataFrame([dates, codes, sector])[take]]
     names = [n for n in (*FEATURE_COLUMNS, *TARGET_COLUMNS) if n in out.columns]
-    for k in range(0, len(names), 16):  # in batches, so the unordered copy stays small
-        batch = [pl.Series(n, out.columns.pop(n)) for n in names[k : k + 16]]
-        parts.append(pl.DataFrame(batch)[take])
+    for k in range(0, len(names), 16):
+        batch = pl.DataFrame([pl.Series(n, out.columns.pop(n)) for n in names[k : k + 16]])
+        parts.append(batch[take].with_columns(pl.all().fill_nan(None)))
+        del batch
     frame = pl.concat(parts, how="horizontal")
+    del parts
     # Cross-sectional ranks and z-scores, per date, from that date's values only.
     date_starts = np.append(np.flatnonzero(np.diff(didx[order], prepend=-1)), n_rows)
 
     def cross_section(name: str) -> list[pl.Series]:
-        x = frame[name].to_numpy()
+        x = frame[name].to_numpy()  # nulls read back as NaN
         rank = grouped_percentile_rank(x, date_starts).astype(np.float32)
         z = grouped_zscore(x, date_starts).astype(np.float32)
-        return [pl.Series(f"rank_{name}", rank), pl.Series(f"z_{name}", z)]
+        return [
+            pl.Series(f"rank_{name}", rank, nan_to_null=True),
+            pl.Series(f"z_{name}", z, nan_to_null=True),
+        ]
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         cross = [s for part in pool.map(cross_section, CROSS_SECTION_BASE) for s in part]
-    values = [*FEATURE_COLUMNS, *TARGET_COLUMNS]
-    return (
-        frame.hstack(cross)
-        .lazy()
-        .select("date", "code", "sector33", pl.col(values).fill_nan(None))
-        .collect()
-    )
+    frame = frame.hstack(cross)
+    return frame.select("date", "code", "sector33", *FEATURE_COLUMNS, *TARGET_COLUMNS)
