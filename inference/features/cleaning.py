@@ -56,10 +56,15 @@ def clean_quotes(quotes: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
             if schema["Date"] == pl.Utf8
             else (date.cast(pl.Date))
         )
+    code = pl.col("Code")
+    if schema["Code"] != pl.Utf8 or (
+        lf.select((code.str.len_bytes() != 5).any()).collect().item()
+    ):  # only non-standard codes pay for the string normalisation
+        code = code_expr("Code")
     df = (
         lf.select(
             date.alias("date"),
-            code_expr("Code").alias("code"),
+            code.alias("code"),
             *[
                 pl.col(f"Adjustment{n}").cast(pl.Float64).alias(n.lower())
                 for n in ("Open", "High", "Low", "Close", "Volume")
