@@ -238,3 +238,10 @@ def test_catalog_documents_every_feature_and_docs_are_current() -> None:
     assert docs.read_text(encoding="utf-8") == text, (
         "docs/features.md is stale: run `python -m inference.features > docs/features.md`"
     )
+
+
+def test_four_digit_codes_are_normalised(small: pl.DataFrame, listed_info: pl.DataFrame) -> None:
+    four = small.with_columns(pl.col("Code").str.slice(0, 4))
+    got = build_features(four, listed_info)
+    assert sorted(got["code"].unique().to_list()) == ["72030", "72670", "83060"]
+    assert got["sector33"].null_count() == 0 and UNKNOWN_SECTOR not in got["sector33"]
