@@ -353,7 +353,11 @@ def compile_figures() -> dict[str, float]:
 
 def main() -> None:
     figures = {
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "load_average_1m_at_start": round(os.getloadavg()[0], 2),
+        },
         "compile": compile_figures(),
         "lobster": lobster_figures(),
         "mix": mix_figures(),

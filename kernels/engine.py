@@ -23,6 +23,7 @@ from kernels.book import (
     S_RESTING,
     S_SEQ,
     BookArrays,
+    BookCapacityError,
     kernel,
     rest_order,
     resting_orders,
@@ -192,11 +193,17 @@ class KernelEngine:
             start, status = run_batch(book_tuple(arrays), rows, start, book.events, timing)
             if status == DONE:
                 break
-            if status == NEED_ORDERS:
-                arrays.grow_orders()
-            elif status == NEED_LEVELS:
-                arrays.grow_levels()
-            elif status == NEED_EVENTS:
+            try:
+                if status == NEED_ORDERS:
+                    arrays.grow_orders()
+                elif status == NEED_LEVELS:
+                    arrays.grow_levels()
+            except BookCapacityError as exc:
+                raise BookCapacityError(
+                    f"{symbol}: {exc}; commands [0, {start}) of this batch were applied, "
+                    f"[{start}, {rows.shape[0]}) were not"
+                ) from None
+            if status == NEED_EVENTS:
                 # keep what was written, then give the rest of the batch a bigger buffer
                 # (up to a cap) so long batches return to Python rarely
                 written = int(arrays.state[S_EVENTS])

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from kernels.book import BookCapacityError
 from kernels.contract import (
     Command,
     CommandKind,
@@ -449,3 +450,15 @@ def test_unknown_symbol_and_duplicate_symbol_are_errors(engine: Engine) -> None:
         engine.submit("9999", cancel(1))
     with pytest.raises(ValueError, match="symbol"):
         engine.add_symbol(SYM, BANDS, 10, 45_000)
+
+
+def test_kernel_book_overflow_is_a_clear_error_not_a_drop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kernels.book
+
+    monkeypatch.setattr(kernels.book, "MAX_SLOTS", 16)
+    engine = KernelEngine(initial_capacity=8)
+    engine.add_symbol(SYM, BANDS, 10, 45_000)
+    commands = [limit(i, BUY, 10_000 - 10 * (i % 5), 1) for i in range(1, 21)]
+    with pytest.raises(BookCapacityError, match=r"commands \[0, 16\) of this batch were applied"):
+        engine.submit_batch(SYM, commands)
+    assert engine.resting(SYM) == 16 and engine.sequence(SYM) == 16
