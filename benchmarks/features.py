@@ -20,12 +20,12 @@ import threading
 import time
 from pathlib import Path
 
-import polars as pl
 import psutil
 
-from inference.data import load_daily_quotes, load_listed_info
-from inference.features import FEATURE_COLUMNS, build_features
-from infra.settings import get_settings
+# `python benchmarks/features.py` puts benchmarks/ first on sys.path, where
+# benchmarks/inference.py would shadow the `inference` package: drop that entry.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 
 class PeakRss:
@@ -55,6 +55,12 @@ class PeakRss:
 
 
 def main() -> int:
+    import polars as pl
+
+    from inference.data import load_daily_quotes, load_listed_info
+    from inference.features import FEATURE_COLUMNS, build_features
+    from infra.settings import get_settings
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", type=Path, default=None)
