@@ -11,8 +11,9 @@ a handful of preallocated int64 arrays that Numba compiles against:
 * ``ladder[side, i]`` / ``ladder_keys[side, i]``: each side's level slots sorted by a key
   that grows towards the best price (bid: price, ask: -price), so the best level is the
   last one: matching and most inserts touch the end of the array and shift little.
-* ``hash_keys`` / ``hash_slots``: an open-addressing (linear probing, backward-shift
-  delete) map from order id to order slot, for cancel/reduce/amend in O(1).
+* ``id_map[i] = (order id, slot)``: an open-addressing (linear probing, backward-shift
+  delete) map from order id to order slot, for cancel/reduce/amend in O(1); key and
+  slot share a cache line.
 * ``state``: the book's scalars (sequence, counts, free-list heads, grid range, flags).
 
 Capacity is checked by the batch kernel before each command and grown here, outside the
@@ -93,8 +94,7 @@ class BookArrays:
     levels: np.ndarray
     ladder: np.ndarray
     ladder_keys: np.ndarray
-    hash_keys: np.ndarray
-    hash_slots: np.ndarray
+    id_map: np.ndarray  # int64[H, 2]: (order id or 0, slot); H a power of two
     state: np.ndarray
     bands: np.ndarray  # int64[B, 2]: (upper, tick), uppers increasing
 
@@ -124,8 +124,7 @@ class BookArrays:
             levels=levels,
             ladder=np.zeros((2, capacity), dtype=np.int64),
             ladder_keys=np.zeros((2, capacity), dtype=np.int64),
-            hash_keys=np.zeros(hash_size, dtype=np.int64),
-            hash_slots=np.zeros(hash_size, dtype=np.int64),
+            id_map=np.zeros((hash_size, 2), dtype=np.int64),
             state=state,
             bands=np.array([[b.upper, b.tick] for b in bands], dtype=np.int64).reshape(-1, 2),
         )
@@ -159,12 +158,11 @@ class BookArrays:
 
     def _grow_hash(self, order_capacity: int) -> None:
         size = 1 << max(4, (2 * order_capacity - 1).bit_length())
-        if size <= self.hash_keys.shape[0]:
+        if size <= self.id_map.shape[0]:
             return
-        keys = np.zeros(size, dtype=np.int64)
-        slots = np.zeros(size, dtype=np.int64)
-        rehash(self.hash_keys, self.hash_slots, keys, slots)
-        self.hash_keys, self.hash_slots = keys, slots
+        id_map = np.zeros((size, 2), dtype=np.int64)
+        rehash(self.id_map, id_map)
+        self.id_map = id_map
 
 
 def _grown(old: int) -> int:
@@ -185,42 +183,42 @@ def _home(order_id: int, mask: int) -> int:
 
 
 @kernel
-def hash_find(keys: np.ndarray, slots: np.ndarray, order_id: int) -> int:
+def hash_find(id_map: np.ndarray, order_id: int) -> int:
     """Order slot of ``order_id``, or NIL when it is not resting."""
-    mask = keys.shape[0] - 1
+    mask = id_map.shape[0] - 1
     i = _home(order_id, mask)
     while True:
-        k = keys[i]
+        k = id_map[i, 0]
         if k == order_id:
-            return slots[i]
+            return id_map[i, 1]
         if k == 0:
             return NIL
         i = (i + 1) & mask
 
 
 @kernel
-def hash_insert(keys: np.ndarray, slots: np.ndarray, order_id: int, slot: int) -> None:
-    mask = keys.shape[0] - 1
+def hash_insert(id_map: np.ndarray, order_id: int, slot: int) -> None:
+    mask = id_map.shape[0] - 1
     i = _home(order_id, mask)
-    while keys[i] != 0:
+    while id_map[i, 0] != 0:
         i = (i + 1) & mask
-    keys[i] = order_id
-    slots[i] = slot
+    id_map[i, 0] = order_id
+    id_map[i, 1] = slot
 
 
 @kernel
-def hash_delete(keys: np.ndarray, slots: np.ndarray, order_id: int) -> None:
+def hash_delete(id_map: np.ndarray, order_id: int) -> None:
     """Remove ``order_id``, shifting later probes back so no tombstones accumulate."""
-    mask = keys.shape[0] - 1
+    mask = id_map.shape[0] - 1
     i = _home(order_id, mask)
-    while keys[i] != order_id:
-        if keys[i] == 0:
+    while id_map[i, 0] != order_id:
+        if id_map[i, 0] == 0:
             return
         i = (i + 1) & mask
     j = i
     while True:
         j = (j + 1) & mask
-        k = keys[j]
+        k = id_map[j, 0]
         if k == 0:
             break
         home = _home(k, mask)
@@ -230,25 +228,20 @@ def hash_delete(keys: np.ndarray, slots: np.ndarray, order_id: int) -> None:
                 continue
         elif home > i or home <= j:
             continue
-        keys[i] = k
-        slots[i] = slots[j]
+        id_map[i, 0] = k
+        id_map[i, 1] = id_map[j, 1]
         i = j
-    keys[i] = 0
-    slots[i] = 0
+    id_map[i, 0] = 0
+    id_map[i, 1] = 0
 
 
 @kernel
-def rehash(
-    old_keys: np.ndarray, old_slots: np.ndarray, keys: np.ndarray, slots: np.ndarray
-) -> None:
-    for i in range(old_keys.shape[0]):
-        if old_keys[i] != 0:
-            hash_insert(keys, slots, old_keys[i], old_slots[i])
+def rehash(old_map: np.ndarray, id_map: np.ndarray) -> None:
+    for i in range(old_map.shape[0]):
+        if old_map[i, 0] != 0:
+            hash_insert(id_map, old_map[i, 0], old_map[i, 1])
 
 
-# ======================================================================================
-# levels and resting orders
-# ======================================================================================
 @njit(cache=True, inline="always")
 def side_index(side: int) -> int:
     return BID if side == 1 else ASK
@@ -365,11 +358,9 @@ def unlink_order(
 
 
 @kernel
-def release_slot(
-    orders: np.ndarray, hash_keys: np.ndarray, hash_slots: np.ndarray, state: np.ndarray, slot: int
-) -> None:
+def release_slot(orders: np.ndarray, id_map: np.ndarray, state: np.ndarray, slot: int) -> None:
     """Forget an unlinked order: its id leaves the map, its slot joins the free chain."""
-    hash_delete(hash_keys, hash_slots, orders[slot, O_ID])
+    hash_delete(id_map, orders[slot, O_ID])
     orders[slot, O_ID] = 0
     orders[slot, O_NEXT] = state[S_FREE_ORDER]
     state[S_FREE_ORDER] = slot
@@ -382,8 +373,7 @@ def rest_order(
     levels: np.ndarray,
     ladder: np.ndarray,
     ladder_keys: np.ndarray,
-    hash_keys: np.ndarray,
-    hash_slots: np.ndarray,
+    id_map: np.ndarray,
     state: np.ndarray,
     order_id: int,
     side: int,
@@ -404,7 +394,7 @@ def rest_order(
     orders[slot, O_OWNER] = owner
     orders[slot, O_TIF] = tif
     link_order(orders, levels, ladder, ladder_keys, state, slot, side)
-    hash_insert(hash_keys, hash_slots, order_id, slot)
+    hash_insert(id_map, order_id, slot)
     state[S_RESTING] += 1
     return slot
 
@@ -415,14 +405,13 @@ def remove_order(
     levels: np.ndarray,
     ladder: np.ndarray,
     ladder_keys: np.ndarray,
-    hash_keys: np.ndarray,
-    hash_slots: np.ndarray,
+    id_map: np.ndarray,
     state: np.ndarray,
     slot: int,
 ) -> None:
     """Take an order off the book for good (see :func:`unlink_order` on quantities)."""
     unlink_order(orders, levels, ladder, ladder_keys, state, slot)
-    release_slot(orders, hash_keys, hash_slots, state, slot)
+    release_slot(orders, id_map, state, slot)
 
 
 @kernel

@@ -81,7 +81,6 @@ def _rest_all(book: tuple, rows: np.ndarray) -> None:
             book[3],
             book[4],
             book[5],
-            book[6],
             rows[r, 0],
             rows[r, 1],
             rows[r, 2],

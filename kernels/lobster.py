@@ -160,7 +160,7 @@ def placeholder_id(side: int, price: int) -> int:
 @kernel
 def _level_at(book: tuple, side: int, price: int) -> int:
     """Level slot at (side, price), or NIL."""
-    ladder, ladder_keys, state = book[2], book[3], book[6]
+    ladder, ladder_keys, state = book[2], book[3], book[5]
     six = side_index(side)
     key = ladder_key(six, price)
     lo = 0
@@ -178,12 +178,12 @@ def _level_at(book: tuple, side: int, price: int) -> int:
 
 @kernel
 def _add_placeholder(book: tuple, side: int, price: int, quantity: int) -> None:
-    orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, _b = book
+    orders, levels, ladder, ladder_keys, id_map, state, _b = book
     pid = placeholder_id(side, price)
-    slot = hash_find(hash_keys, hash_slots, pid)
+    slot = hash_find(id_map, pid)
     if slot == NIL:
         rest_order(
-            orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state,
+            orders, levels, ladder, ladder_keys, id_map, state,
             pid, side, price, quantity, 0, DAY,
         )  # fmt: skip
     else:
@@ -194,10 +194,10 @@ def _add_placeholder(book: tuple, side: int, price: int, quantity: int) -> None:
 @kernel
 def _take_quantity(book: tuple, slot: int, quantity: int) -> int:
     """Remove up to ``quantity`` from one resting order; returns what was removed."""
-    orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, _b = book
+    orders, levels, ladder, ladder_keys, id_map, state, _b = book
     open_qty = orders[slot, O_QTY]
     if quantity >= open_qty:
-        remove_order(orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, slot)
+        remove_order(orders, levels, ladder, ladder_keys, id_map, state, slot)
         return open_qty
     orders[slot, O_QTY] = open_qty - quantity
     levels[orders[slot, O_LEVEL], L_QTY] -= quantity
@@ -214,12 +214,12 @@ def _unknown_reference(book: tuple, side: int, price: int, quantity: int) -> int
     cancelled and another placed at the same level total, so ids swapped unseen), and 0
     when the level does not hold that much at all.
     """
-    levels, hash_keys, hash_slots = book[1], book[4], book[5]
+    levels, id_map = book[1], book[4]
     lv = _level_at(book, side, price)
     if lv == NIL or levels[lv, L_QTY] < quantity:
         return 0
     left = quantity
-    slot = hash_find(hash_keys, hash_slots, placeholder_id(side, price))
+    slot = hash_find(id_map, placeholder_id(side, price))
     if slot != NIL:
         left -= _take_quantity(book, slot, left)
     if left == 0:
@@ -243,7 +243,7 @@ def _set_level(book: tuple, side: int, price: int, target: int, counts: np.ndarr
         return
     excess = have - target
     counts[C_REMOVED] += excess
-    pslot = hash_find(book[4], book[5], placeholder_id(side, price))
+    pslot = hash_find(book[4], placeholder_id(side, price))
     if pslot != NIL:
         excess -= _take_quantity(book, pslot, excess)
     while excess > 0:
@@ -255,7 +255,7 @@ def _set_level(book: tuple, side: int, price: int, target: int, counts: np.ndarr
 @kernel
 def _compare_side(book: tuple, row: np.ndarray, six: int, depth: int) -> bool:
     """Whether our top ``depth`` levels on one side equal the file's row."""
-    levels, ladder, state = book[1], book[2], book[6]
+    levels, ladder, state = book[1], book[2], book[5]
     n = state[S_LEVELS + six]
     col = 0 if six == 1 else 2  # asks: columns 0/1, bids: 2/3
     for k in range(depth):
@@ -277,7 +277,7 @@ def _align_side(
 ) -> bool:
     """Align one side with the file; True when every difference lay beyond the previous
     row's window (levels whose messages a level-N file does not carry)."""
-    levels, ladder, state = book[1], book[2], book[6]
+    levels, ladder, state = book[1], book[2], book[5]
     side = 1 if six == 0 else -1
     col = 0 if six == 1 else 2
     prev_full = prev[4 * (depth - 1) + col + 1] != 0
@@ -332,7 +332,7 @@ def replay_kernel(
 
     ``flags[i]``: 0 match, 1 window mismatch, 2 unexplained mismatch after message ``i``.
     """
-    orders, state = book[0], book[6]
+    orders, state = book[0], book[5]
     depth = orderbook.shape[1] // 4
     row0 = orderbook[0]
     for k in range(depth):
@@ -354,7 +354,7 @@ def replay_kernel(
         elif kind == 2 or kind == 3 or kind == 4:
             # the message's size is what leaves the level; which order it came from is
             # best effort when out-of-view events blurred the ids (see module doc)
-            slot = hash_find(book[4], book[5], oid)
+            slot = hash_find(book[4], oid)
             if slot == NIL:
                 served = _unknown_reference(book, side, price, size)
                 if served == 1:
@@ -427,8 +427,7 @@ def replay(day: LobsterDay) -> ReplayResult:
         arrays.levels,
         arrays.ladder,
         arrays.ladder_keys,
-        arrays.hash_keys,
-        arrays.hash_slots,
+        arrays.id_map,
         arrays.state,
         arrays.bands,
     )

@@ -4,7 +4,7 @@ These are the Numba twins of ``kernels.reference.ReferenceEngine`` and follow it
 line for line (see that module's docstring for the validation order and the time-in-force
 and self-trade rules); property tests hold the two to identical event streams.
 
-A book travels as one tuple ``(orders, levels, ladder, ladder_keys, hash_keys, hash_slots,
+A book travels as one tuple ``(orders, levels, ladder, ladder_keys, id_map,
 state, bands)`` (see :func:`book_tuple`). Commands are ``int64[n, COMMAND_FIELDS]`` rows
 and events ``int64[m, EVENT_FIELDS]`` rows laid out like ``kernels.contract.Command`` and
 ``Event``. :func:`run_batch` walks a command array without returning to Python; before
@@ -90,8 +90,7 @@ def book_tuple(book: BookArrays) -> tuple[np.ndarray, ...]:
         book.levels,
         book.ladder,
         book.ladder_keys,
-        book.hash_keys,
-        book.hash_slots,
+        book.id_map,
         book.state,
         book.bands,
     )
@@ -162,7 +161,7 @@ def _fillable(
     book: tuple, side: int, is_market: bool, limit: int, quantity: int, owner: int
 ) -> bool:
     """FOK pre-check: walk the other side in priority order exactly as matching would."""
-    orders, levels, ladder, _lk, _hk, _hs, state, _b = book
+    orders, levels, ladder, _lk, _im, state, _b = book
     other = 1 - side_index(side)
     stp = state[S_STP] == 1 and owner != 0
     needed = quantity
@@ -204,7 +203,7 @@ def _enter(
     ``slot`` is NIL for a new order, or the unlinked slot of an order amended to a new
     price: it keeps its slot and id-map entry and is relinked (or released) at the end.
     """
-    orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, _b = book
+    orders, levels, ladder, ladder_keys, id_map, state, _b = book
     other = 1 - side_index(side)
     if is_market and state[S_LEVELS + other] == 0:
         _emit(ev, state, EV_CANCELLED, order_id, 0, side, price, quantity, 0, 0, 0, R_NO_LIQUIDITY)
@@ -231,7 +230,7 @@ def _enter(
                 ev, state, EV_CANCELLED, order_id, 0, side, price, remaining, 0, 0, 0, R_SELF_TRADE
             )
             if slot != NIL:
-                release_slot(orders, hash_keys, hash_slots, state, slot)
+                release_slot(orders, id_map, state, slot)
             return
         maker_qty = orders[maker, O_QTY]
         traded = remaining if remaining < maker_qty else maker_qty
@@ -254,14 +253,14 @@ def _enter(
         fill_index += 1
         if maker_qty == 0:
             remove_order(
-                orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, maker
+                orders, levels, ladder, ladder_keys, id_map, state, maker
             )  # takes the maker's pre-trade quantity (= traded) off its level
         else:
             orders[maker, O_QTY] = maker_qty
             levels[lv, L_QTY] -= traded
     if remaining == 0:
         if slot != NIL:
-            release_slot(orders, hash_keys, hash_slots, state, slot)
+            release_slot(orders, id_map, state, slot)
         return
     if is_market or tif in (IOC, FOK):  # only new orders: amended ones are DAY/GTC
         _emit(
@@ -274,8 +273,7 @@ def _enter(
             levels,
             ladder,
             ladder_keys,
-            hash_keys,
-            hash_slots,
+            id_map,
             state,
             order_id,
             side,
@@ -305,7 +303,7 @@ def apply_command(
     owner: int,
 ) -> None:
     """Apply one command: the symbol's next sequence number, then its events."""
-    orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, bands = book
+    orders, levels, ladder, ladder_keys, id_map, state, bands = book
     state[S_SEQ] += 1
     if kind < NEW or kind > AMEND or order_id <= 0:
         _reject(ev, state, order_id, side, price, quantity, R_BAD_COMMAND)
@@ -329,7 +327,7 @@ def apply_command(
             if reason != 0:
                 _reject(ev, state, order_id, side, price, quantity, reason)
                 return
-        if hash_find(hash_keys, hash_slots, order_id) != NIL:
+        if hash_find(id_map, order_id) != NIL:
             _reject(ev, state, order_id, side, price, quantity, R_DUPLICATE_ID)
             return
         limit = 0 if is_market else price
@@ -337,14 +335,14 @@ def apply_command(
         _enter(book, ev, order_id, side, is_market, limit, quantity, owner, tif, NIL)
         return
     if kind == CANCEL:
-        slot = hash_find(hash_keys, hash_slots, order_id)
+        slot = hash_find(id_map, order_id)
         if slot == NIL:
             _reject(ev, state, order_id, side, price, quantity, R_UNKNOWN_ORDER)
             return
         open_qty = orders[slot, O_QTY]
         resting_side = levels[orders[slot, O_LEVEL], L_SIDE]
         resting_price = orders[slot, O_PRICE]
-        remove_order(orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, slot)
+        remove_order(orders, levels, ladder, ladder_keys, id_map, state, slot)
         _emit(
             ev,
             state,
@@ -364,7 +362,7 @@ def apply_command(
         _reject(ev, state, order_id, side, price, quantity, R_BAD_QUANTITY)
         return
     if kind == REDUCE:
-        slot = hash_find(hash_keys, hash_slots, order_id)
+        slot = hash_find(id_map, order_id)
         if slot == NIL:
             _reject(ev, state, order_id, side, price, quantity, R_UNKNOWN_ORDER)
             return
@@ -375,7 +373,7 @@ def apply_command(
         resting_side = levels[orders[slot, O_LEVEL], L_SIDE]
         resting_price = orders[slot, O_PRICE]
         if quantity == open_qty:
-            remove_order(orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, slot)
+            remove_order(orders, levels, ladder, ladder_keys, id_map, state, slot)
         else:
             orders[slot, O_QTY] = open_qty - quantity
             levels[orders[slot, O_LEVEL], L_QTY] -= quantity
@@ -399,7 +397,7 @@ def apply_command(
     if reason != 0:
         _reject(ev, state, order_id, side, price, quantity, reason)
         return
-    slot = hash_find(hash_keys, hash_slots, order_id)
+    slot = hash_find(id_map, order_id)
     if slot == NIL:
         _reject(ev, state, order_id, side, price, quantity, R_UNKNOWN_ORDER)
         return
@@ -432,7 +430,7 @@ def run_batch(
     loop) before the batch resumes at ``next_index``. When ``cycles`` has one entry per
     command, each command's cycle count is recorded there (benchmarks only).
     """
-    state = book[6]
+    state = book[5]
     timed = cycles.shape[0] == commands.shape[0]
     for i in range(start, commands.shape[0]):
         if state[S_FREE_ORDER] == NIL:
@@ -467,8 +465,8 @@ def execute_resting(book: tuple, ev: np.ndarray, order_id: int, quantity: int) -
     maker, so the aggressor is implied and carries no id (0). Emits one FILL and returns
     the executed quantity: 0 when the order is not resting, at most its open quantity.
     """
-    orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, _b = book
-    slot = hash_find(hash_keys, hash_slots, order_id)
+    orders, levels, ladder, ladder_keys, id_map, state, _b = book
+    slot = hash_find(id_map, order_id)
     if slot == NIL or quantity <= 0:
         return 0
     lv = orders[slot, O_LEVEL]
@@ -477,7 +475,7 @@ def execute_resting(book: tuple, ev: np.ndarray, order_id: int, quantity: int) -
     traded = quantity if quantity < open_qty else open_qty
     price = orders[slot, O_PRICE]
     if traded == open_qty:
-        remove_order(orders, levels, ladder, ladder_keys, hash_keys, hash_slots, state, slot)
+        remove_order(orders, levels, ladder, ladder_keys, id_map, state, slot)
     else:
         orders[slot, O_QTY] = open_qty - traded
         levels[lv, L_QTY] -= traded
