@@ -150,6 +150,8 @@ class KernelEngine:
         return int(self._book(symbol).arrays.state[S_RESTING])
 
     def depth(self, symbol: str, levels: int = 10) -> Depth:
+        if levels < 0:
+            raise ValueError(f"levels: must be >= 0, got {levels}")
         arrays = self._book(symbol).arrays
         out = np.zeros((2, max(levels, 0), 3), dtype=np.int64)
         top_levels(arrays.levels, arrays.ladder, arrays.state, out)

@@ -164,6 +164,8 @@ class ReferenceEngine:
         return self._book(symbol).sequence
 
     def depth(self, symbol: str, levels: int = 10) -> Depth:
+        if levels < 0:
+            raise ValueError(f"levels: must be >= 0, got {levels}")
         book = self._book(symbol)
 
         def side_levels(side: _Side) -> tuple[Level, ...]:

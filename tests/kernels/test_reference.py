@@ -462,3 +462,8 @@ def test_kernel_book_overflow_is_a_clear_error_not_a_drop(monkeypatch: pytest.Mo
     with pytest.raises(BookCapacityError, match=r"commands \[0, 16\) of this batch were applied"):
         engine.submit_batch(SYM, commands)
     assert engine.resting(SYM) == 16 and engine.sequence(SYM) == 16
+
+
+def test_negative_depth_is_refused(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="levels"):
+        engine.depth(SYM, -1)
