@@ -70,6 +70,12 @@ def kernel(fn: _Fn) -> _Fn:
     return njit(cache=True, _nrt=False)(fn)  # type: ignore[call-overload, no-any-return]
 
 
+def inlined_kernel(fn: _Fn) -> _Fn:
+    """:func:`kernel`, marked for LLVM to inline into its callers: small helpers on the
+    hot path, where passing a book's arrays through a call costs more than the work."""
+    return njit(cache=True, _nrt=False, forceinline=True)(fn)  # type: ignore[call-overload, no-any-return]
+
+
 class BookCapacityError(OverflowError):
     """A book would need more slots than :data:`MAX_SLOTS`: refused, never silently dropped."""
 
@@ -182,7 +188,7 @@ def _home(order_id: int, mask: int) -> int:
     return int((np.uint64(order_id) * _GOLDEN) >> np.uint64(32)) & mask
 
 
-@kernel
+@inlined_kernel
 def hash_find(id_map: np.ndarray, order_id: int) -> int:
     """Order slot of ``order_id``, or NIL when it is not resting."""
     mask = id_map.shape[0] - 1
@@ -196,7 +202,7 @@ def hash_find(id_map: np.ndarray, order_id: int) -> int:
         i = (i + 1) & mask
 
 
-@kernel
+@inlined_kernel
 def hash_insert(id_map: np.ndarray, order_id: int, slot: int) -> None:
     mask = id_map.shape[0] - 1
     i = _home(order_id, mask)
@@ -206,7 +212,7 @@ def hash_insert(id_map: np.ndarray, order_id: int, slot: int) -> None:
     id_map[i, 1] = slot
 
 
-@kernel
+@inlined_kernel
 def hash_delete(id_map: np.ndarray, order_id: int) -> None:
     """Remove ``order_id``, shifting later probes back so no tombstones accumulate."""
     mask = id_map.shape[0] - 1
@@ -252,7 +258,7 @@ def ladder_key(side_ix: int, price: int) -> int:
     return price if side_ix == BID else -price
 
 
-@kernel
+@inlined_kernel
 def _lower_bound(keys: np.ndarray, side_ix: int, n: int, key: int) -> int:
     lo = 0
     hi = n
@@ -265,7 +271,7 @@ def _lower_bound(keys: np.ndarray, side_ix: int, n: int, key: int) -> int:
     return lo
 
 
-@kernel
+@inlined_kernel
 def link_order(
     orders: np.ndarray,
     levels: np.ndarray,
@@ -316,7 +322,7 @@ def link_order(
     levels[lv, L_COUNT] += 1
 
 
-@kernel
+@inlined_kernel
 def unlink_order(
     orders: np.ndarray,
     levels: np.ndarray,
@@ -357,7 +363,7 @@ def unlink_order(
         state[S_FREE_LEVEL] = lv
 
 
-@kernel
+@inlined_kernel
 def release_slot(orders: np.ndarray, id_map: np.ndarray, state: np.ndarray, slot: int) -> None:
     """Forget an unlinked order: its id leaves the map, its slot joins the free chain."""
     hash_delete(id_map, orders[slot, O_ID])
@@ -367,7 +373,7 @@ def release_slot(orders: np.ndarray, id_map: np.ndarray, state: np.ndarray, slot
     state[S_RESTING] -= 1
 
 
-@kernel
+@inlined_kernel
 def rest_order(
     orders: np.ndarray,
     levels: np.ndarray,
@@ -399,7 +405,7 @@ def rest_order(
     return slot
 
 
-@kernel
+@inlined_kernel
 def remove_order(
     orders: np.ndarray,
     levels: np.ndarray,
@@ -414,7 +420,7 @@ def remove_order(
     release_slot(orders, id_map, state, slot)
 
 
-@kernel
+@inlined_kernel
 def grid_reason(bands: np.ndarray, state: np.ndarray, price: int) -> int:
     """0 when ``price`` is on the grid, else Reason.OUT_OF_RANGE (13) or OFF_TICK (12)."""
     if price < state[S_MIN_PRICE] or price > state[S_MAX_PRICE]:

@@ -42,6 +42,7 @@ from kernels.book import (
     BookArrays,
     grid_reason,
     hash_find,
+    inlined_kernel,
     kernel,
     link_order,
     release_slot,
@@ -109,7 +110,7 @@ def cycle_counter(typingctx):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
-@kernel
+@inlined_kernel
 def _emit(
     ev: np.ndarray,
     state: np.ndarray,
@@ -139,7 +140,7 @@ def _emit(
     state[S_EVENTS] = r + 1
 
 
-@kernel
+@inlined_kernel
 def _reject(
     ev: np.ndarray, state: np.ndarray, order_id: int, side: int, price: int, qty: int, reason: int
 ) -> None:
@@ -147,7 +148,7 @@ def _reject(
     _emit(ev, state, EV_REJECTED, order_id, 0, shown_side, price, qty, 0, 0, 0, reason)
 
 
-@kernel
+@inlined_kernel
 def _crosses(side: int, is_market: bool, limit: int, level_price: int) -> bool:
     if is_market:
         return True
@@ -156,7 +157,7 @@ def _crosses(side: int, is_market: bool, limit: int, level_price: int) -> bool:
     return level_price >= limit
 
 
-@kernel
+@inlined_kernel
 def _fillable(
     book: tuple, side: int, is_market: bool, limit: int, quantity: int, owner: int
 ) -> bool:
@@ -185,7 +186,7 @@ def _fillable(
     return False
 
 
-@kernel
+@inlined_kernel
 def _enter(
     book: tuple,
     ev: np.ndarray,
@@ -289,7 +290,7 @@ def _enter(
     _emit(ev, state, EV_RESTED, order_id, 0, side, price, remaining, remaining, 0, 0, R_NONE)
 
 
-@kernel
+@inlined_kernel
 def apply_command(
     book: tuple,
     ev: np.ndarray,
