@@ -66,8 +66,7 @@ def frame_for(signal: list[list[float]], realised: list[list[float]]) -> pl.Data
     for d, (s_row, r_row) in enumerate(zip(signal, realised, strict=True)):
         for k, (s, r) in enumerate(zip(s_row, r_row, strict=True)):
             rows.append(
-                {"date": date(2015, 1, 5 + d), "code": f"{1000 + k}0", "sig_1d": s,
-                 "target_1d": r}
+                {"date": date(2015, 1, 5 + d), "code": f"{1000 + k}0", "sig_1d": s, "target_1d": r}
             )
     return pl.DataFrame(rows)
 

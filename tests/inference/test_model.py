@@ -9,6 +9,7 @@ import torch
 from pydantic import ValidationError
 
 from inference.config import ExperimentConfig, ModelConfig, load_config
+from inference.features import FEATURE_COLUMNS
 from inference.model import (
     ATFTGATFAN,
     FrequencyAdaptiveNormalization,
@@ -151,7 +152,7 @@ def test_rank_loss_zero_for_perfect_order_and_two_for_reversed() -> None:
 def test_bundled_configs_validate_and_default_is_seed_sized() -> None:
     cpu, default = load_config("cpu"), load_config("default")
     assert cpu.model.hidden < default.model.hidden
-    model = ATFTGATFAN(default.model, 120, EDGE_DIM, 33)
+    model = ATFTGATFAN(default.model, len(FEATURE_COLUMNS), EDGE_DIM, 33)
     assert 5_000_000 <= parameter_count(model) <= 6_000_000
 
 

@@ -34,6 +34,12 @@ TINY = {
 QUANTILE_COLUMNS = ["q10", "q25", "q50", "q75", "q90"]
 
 
+def latest_of(frame: pl.DataFrame) -> date:
+    value = frame.get_column("date").max()
+    assert isinstance(value, date)
+    return value
+
+
 @pytest.fixture(scope="module")
 def features(all_quotes: pl.DataFrame, listed_info: pl.DataFrame) -> pl.DataFrame:
     codes = sorted(all_quotes.get_column("Code").unique().to_list())[::20][:25]
@@ -63,7 +69,7 @@ def test_latest_cross_section_gets_ordered_finite_quantiles_per_horizon(
     predictor: Predictor, features: pl.DataFrame
 ) -> None:
     out = predictor.predict(features)
-    latest = features.get_column("date").max()
+    latest = latest_of(features)
     assert out.columns == ["date", "code", "horizon", *QUANTILE_COLUMNS]
     assert set(out.get_column("date").to_list()) == {latest}
     assert out.group_by("code").len().get_column("len").unique().to_list() == [4]
@@ -83,8 +89,10 @@ def test_several_dates_batch_and_match_single_date_calls(
     assert batched.get_column("date").unique().sort().to_list() == days
     first = batched.filter(pl.col("date") == days[0])
     np.testing.assert_allclose(
-        first.select(QUANTILE_COLUMNS).to_numpy(), single.select(QUANTILE_COLUMNS).to_numpy(),
-        rtol=1e-5, atol=1e-6,
+        first.select(QUANTILE_COLUMNS).to_numpy(),
+        single.select(QUANTILE_COLUMNS).to_numpy(),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 
@@ -109,7 +117,7 @@ def test_non_trading_day_uses_the_previous_date_with_a_warning(
 def test_halted_stock_gets_no_rows_and_a_warning_never_a_nan(
     predictor: Predictor, features: pl.DataFrame
 ) -> None:
-    latest = features.get_column("date").max()
+    latest = latest_of(features)
     halted = features.get_column("code").unique().sort()[0]
     frame = features.filter(~((pl.col("code") == halted) & (pl.col("date") == latest)))
     with pytest.warns(PredictionWarning, match=halted):
@@ -121,7 +129,7 @@ def test_halted_stock_gets_no_rows_and_a_warning_never_a_nan(
 def test_missing_and_nan_inputs_still_give_finite_forecasts(
     predictor: Predictor, features: pl.DataFrame
 ) -> None:
-    latest = features.get_column("date").max()
+    latest = latest_of(features)
     window_start = latest - timedelta(days=10)
     damaged = features.with_columns(
         [
