@@ -13,9 +13,10 @@ from uuid import UUID
 
 from aggregates.base import Meta, TradingAggregate
 from aggregates.errors import Conflict, RiskRejection, RuleViolation
+from aggregates.holds import Holds
 
 
-class Account(TradingAggregate):
+class Account(TradingAggregate, Holds):
     class Opened(TradingAggregate.Created):
         name: str
         owner: str
@@ -40,39 +41,34 @@ class Account(TradingAggregate):
         amount: int
 
         def apply(self, account: Account) -> None:
-            key = str(self.order_id)
-            account.reservations[key] = account.reservations.get(key, 0) + self.amount
-            account.reserved += self.amount
+            account._hold(self.order_id, self.amount)
 
     class FundsReleased(TradingAggregate.Event):
         order_id: UUID
         amount: int
 
         def apply(self, account: Account) -> None:
-            account._take_reservation(str(self.order_id), self.amount)
+            account._take_hold(self.order_id, self.amount)
 
-    class BuySettled(TradingAggregate.Event):
+    class Settled(TradingAggregate.Event):
+        """One fill's cash: ``from_reservation`` of it was held for the order."""
+
         order_id: UUID
         execution_id: str
         notional: int
         fee: int
         from_reservation: int
 
+    class BuySettled(Settled):
         def apply(self, account: Account) -> None:
-            account._take_reservation(str(self.order_id), self.from_reservation)
+            account._take_hold(self.order_id, self.from_reservation)
             account.cash -= self.notional + self.fee
             account.bought += self.notional
             account.fees += self.fee
 
-    class SellSettled(TradingAggregate.Event):
-        order_id: UUID
-        execution_id: str
-        notional: int
-        fee: int
-        from_reservation: int
-
+    class SellSettled(Settled):
         def apply(self, account: Account) -> None:
-            account._take_reservation(str(self.order_id), self.from_reservation)
+            account._take_hold(self.order_id, self.from_reservation)
             account.cash += self.notional - self.fee
             account.sold += self.notional
             account.fees += self.fee
@@ -92,8 +88,7 @@ class Account(TradingAggregate):
         self.owner = owner
         self.allow_short = allow_short
         self.cash = 0
-        self.reserved = 0
-        self.reservations: dict[str, int] = {}
+        self._init_holds()
         self.deposited = 0
         self.withdrawn = 0
         self.bought = 0
@@ -114,9 +109,6 @@ class Account(TradingAggregate):
     def available(self) -> int:
         """Cash not reserved for open orders: what can be withdrawn or committed."""
         return self.cash - self.reserved
-
-    def reserved_for(self, order_id: UUID) -> int:
-        return self.reservations.get(str(order_id), 0)
 
     # -- commands -------------------------------------------------------------------
     def deposit(self, amount: int, meta: Meta) -> None:
@@ -178,14 +170,6 @@ class Account(TradingAggregate):
     def resume(self, meta: Meta) -> None:
         if self.halted:
             self._record(self.Resumed, meta)
-
-    def _take_reservation(self, key: str, amount: int) -> None:
-        left = self.reservations.get(key, 0) - amount
-        if left > 0:
-            self.reservations[key] = left
-        else:
-            self.reservations.pop(key, None)
-        self.reserved -= amount
 
 
 def _positive(field: str, value: int) -> None:

@@ -247,7 +247,7 @@ class TradingApplication(ProcessApplication[UUID]):
             # Idempotency before risk: an order already placed (by a process that has not
             # cached it here) now holds the funds it needs; answer as a resubmission.
             try:
-                existing = self.repository.get(order_id)
+                existing: Order = self.repository.get(order_id)
             except AggregateNotFoundError:
                 raise refusal from None
             return _resubmission(existing, r)

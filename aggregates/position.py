@@ -16,9 +16,10 @@ from uuid import UUID
 
 from aggregates.base import Meta, TradingAggregate
 from aggregates.errors import RiskRejection
+from aggregates.holds import Holds
 
 
-class Position(TradingAggregate):
+class Position(TradingAggregate, Holds):
     class Opened(TradingAggregate.Created):
         account_id: UUID
         symbol: str
@@ -39,23 +40,21 @@ class Position(TradingAggregate):
             position.quantity = self.quantity_after
             position.cost = self.cost_after
             position.realised_pnl += self.realised
-            position._take_reservation(str(self.order_id), self.from_reservation)
+            position._take_hold(self.order_id, self.from_reservation)
 
     class SharesReserved(TradingAggregate.Event):
         order_id: UUID
         quantity: int
 
         def apply(self, position: Position) -> None:
-            key = str(self.order_id)
-            position.reservations[key] = position.reservations.get(key, 0) + self.quantity
-            position.reserved += self.quantity
+            position._hold(self.order_id, self.quantity)
 
     class SharesReleased(TradingAggregate.Event):
         order_id: UUID
         quantity: int
 
         def apply(self, position: Position) -> None:
-            position._take_reservation(str(self.order_id), self.quantity)
+            position._take_hold(self.order_id, self.quantity)
 
     def __init__(self, account_id: UUID, symbol: str) -> None:
         self.account_id = account_id
@@ -63,8 +62,7 @@ class Position(TradingAggregate):
         self.quantity = 0
         self.cost = 0
         self.realised_pnl = 0
-        self.reserved = 0
-        self.reservations: dict[str, int] = {}
+        self._init_holds()
 
     @classmethod
     def open(cls, id: UUID, *, account_id: UUID, symbol: str, meta: Meta) -> Position:
@@ -75,9 +73,6 @@ class Position(TradingAggregate):
     def available(self) -> int:
         """Long shares not committed to open sell orders."""
         return max(self.quantity, 0) - self.reserved
-
-    def reserved_for(self, order_id: UUID) -> int:
-        return self.reservations.get(str(order_id), 0)
 
     def reserve(self, order_id: UUID, quantity: int, meta: Meta) -> None:
         if quantity > self.available:
@@ -114,14 +109,6 @@ class Position(TradingAggregate):
             price=price, quantity=quantity, notional=notional, quantity_after=qty_after,
             cost_after=cost_after, realised=realised, from_reservation=from_reservation,
         )
-
-    def _take_reservation(self, key: str, quantity: int) -> None:
-        left = self.reservations.get(key, 0) - quantity
-        if left > 0:
-            self.reservations[key] = left
-        else:
-            self.reservations.pop(key, None)
-        self.reserved -= quantity
 
 
 def _apply(qty: int, cost: int, dq: int, dcash: int) -> tuple[int, int, int]:
