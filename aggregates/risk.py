@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from aggregates.account import Account
 from aggregates.errors import RiskRejection, RuleViolation
 from aggregates.fees import CommissionSchedule
-from aggregates.instruments import LOT_SIZE, PRICE_SCALE, Instrument
+from aggregates.instruments import PRICE_SCALE, Instrument
 from aggregates.order import OrderType, Side, TimeInForce
 from aggregates.position import Position
 
@@ -131,14 +131,3 @@ def assess(
             f" {account.available + already_reserved.funds:,} yen available",
         )
     return Reservation(funds, shares)
-
-
-__all__ = [
-    "LOT_SIZE",
-    "OrderTerms",
-    "Reservation",
-    "RiskLimits",
-    "assess",
-    "check_terms",
-    "notional_yen",
-]

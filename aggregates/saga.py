@@ -26,7 +26,7 @@ from aggregates.account import Account
 from aggregates.base import Meta
 from aggregates.errors import DomainError
 from aggregates.fees import CommissionSchedule
-from aggregates.ids import engine_id, position_id
+from aggregates.ids import engine_id
 from aggregates.instruments import Instrument
 from aggregates.market import Market
 from aggregates.matching import (
@@ -37,7 +37,7 @@ from aggregates.matching import (
     Removal,
     Report,
 )
-from aggregates.order import Order, OrderStatus, OrderType, Side, TimeInForce
+from aggregates.order import Order, OrderStatus, OrderType, Side
 from aggregates.position import Position
 from aggregates.risk import OrderTerms, Reservation, RiskLimits, assess, notional_yen, worst_price
 
@@ -280,4 +280,3 @@ def _terms(order: Order, quantity: int, price: int) -> OrderTerms:
 ROUTED_TOPICS = ("Order.Routed", "Order.CancelRouted", "Order.AmendRouted", "Order.ExpiryRouted")
 """Events that feed the venue: replaying them rebuilds the desk after a restart."""
 
-__all__ = ["ROUTED_TOPICS", "OrderSaga", "TimeInForce", "position_id"]
