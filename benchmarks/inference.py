@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (imports follow the sys.path fix below)
 """ATFT-GAT-FAN serving latency and training throughput on the shared J-Quants data.
 
 Prints one JSON object:
@@ -21,9 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
+
+# `python benchmarks/inference.py` puts benchmarks/ first on sys.path, where this very file
+# would shadow the `inference` package: drop that entry (the project root stays importable
+# through the editable install or PYTHONPATH).
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_HERE.parent) not in sys.path:
+    sys.path.append(str(_HERE.parent))
 
 import numpy as np
 import polars as pl
@@ -105,6 +115,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--full-steps", type=int, default=2, help="Timed steps, full config.")
     args = parser.parse_args()
     if args.data is None:
         from infra.settings import get_settings
@@ -149,7 +160,7 @@ def main() -> None:
     samples_per_s, _ = _train_steps_per_s(cfg, frame, panel, steps=8)
     full = load_config("default")
     full_model = ATFTGATFAN(full.model, len(FEATURE_COLUMNS), graph_edge_dim(), 33)
-    _, full_steps_per_s = _train_steps_per_s(full, frame, panel, steps=3)
+    _, full_steps_per_s = _train_steps_per_s(full, frame, panel, steps=args.full_steps)
     print(
         json.dumps(
             {

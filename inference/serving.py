@@ -141,8 +141,9 @@ class Predictor:
         panel = FeaturePanel.from_frame(
             frame, ckpt.feature_columns, [f"target_{h}d" for h in ckpt.config.model.horizons]
         )
-        prep = prepare_for_checkpoint(panel, ckpt)
         indices = [panel.date_index(d) for d in resolved]
+        first_window = max(0, min(indices) - ckpt.config.model.lookback + 1)
+        prep = prepare_for_checkpoint(panel, ckpt, transform_from=first_window)
         graphs = None
         if ckpt.config.model.use_graph:
             builder = graph_builder or default_graph_builder(frame, ckpt.config.training)

@@ -156,14 +156,20 @@ def prepare_panel(
     normaliser: Normaliser | None = None,
     target_scale: np.ndarray | None = None,
     sector_vocab: list[str] | None = None,
+    transform_from: int = 0,
 ) -> PreparedPanel:
-    """Fit (or reuse, when given) normalisation on ``train_dates`` and apply it."""
+    """Fit (or reuse, when given) normalisation on ``train_dates`` and apply it.
+
+    ``transform_from`` skips standardising dates before that index (left at 0): serving
+    only reads the last ``lookback`` days, but needs the longer history for eligibility.
+    """
     eligible = eligibility(
         panel.present, model.lookback, training.min_history, training.min_window_coverage
     )
     if normaliser is None:
         normaliser = Normaliser.fit(panel, train_dates, training.feature_clip, training.seed)
-    normed = normaliser.transform(panel.features)
+    normed = np.zeros_like(panel.features)
+    normed[transform_from:] = normaliser.transform(panel.features[transform_from:])
     excess = excess_targets(panel.targets, eligible)
     if target_scale is None:
         rows = excess[train_dates][eligible[train_dates]]
@@ -566,7 +572,9 @@ def bundle_to_checkpoint(bundle: TrainedBundle) -> Checkpoint:
     )
 
 
-def prepare_for_checkpoint(panel: FeaturePanel, checkpoint: Checkpoint) -> PreparedPanel:
+def prepare_for_checkpoint(
+    panel: FeaturePanel, checkpoint: Checkpoint, transform_from: int = 0
+) -> PreparedPanel:
     """Apply a checkpoint's stored normalisation to a new panel (never refitted)."""
     if panel.feature_columns != checkpoint.feature_columns:
         missing = sorted(set(checkpoint.feature_columns) - set(panel.feature_columns))
@@ -583,6 +591,7 @@ def prepare_for_checkpoint(panel: FeaturePanel, checkpoint: Checkpoint) -> Prepa
         normaliser=checkpoint.normaliser,
         target_scale=checkpoint.target_scale,
         sector_vocab=checkpoint.sector_vocab,
+        transform_from=transform_from,
     )
 
 

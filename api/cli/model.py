@@ -258,7 +258,7 @@ def evaluate(
             series=series,
             folds=[],
             horizons=horizons,
-            info={"command": shlex.join(["tradecore", "model", *sys.argv[1:]])},
+            info={"command": shlex.join(["tradecore", *sys.argv[1:]])},
             rolling_window=cfg.evaluation.rolling_window,
         )
     result = {
@@ -363,7 +363,7 @@ def walk_forward(
     }
     elapsed = time.perf_counter() - started
     info = {
-        "command": shlex.join(["tradecore", "model", *sys.argv[1:]]),
+        "command": shlex.join(["tradecore", *sys.argv[1:]]),
         "config": f"{cfg.name} ({cfg.description})",
         "parameters": f"{result.parameters:,}",
         "device": f"{dev} (torch threads {torch.get_num_threads()})",

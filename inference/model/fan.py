@@ -41,10 +41,11 @@ class FrequencyAdaptiveNormalization(nn.Module):
         if x.shape[1] != self.lookback:
             raise ValueError(f"window length {x.shape[1]} != lookback {self.lookback}")
         x32 = x.float()
-        spectrum = torch.fft.rfft(x32, dim=1)
-        top = spectrum.abs().topk(self.top_k, dim=1).indices
-        keep = torch.zeros_like(spectrum.real, dtype=torch.bool).scatter_(1, top, True)
-        main = torch.fft.irfft(spectrum * keep, n=self.lookback, dim=1)
+        series = x32.transpose(1, 2).contiguous()  # [N, F, L]: FFT over contiguous memory
+        spectrum = torch.fft.rfft(series, dim=-1)
+        top = spectrum.abs().topk(self.top_k, dim=-1).indices
+        keep = torch.zeros_like(spectrum.real, dtype=torch.bool).scatter_(-1, top, True)
+        main = torch.fft.irfft(spectrum * keep, n=self.lookback, dim=-1).transpose(1, 2)
         return x32 - main, main
 
     def predict_main(self, x: torch.Tensor, main: torch.Tensor) -> torch.Tensor:

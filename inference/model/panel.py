@@ -52,32 +52,28 @@ class FeaturePanel:
             raise ValueError(f"features frame: missing columns {missing}")
         if frame.is_empty():
             raise ValueError("features frame: no rows (empty date range?)")
-        dates = frame.get_column("date").unique().sort().to_list()
-        codes = frame.get_column("code").unique().sort().to_list()
-        d_index = pl.DataFrame({"date": dates, "_d": np.arange(len(dates), dtype=np.int64)})
-        s_index = pl.DataFrame({"code": codes, "_s": np.arange(len(codes), dtype=np.int64)})
-        keyed = frame.join(d_index, on="date").join(s_index, on="code")
-        d = keyed.get_column("_d").to_numpy()
-        s = keyed.get_column("_s").to_numpy()
+        date_series = frame.get_column("date").unique().sort()
+        code_series = frame.get_column("code").unique().sort()
+        dates, codes = date_series.to_list(), code_series.to_list()
+        d = date_series.search_sorted(frame.get_column("date")).to_numpy()
+        s = code_series.search_sorted(frame.get_column("code")).to_numpy()
         features = np.full((len(dates), len(codes), len(feature_columns)), np.nan, np.float32)
-        features[d, s] = _as_float32(keyed, feature_columns)
+        features[d, s] = _as_float32(frame, feature_columns)
         targets = np.full((len(dates), len(codes), len(target_columns)), np.nan, np.float32)
-        present_targets = [c for c in target_columns if c in keyed.columns]
-        if len(present_targets) == len(target_columns):
-            targets[d, s] = _as_float32(keyed, target_columns)
+        if all(c in frame.columns for c in target_columns):
+            targets[d, s] = _as_float32(frame, target_columns)
         present = np.zeros((len(dates), len(codes)), dtype=bool)
         present[d, s] = True
+        sectors = [UNKNOWN_SECTOR] * len(codes)
         if "sector33" in frame.columns:
-            last = (
-                frame.sort("date")
-                .group_by("code")
-                .agg(pl.col("sector33").drop_nulls().last())
-                .join(s_index, on="code")
-                .sort("_s")
-            )
-            sectors = [s if s is not None else UNKNOWN_SECTOR for s in last["sector33"]]
-        else:
-            sectors = [UNKNOWN_SECTOR] * len(codes)
+            # last known sector per stock: later rows overwrite earlier ones
+            known = frame.get_column("sector33").is_not_null().to_numpy()
+            names = frame.get_column("sector33").to_numpy()
+            rows = np.flatnonzero(known)
+            latest_first = rows[np.argsort(-d[rows], kind="stable")]
+            stocks, first = np.unique(s[latest_first], return_index=True)
+            for stock, row in zip(stocks.tolist(), latest_first[first].tolist(), strict=True):
+                sectors[stock] = str(names[row])
         return cls(
             dates,
             codes,
