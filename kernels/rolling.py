@@ -141,17 +141,18 @@ def rolling_moments(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rolling skewness and excess kurtosis (population moments, as Polars' defaults).
 
-    Sliding power sums of the group-shifted values, O(n): accurate when the window's
-    spread is not tiny next to its distance from the group's first value, as for
-    returns (what the pipeline feeds it); use it on returns, not on trending prices.
-    Both are NaN when the window's variance is (numerically) zero.
+    Sliding power sums about a reference level, O(n). Sums about a level far from the
+    window (a window of near-equal values after a jump) cancel catastrophically; when the
+    raw second moment exceeds the central one by ``_RECENTRE`` the window is re-summed
+    about its own mean (O(window), rare), so results match the two-pass reference.
+    Both are NaN when every value in the window is the same.
     """
     n = values.shape[0]
     skew = np.full(n, np.nan)
     kurt = np.full(n, np.nan)
-    shift = _group_shift(values, starts)
     for g in range(starts.shape[0] - 1):
         lo, hi = starts[g], starts[g + 1]
+        level = _first_finite(values, lo, hi)
         s1 = 0.0
         s2 = 0.0
         s3 = 0.0
@@ -160,7 +161,7 @@ def rolling_moments(
         for i in range(lo, hi):
             x = values[i]
             if np.isfinite(x):
-                d = x - shift[i]
+                d = x - level
                 d2 = d * d
                 s1 += d
                 s2 += d2
@@ -172,7 +173,7 @@ def rolling_moments(
             if j >= lo:
                 y = values[j]
                 if np.isfinite(y):
-                    d = y - shift[j]
+                    d = y - level
                     d2 = d * d
                     s1 -= d
                     s2 -= d2
@@ -180,18 +181,39 @@ def rolling_moments(
                     s4 -= d2 * d2
                 else:
                     nans -= 1
-            if i - lo + 1 >= window and nans == 0:
+            if i - lo + 1 < window or nans != 0:
+                continue
+            mu = s1 / window
+            e2 = s2 / window
+            m2 = e2 - mu * mu
+            if m2 * _RECENTRE < e2:  # ill-conditioned: re-sum this window about its mean
+                level += mu
+                s1 = s2 = s3 = s4 = 0.0
+                low = high = values[i]
+                for k in range(i - window + 1, i + 1):
+                    low = min(low, values[k])
+                    high = max(high, values[k])
+                    d = values[k] - level
+                    d2 = d * d
+                    s1 += d
+                    s2 += d2
+                    s3 += d2 * d
+                    s4 += d2 * d2
                 mu = s1 / window
                 e2 = s2 / window
+                m2 = e2 - mu * mu if high > low else 0.0  # equal values: no spread at all
+            if m2 > 0.0:
                 e3 = s3 / window
                 e4 = s4 / window
-                m2 = e2 - mu * mu
                 m3 = e3 - 3.0 * mu * e2 + 2.0 * mu**3
                 m4 = e4 - 4.0 * mu * e3 + 6.0 * mu * mu * e2 - 3.0 * mu**4
-                if m2 > 1e-12 * max(e2, 1e-300):
-                    skew[i] = m3 / m2**1.5
-                    kurt[i] = m4 / (m2 * m2) - 3.0
+                skew[i] = m3 / m2**1.5
+                kurt[i] = m4 / (m2 * m2) - 3.0
     return skew, kurt
+
+
+_RECENTRE = 16.0
+"""Re-sum a window when its raw second moment is this many times its central one."""
 
 
 def rolling_moments_reference(
@@ -206,9 +228,11 @@ def rolling_moments_reference(
             w = values[i - window + 1 : i + 1]
             if not np.all(np.isfinite(w)):
                 continue
+            if np.ptp(w) == 0.0:  # every value the same: no moments
+                continue
             d = w - w.mean()
             m2 = np.mean(d**2)
-            if m2 > 1e-300:
+            if m2 > 0.0:
                 skew[i] = np.mean(d**3) / m2**1.5
                 kurt[i] = np.mean(d**4) / m2**2 - 3.0
     return skew, kurt
