@@ -33,7 +33,7 @@ db-stop:
 test: install db-start
 	$(BIN)/ruff check .
 	$(BIN)/mypy aggregates kernels streams inference projections api infra
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --hypothesis-profile=ci
 
 test-fast: install
 	$(BIN)/pytest -q -m "not postgres and not slow"
