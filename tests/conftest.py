@@ -13,7 +13,6 @@ from aggregates.instruments import Universe, load_universe
 from infra.eventstore import eventsourcing_env
 from infra.settings import Settings, get_settings
 
-
 # `make test` (and so CI) runs the same examples every time, so a red run reproduces;
 # plain `pytest` keeps exploring new ones, which is how edge cases get found.
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
