@@ -384,7 +384,7 @@ def walk_forward(
             info=info,
             rolling_window=cfg.evaluation.rolling_window,
         )
-        report.with_suffix(".json").write_text(
+        (report.parent / report.stem / "metrics.json").write_text(
             json.dumps(
                 _clean(
                     {
