@@ -142,7 +142,6 @@ class TradingApplication(ProcessApplication[UUID]):
         # next ones after its tracked position (else it reads the store).
         self._fresh: deque[tuple[int, Any]] = deque()
         self._tracked: int | None = None
-        self.follow(self.name, self.notification_log)
         self.desk = self._new_desk()
         self.saga = OrderSaga(universe.get, self.desk, self.limits, self.schedule)
         self._rebuild_desk()
@@ -153,12 +152,13 @@ class TradingApplication(ProcessApplication[UUID]):
                      ) -> UUID:
         account_id = ids.account_id(name)
         with self._writing():
-            if account_id in self.repository:
-                raise Conflict("name", "unique account name", name,
-                               f"account {name!r} already exists")
             account = Account.open(account_id, name=name, owner=owner,
                                    allow_short=allow_short, meta=meta)
-            self.save(account)
+            try:
+                self.save(account)  # the store's unique (id, version) finds a taken name
+            except IntegrityError:
+                raise Conflict("name", "unique account name", name,
+                               f"account {name!r} already exists") from None
         return account_id
 
     def deposit(self, account_id: UUID, amount: int, meta: Meta) -> None:
@@ -176,14 +176,17 @@ class TradingApplication(ProcessApplication[UUID]):
     def halt_symbol(self, symbol: str, reason: str, meta: Meta) -> None:
         self.universe.get(symbol)
         self._change_market(lambda m: m.halt(symbol, reason, meta), meta)
+        self._after_command()
 
     def resume_symbol(self, symbol: str, meta: Meta) -> None:
         self.universe.get(symbol)
         self._change_market(lambda m: m.resume(symbol, meta), meta)
+        self._after_command()
 
     def close_session(self, session_date: str, meta: Meta) -> None:
         """End of the trading day: DAY orders still resting expire (via the saga)."""
         self._change_market(lambda m: m.close_session(session_date, meta), meta)
+        self._after_command()
 
     def place_order(self, account_id: UUID, *, meta: Meta, **terms: Any) -> Placement:
         """Place one order (see :class:`OrderRequest` for the terms); raise if refused."""
@@ -456,11 +459,11 @@ class TradingApplication(ProcessApplication[UUID]):
     @retry(retry=retry_if_exception_type(IntegrityError), stop=stop_after_attempt(5),
            reraise=True)
     def _change_market(self, change: Any, meta: Meta) -> None:
+        """Like :meth:`_change` for the Market (the saga runs after, outside the retry)."""
         with self._writing():
             market = self._market() or Market.create(meta)
             change(market)
             self.save(market)
-        self._after_command()
 
     def _get(self, id: UUID, kind: type[Any], field: str) -> Any:
         try:

@@ -265,3 +265,12 @@ def test_resubmission_from_another_process_is_idempotent(store_env, universe, sy
     assert stored(third) == before
     second.close()
     third.close()
+
+
+def test_an_account_name_is_taken_once(app) -> None:  # type: ignore[no-untyped-def]
+    funded(app, "taken")
+    before = stored(app)
+    with pytest.raises(Conflict) as err:
+        app.open_account("taken", owner="someone-else", meta=meta())
+    assert err.value.field == "name"
+    assert stored(app) == before
