@@ -272,6 +272,10 @@ def evaluate(
     _emit(result, as_json)
 
 
+REPORTED_METRICS = ("rank_ic", "ic", "icir", "sharpe", "annual_return", "max_drawdown", "turnover")
+"""Per horizon and signal, what `evaluate` shows (the JSON carries every metric)."""
+
+
 def _emit(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(_clean(result), indent=2))
@@ -279,36 +283,11 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title=f"{result.get('from')} .. {result.get('to')}")
-    for column in (
-        "signal",
-        "horizon",
-        "rank_ic",
-        "ic",
-        "icir",
-        "sharpe",
-        "annual_return",
-        "max_drawdown",
-        "turnover",
-    ):
+    for column in ("signal", "horizon", *REPORTED_METRICS):
         table.add_column(column)
     for name, per_h in result["metrics"].items():
         for h, m in per_h.items():
-            table.add_row(
-                name,
-                h,
-                *[
-                    f"{m[k]:.4f}"
-                    for k in (
-                        "rank_ic",
-                        "ic",
-                        "icir",
-                        "sharpe",
-                        "annual_return",
-                        "max_drawdown",
-                        "turnover",
-                    )
-                ],
-            )
+            table.add_row(name, h, *[f"{m[k]:.4f}" for k in REPORTED_METRICS])
     Console().print(table)
 
 
