@@ -13,10 +13,8 @@ so fills derived again carry the same execution ids and are dropped as duplicate
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 from aggregates.instruments import Instrument
@@ -146,22 +144,6 @@ class MatchingDesk:
 
     def last_price(self, symbol: str) -> int | None:
         return self.last_prices.get(symbol)
-
-    def snapshot(self) -> bytes:
-        state: dict[str, Any] = {
-            "engine": self.engine.snapshot(),
-            "symbols": sorted(self._symbols),
-            "tickets": self.tickets,
-            "last_prices": self.last_prices,
-        }
-        return pickle.dumps(state)
-
-    def restore(self, data: bytes) -> None:
-        state = pickle.loads(data)
-        self.engine.restore(state["engine"])
-        self._symbols = set(state["symbols"])
-        self.tickets = state["tickets"]
-        self.last_prices = state["last_prices"]
 
     # -- internals ----------------------------------------------------------------------
     def _open_book(self, symbol: str) -> None:
