@@ -75,6 +75,48 @@ class Settings(BaseSettings):
         description="Notifications the saga processes per database transaction.",
     )
 
+    # --- read models --------------------------------------------------------------
+    readmodel_sqlite_path: Path = Field(
+        default=PROJECT_ROOT / "var" / "readmodels.sqlite",
+        description="SQLite read-model file (embedded deployment).",
+    )
+    readmodel_schema: str = Field(
+        default="readmodels",
+        description="PostgreSQL schema for read models (TimescaleDB when the extension is there).",
+    )
+    timescaledb: bool = Field(
+        default=True,
+        description="Dev/CI cluster: build and load the TimescaleDB extension (infra/postgres.sh).",
+    )
+    projection_batch_size: int = Field(
+        default=2000, description="Notifications a projector writes per database transaction."
+    )
+    retention_days: int = Field(
+        default=0,
+        description="Drop fills/ledger/PnL/bar rows older than this many days (0 = keep all).",
+    )
+
+    # --- HTTP API -----------------------------------------------------------------
+    api_host: str = Field(default="127.0.0.1", description="`tradecore serve` listen address.")
+    api_port: int = Field(default=8000, description="`tradecore serve` port.")
+    jwt_keys_path: Path = Field(
+        default=PROJECT_ROOT / "var" / "jwt-keys.json",
+        description="Signing keys (key id -> secret, the active one first); keep it secret.",
+    )
+    jwt_issuer: str = Field(default="tradecore", description="`iss` of issued tokens.")
+    jwt_audience: str = Field(default="tradecore-api", description="`aud` tokens must carry.")
+    token_ttl_s: int = Field(default=3600, description="Lifetime of issued tokens, seconds.")
+    rate_limit: str = Field(
+        default="600/second", description="Requests per principal (limits-library notation)."
+    )
+    max_request_bytes: int = Field(
+        default=65536, description="Largest request body accepted (413 above it)."
+    )
+    read_wait_timeout_s: float = Field(
+        default=5.0,
+        description="Longest a query waits for its projection to reach `min_position`.",
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
