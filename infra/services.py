@@ -1,11 +1,12 @@
 """Local services for development and tests: the throwaway PostgreSQL cluster.
 
-Tests and the dev CLI call :func:`ensure_postgres` instead of assuming a server exists, so
-a fresh checkout runs its PostgreSQL tests with nothing but ``apt`` available: the script
-``infra/postgres.sh`` installs, initialises and starts the cluster, idempotently. Values
-come from :class:`infra.settings.Settings` (the one reader of ``TRADECORE_*``) and are
-handed to the script as environment variables, so the Python side and the shell side can
-never disagree about the port or the password.
+Tests and the dev CLI call :func:`ensure_postgres` (or :func:`ensure_timescaledb` when
+they need hypertables) instead of assuming a server exists, so a fresh checkout runs its
+PostgreSQL tests with nothing but ``apt`` available: the script ``infra/postgres.sh``
+installs, initialises and starts the cluster, builds the TimescaleDB extension once per
+machine, idempotently. Values come from :class:`infra.settings.Settings` (the one reader
+of ``TRADECORE_*``) and are handed to the script as environment variables, so the Python
+side and the shell side can never disagree about the port or the password.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 from typing import Final, Literal
+
+import psycopg
 
 from infra.settings import PROJECT_ROOT, Settings, get_settings
 
@@ -34,6 +37,7 @@ def postgres_script_env(settings: Settings, directory: Path | None = None) -> di
         "TRADECORE_POSTGRES_PASSWORD": settings.postgres_password,
         "TRADECORE_POSTGRES_DB": settings.postgres_db,
         "TRADECORE_POSTGRES_DIR": str(directory or PROJECT_ROOT / ".local" / "postgres"),
+        "TRADECORE_TIMESCALEDB": "true" if settings.timescaledb else "false",
     }
 
 
@@ -77,3 +81,52 @@ def ensure_postgres(settings: Settings | None = None, directory: Path | None = N
     if url.returncode != 0 or not url.stdout.strip():
         raise RuntimeError(f"infra/postgres.sh url failed:\n{url.stdout}{url.stderr}".rstrip())
     return url.stdout.strip()
+
+
+def timescaledb_available(url: str) -> bool:
+    """Whether the database at ``url`` can make hypertables: the extension is created in
+    that database and its library works (it refuses to run unless preloaded).
+
+    Asked as the connecting role, which may not read ``shared_preload_libraries``, so the
+    library is probed by calling ``time_bucket``. Connection failures raise
+    (``psycopg.OperationalError``) rather than answer ``False``: a server that is down
+    must not be mistaken for plain PostgreSQL by a caller choosing between a hypertable
+    and an ordinary table.
+    """
+    with psycopg.connect(url, connect_timeout=10, autocommit=True) as conn:
+        created = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+        ).fetchone()
+        if created is None:
+            return False
+        try:
+            conn.execute("SELECT time_bucket(interval '1 day', now())").fetchone()
+        except psycopg.errors.DatabaseError:
+            return False
+    return True
+
+
+def ensure_timescaledb(settings: Settings | None = None, directory: Path | None = None) -> str:
+    """Start the dev/test cluster with the TimescaleDB extension and return its URL.
+
+    The first call on a machine may build the extension (about a minute, as root). Raises
+    ``RuntimeError`` naming the reason when the extension is switched off by
+    ``TRADECORE_TIMESCALEDB`` or is still missing after start (not root, build failed), so
+    a test that needs hypertables fails with the cause instead of "function
+    create_hypertable does not exist".
+    """
+    settings = settings or get_settings()
+    if not settings.timescaledb:
+        raise RuntimeError(
+            "TimescaleDB is switched off (TRADECORE_TIMESCALEDB=false); "
+            "set it to true to build and load the extension"
+        )
+    url = ensure_postgres(settings, directory)
+    if not timescaledb_available(url):
+        status = run_postgres_script("status", settings, directory)
+        raise RuntimeError(
+            "the timescaledb extension is not available after infra/postgres.sh start "
+            "(building it needs root; see .local/timescaledb-build/build.log):\n"
+            f"{status.stdout}{status.stderr}".rstrip()
+        )
+    return url
