@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -33,7 +33,7 @@ from aggregates.errors import Conflict, DomainError, NotFound, RuleViolation
 from aggregates.fees import DEFAULT_SCHEDULE, CommissionSchedule, get_schedule
 from aggregates.instruments import Universe
 from aggregates.market import Market
-from aggregates.matching import MatchingDesk, MatchingEngine, make_engine
+from aggregates.matching import Depth, MatchingDesk, MatchingEngine, make_engine
 from aggregates.order import Order, OrderType, Side, TimeInForce
 from aggregates.position import Position
 from aggregates.risk import OrderTerms, RiskLimits, assess
@@ -142,6 +142,11 @@ class TradingApplication(ProcessApplication[UUID]):
         # next ones after its tracked position (else it reads the store).
         self._fresh: deque[tuple[int, Any]] = deque()
         self._tracked: int | None = None
+        # The newest notification this process stored, and who wants to hear of new ones
+        # (projectors following the log): a command answers with the position its reader
+        # can wait for (read-your-writes).
+        self.log_position = 0
+        self.listeners: list[Callable[[int], None]] = []
         self.desk = self._new_desk()
         self.saga = OrderSaga(universe.get, self.desk, self.limits, self.schedule)
         self._rebuild_desk()
@@ -304,6 +309,12 @@ class TradingApplication(ProcessApplication[UUID]):
     def get_position(self, account_id: UUID, symbol: str) -> Position | None:
         return self._position(account_id, symbol)
 
+    def book(self, symbol: str, levels: int) -> tuple[Depth, int | None]:
+        """The venue's book for ``symbol`` now (top levels) and its last trade price."""
+        self.universe.get(symbol)
+        with self._lock:
+            return self.desk.depth(symbol, levels), self.desk.last_price(symbol)
+
     def ids_of(self, kind: type[TradingAggregate]) -> list[UUID]:
         """Ids of every aggregate of ``kind`` ever created (a scan of the log, for audits)."""
         created = "Placed" if kind is Order else ("Opened" if kind in (Account, Position)
@@ -383,6 +394,14 @@ class TradingApplication(ProcessApplication[UUID]):
             start=position + 1, limit=self.batch_size
         )
         return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Any]:
+        recordings = super()._record(processing_event)
+        if recordings:
+            self.log_position = max(self.log_position, recordings[-1].notification.id)
+            for listener in self.listeners:
+                listener(self.log_position)
+        return recordings
 
     def _notify(self, recordings: list[Any]) -> None:
         super()._notify(recordings)

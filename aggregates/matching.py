@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from aggregates.instruments import Instrument
-from kernels.contract import Command, CommandKind, Engine, EventKind, Reason, execution_id
+from kernels.contract import (
+    Command,
+    CommandKind,
+    Depth,
+    Engine,
+    EventKind,
+    Reason,
+    execution_id,
+)
 from kernels.contract import OrderType as EngineOrderType
 from kernels.contract import Side as EngineSide
 from kernels.contract import TimeInForce as EngineTif
@@ -144,6 +152,12 @@ class MatchingDesk:
 
     def last_price(self, symbol: str) -> int | None:
         return self.last_prices.get(symbol)
+
+    def depth(self, symbol: str, levels: int) -> Depth:
+        """Top ``levels`` price levels a side (empty for a symbol nobody has traded)."""
+        if symbol not in self._symbols:
+            return Depth((), ())
+        return self.engine.depth(symbol, levels)
 
     # -- internals ----------------------------------------------------------------------
     def _open_book(self, symbol: str) -> None:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from uuid import UUID
+
+from eventsourcing.application import Application
+
 from aggregates.application import TradingApplication
 from aggregates.instruments import Universe, load_universe
 from aggregates.risk import RiskLimits
 from infra.eventstore import eventsourcing_env
 from infra.settings import Settings
+from projections.projectors import RecorderLog
+from projections.schema import upgrade
+from projections.store import ReadStore
 
 
 def load_instruments(settings: Settings) -> Universe:
@@ -28,3 +36,22 @@ def trading_app(
         auto_process=auto_process,
         snapshot_interval=settings.snapshot_interval,
     )
+
+
+class _EventStore(Application[UUID]):
+    """The trading application's stored events, opened read-only for projections."""
+
+    name = TradingApplication.name
+
+
+def event_log(settings: Settings) -> tuple[RecorderLog, Callable[[], None]]:
+    """The notification log the projectors follow, and how to close it."""
+    store = _EventStore(eventsourcing_env(settings))
+    return RecorderLog(store.recorder, store.mapper), store.close
+
+
+def read_store(settings: Settings) -> ReadStore:
+    """The read-model database, migrated to the current schema."""
+    store = ReadStore.from_settings(settings)
+    upgrade(store)
+    return store

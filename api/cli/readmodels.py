@@ -1,0 +1,126 @@
+"""Operator commands for the read models: schema upgrades, retention, projections."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from api.wiring import event_log, read_store
+from infra.settings import get_settings
+from projections.projectors import (
+    Projector,
+    all_projections,
+    select,
+    until_position,
+    until_time,
+)
+from projections.retention import drop_older_than
+from projections.schema import MIGRATIONS, applied, upgrade
+from projections.store import ReadStore
+
+console = Console(width=120)
+db_app = typer.Typer(no_args_is_help=True, help="Read-model schema and retention.")
+projections_app = typer.Typer(no_args_is_help=True, help="Rebuild and inspect projections.")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending read-model migrations (idempotent)."""
+    settings = get_settings()
+    store = ReadStore.from_settings(settings)
+    try:
+        done = upgrade(store)
+        for line in done:
+            console.print(f"applied {line}")
+        console.print(f"schema at version {max(applied(store))} "
+                      f"({'TimescaleDB' if store.timescale else store.dialect})")
+    finally:
+        store.close()
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Which migrations are applied."""
+    store = ReadStore.from_settings(get_settings())
+    try:
+        done = applied(store)
+        for migration in MIGRATIONS:
+            mark = done.get(migration.version, "pending")
+            console.print(f"{migration.version}: {mark}")
+    finally:
+        store.close()
+
+
+@db_app.command("retention")
+def db_retention(days: int = typer.Option(..., min=1, help="Keep this many days.")) -> None:
+    """Drop time-series rows (fills, history, ledger, PnL, bars) older than DAYS."""
+    store = read_store(get_settings())
+    try:
+        for table, count in drop_older_than(store, timedelta(days=days)).items():
+            unit = "chunks" if store.timescale else "rows"
+            console.print(f"{table}: {count} {unit} dropped")
+    finally:
+        store.close()
+
+
+@projections_app.command("status")
+def projections_status() -> None:
+    """Each projection's position in the event log and how far behind it is."""
+    settings = get_settings()
+    store = read_store(settings)
+    log, close = event_log(settings)
+    try:
+        table = Table("projection", "position", "head", "lag")
+        for lag in Projector(store, log).status():
+            table.add_row(lag.name, str(lag.position), str(lag.head), str(lag.behind))
+        console.print(table)
+    finally:
+        close()
+        store.close()
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    until: str = typer.Option(None, help="Stop at this time (ISO 8601) or event position: "
+                                         "the read models as they were then."),
+    projection: list[str] = typer.Option(None, help="Only these projections (repeat)."),
+) -> None:
+    """Empty the read models and project the event log again from the start.
+
+    A running `tradecore serve` notices at its next batch and carries on from the end of
+    the rebuild; with --until it then catches up to the present again, so use --until
+    with the server stopped (an audit as of T).
+    """
+    settings = get_settings()
+    try:
+        chosen = select(all_projections(), projection)
+        stop = None if until is None else _until(until)
+    except ValueError as err:
+        console.print(f"[red]refused[/]: {err}")
+        raise typer.Exit(2) from None
+    store = read_store(settings)
+    log, close = event_log(settings)
+    try:
+        started = datetime.now(UTC)
+        projector = Projector(store, log, projections=chosen,
+                              batch_size=settings.projection_batch_size)
+        done = projector.rebuild(stop)
+        seconds = (datetime.now(UTC) - started).total_seconds()
+        console.print(f"rebuilt {', '.join(p.name for p in chosen)}: {done} events in "
+                      f"{seconds:.1f} s, at position {projector.position()}")
+    finally:
+        close()
+        store.close()
+
+
+def _until(text: str):  # type: ignore[no-untyped-def]
+    if text.isdigit():
+        return until_position(int(text))
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"until: an ISO 8601 time or an event position, got {text!r}") from None
+    return until_time(moment if moment.tzinfo else moment.replace(tzinfo=UTC))

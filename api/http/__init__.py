@@ -1,0 +1,120 @@
+"""The HTTP API: FastAPI app with command routes, query routes, a WebSocket stream.
+
+``create_app(settings)`` builds the app around a :class:`api.runtime.Runtime` (write
+model, projector, order desk) that starts and stops with the app's lifespan. Routes are
+in :mod:`api.http.commands`, :mod:`api.http.queries` and :mod:`api.http.stream`; auth,
+rate limits and problem+json come from :mod:`api.security`, :mod:`api.limits` and
+:mod:`api.problems`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from aggregates.instruments import Universe
+from api.http import commands, queries, stream
+from api.http.deps import Context
+from api.http.models import Health, ProjectionLag
+from api.limits import BodySizeLimit, RateLimiter
+from api.problems import install_problem_handlers, problem_response
+from api.runtime import Runtime
+from api.security import KeyRing, authenticator
+from infra.settings import Settings
+
+REQUESTS = Counter("tradecore_http_requests_total", "HTTP requests answered",
+                   ["method", "route", "status"])
+LATENCY = Histogram("tradecore_http_request_seconds", "HTTP request latency",
+                    ["method", "route"],
+                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
+
+
+def create_app(settings: Settings, *, universe: Universe | None = None) -> FastAPI:
+    runtime_box: list[Runtime] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime(settings, universe=universe)
+        runtime.start()
+        runtime_box.append(runtime)
+        app.state.context.runtime = runtime
+        try:
+            yield
+        finally:
+            runtime.stop()
+
+    app = FastAPI(
+        title="tradecore",
+        version="1",
+        summary="Event-sourced trading core for Japanese equities: commands and read models.",
+        lifespan=lifespan,
+    )
+    keyring = KeyRing.load_or_create(settings.jwt_keys_path)
+    context = Context(
+        settings=settings,
+        limiter=RateLimiter(settings.rate_limit),
+        authenticate=authenticator(keyring, settings.jwt_issuer, settings.jwt_audience),
+        keyring=keyring,
+    )
+    app.state.context = context
+    install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.middleware("http")(_metrics)
+    app.include_router(commands.router(context))
+    app.include_router(queries.router(context))
+    app.include_router(stream.router(context))
+
+    @app.get("/healthz", response_model=Health, tags=["operations"])
+    def healthz() -> Health:
+        """The process is up (liveness)."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, tags=["operations"],
+             responses={503: {"description": "Not ready", "model": Health}})
+    def readyz(response: Response) -> Health:
+        """Ready when the write model is open and the projector is not failing."""
+        runtime = context.runtime
+        if runtime is None:
+            response.status_code = 503
+            return Health(status="starting")
+        lags = [ProjectionLag(name=lag.name, position=lag.position, head=lag.head,
+                              behind=lag.behind) for lag in runtime.projector.status()]
+        if runtime.projector_error is not None:
+            response.status_code = 503
+            return Health(status=f"projector failing: {runtime.projector_error}",
+                          projections=lags)
+        return Health(status="ready", projections=lags)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    def metrics() -> Response:
+        """Prometheus metrics (requests, latency, projection lag)."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]
+                   ) -> Response:
+    started = time.perf_counter()
+    try:
+        response = await call_next(request)
+    except Exception:  # counted as 500; the problem handler answers
+        REQUESTS.labels(request.method, _route(request), "500").inc()
+        raise
+    route = _route(request)
+    LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+    REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+    return response
+
+
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", "unmatched")
+
+
+__all__ = ["create_app", "problem_response"]

@@ -1,0 +1,73 @@
+"""What every route shares: the runtime, the caller, and read-your-writes waiting."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import HTTPException, Query
+
+from aggregates.errors import RuleViolation
+from api.limits import RateLimiter, rate_limited
+from api.runtime import Runtime
+from api.security import KeyRing, Principal
+from infra.settings import Settings
+from projections.queries import ReadModels
+
+
+@dataclass
+class Context:
+    settings: Settings
+    limiter: RateLimiter
+    authenticate: Callable[..., Awaitable[Principal]]
+    keyring: KeyRing
+    runtime: Runtime | None = None
+    _caller: Callable[..., Awaitable[Principal]] | None = field(default=None, repr=False)
+
+    @property
+    def rt(self) -> Runtime:
+        assert self.runtime is not None, "the app's lifespan has not started"
+        return self.runtime
+
+    @property
+    def caller(self) -> Callable[..., Awaitable[Principal]]:
+        """The dependency that authenticates and rate-limits a request."""
+        if self._caller is None:
+            self._caller = rate_limited(self.authenticate, self.limiter)
+        return self._caller
+
+    def reader(self) -> Callable[..., Awaitable[ReadModels]]:
+        """A dependency giving read models that include ``min_position`` (read-your-writes)."""
+        context = self
+
+        async def read_models(
+            min_position: Annotated[int | None, Query(
+                ge=0, le=2**62,
+                description="Wait until the read models include this event position "
+                            "(from a command's response).")] = None,
+        ) -> ReadModels:
+            runtime = context.rt
+            if min_position is not None and min_position > runtime.projected:
+                head = runtime.projector.log.head()
+                if min_position > head:
+                    raise RuleViolation("min_position", "not beyond the event log's head",
+                                        min_position, f"the event log ends at {head}")
+                reached = await asyncio.to_thread(runtime.wait_for, min_position,
+                                                  context.settings.read_wait_timeout_s)
+                if not reached:
+                    raise HTTPException(503, f"read models have not reached position "
+                                             f"{min_position} yet; retry",
+                                        headers={"Retry-After": "1"})
+            return runtime.read_models()
+
+        return read_models
+
+
+def account_scope(principal: Principal) -> set[str] | None:
+    """Accounts a caller may see, as read-model keys (None: every account)."""
+    if principal.accounts is None:
+        return None
+    return {str(a) for a in principal.accounts}
+

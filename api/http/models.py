@@ -1,0 +1,226 @@
+"""Request and response bodies of the HTTP API (pydantic, so OpenAPI documents them).
+
+Requests are strict: integers must be JSON integers (no ``1.0``, no strings, no NaN),
+enums are closed, unknown fields are refused, and every bound is stated, so a bad field
+is a 422 naming it before any command runs. Money is integer yen; prices are integer
+price units of 0.1 yen (``29000`` is 2,900.0 yen); quantities are shares.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+Yen = Annotated[StrictInt, Field(gt=0, le=10**13, description="Integer yen.")]
+Shares = Annotated[StrictInt, Field(gt=0, le=10**9, description="Shares (a multiple of the lot).")]
+PriceUnits = Annotated[StrictInt, Field(ge=0, le=10**10,
+                                        description="Tenths of a yen; 0 for market orders.")]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Symbol = Annotated[str, Field(min_length=1, max_length=12, pattern=r"^[0-9A-Z]+$")]
+SymbolPath = Annotated[str, Path(min_length=1, max_length=12, pattern=r"^[0-9A-Z]+$",
+                                 description="Exchange code, e.g. 7203.")]
+Reason = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenAccount(Strict):
+    name: Name
+    owner: Name
+    allow_short: StrictBool = False
+
+
+class CashMovement(Strict):
+    amount: Yen
+
+
+class PlaceOrder(Strict):
+    account_id: UUID
+    client_order_id: Name | None = Field(
+        default=None, description="Defaults to the Idempotency-Key header.")
+    symbol: Symbol
+    side: Literal["buy", "sell"]
+    quantity: Shares
+    price: PriceUnits = 0
+    order_type: Literal["limit", "market"] = "limit"
+    tif: Literal["day", "gtc", "ioc", "fok"] = "day"
+
+
+class AmendOrder(Strict):
+    quantity: Shares
+    price: Annotated[StrictInt, Field(gt=0, le=10**10, description="Tenths of a yen.")]
+
+
+class Halt(Strict):
+    reason: Reason
+
+
+class CloseSession(Strict):
+    session_date: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+
+
+class Accepted(BaseModel):
+    """What a command answers: the ids it touched and where its events are in the log."""
+
+    position: int = Field(description="Notification position of the command's last event; "
+                                      "pass it as min_position to read your own write.")
+    status: str
+    account_id: UUID | None = None
+    order_id: UUID | None = None
+    created: bool | None = None
+
+
+class OrderView(BaseModel):
+    order_id: UUID
+    seq: int
+    account_id: UUID
+    client_order_id: str
+    symbol: str
+    side: str
+    order_type: str
+    tif: str
+    quantity: int
+    price: int
+    status: str
+    filled_quantity: int
+    filled_notional: int
+    fees: int
+    reason: str
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class OrderEvent(BaseModel):
+    version: int
+    seq: int
+    ts: datetime
+    event: str
+    status: str
+    principal: str
+    correlation_id: str
+    detail: dict[str, Any]
+
+
+class OrderDetail(OrderView):
+    history: list[OrderEvent]
+
+
+class FillView(BaseModel):
+    ts: datetime
+    seq: int
+    execution_id: str
+    order_id: UUID
+    account_id: UUID
+    symbol: str
+    side: str
+    price: int
+    quantity: int
+    notional: int
+    fee: int
+    liquidity: str
+
+
+class PositionView(BaseModel):
+    account_id: UUID
+    symbol: str
+    quantity: int
+    cost: int
+    realised_pnl: int
+    reserved: int
+    updated_at: datetime
+    version: int
+
+
+class BalanceView(BaseModel):
+    account_id: UUID
+    name: str
+    owner: str
+    cash: int
+    reserved: int
+    available: int
+    deposited: int
+    withdrawn: int
+    bought: int
+    sold: int
+    fees: int
+    halted: bool
+    updated_at: datetime
+    version: int
+
+
+class LedgerEntry(BaseModel):
+    ts: datetime
+    seq: int
+    account_id: UUID
+    entry: str
+    amount: int
+    fee: int
+    cash_after: int
+    order_id: UUID | None
+    execution_id: str | None
+
+
+class PnlPoint(BaseModel):
+    bucket: datetime
+    realised: int
+    unrealised: int
+    fees: int
+    net: int
+
+
+class Bar(BaseModel):
+    bucket: datetime
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    notional: int
+    trades: int
+
+
+class Level(BaseModel):
+    price: int
+    quantity: int
+    orders: int
+
+
+class Book(BaseModel):
+    symbol: str
+    bids: list[Level]
+    asks: list[Level]
+    last_price: int | None
+
+
+class OrderPage(BaseModel):
+    items: list[OrderView]
+    next_cursor: int | None
+
+
+class FillPage(BaseModel):
+    items: list[FillView]
+    next_cursor: int | None
+
+
+class LedgerPage(BaseModel):
+    items: list[LedgerEntry]
+    next_cursor: int | None
+
+
+class ProjectionLag(BaseModel):
+    name: str
+    position: int
+    head: int
+    behind: int
+
+
+class Health(BaseModel):
+    status: str
+    projections: list[ProjectionLag] = []

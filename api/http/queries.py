@@ -1,0 +1,173 @@
+"""Query routes over the read models (and the live book from the matching engine).
+
+Lists are scoped to the caller's accounts; an account-scoped route refuses (403) a
+caller whose token does not cover the account. Every read accepts ``min_position`` to
+wait until a command's own events are projected (read-your-writes).
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the route-local aliases.
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query
+
+from aggregates.errors import NotFound, RuleViolation
+from api.http.deps import Context, account_scope
+from api.http.models import (
+    BalanceView,
+    Bar,
+    Book,
+    FillPage,
+    LedgerPage,
+    Level,
+    OrderDetail,
+    OrderPage,
+    PnlPoint,
+    PositionView,
+    SymbolPath,
+)
+from api.problems import PROBLEM_RESPONSES
+from api.security import Principal, require_see
+from projections.queries import BUCKETS, ReadModels
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="Rows per page.")]
+Cursor = Annotated[int | None, Query(ge=0, le=2**62,
+                                     description="next_cursor of the previous page.")]
+Since = Annotated[datetime | None, Query(description="From this time (inclusive, ISO 8601).")]
+Until = Annotated[datetime | None, Query(description="Before this time (ISO 8601).")]
+Bucket = Annotated[Literal["1m", "5m", "15m", "30m", "1h", "4h", "1d"],
+                   Query(description="Bucket width (time_bucket).")]
+Status = Literal["placed", "accepted", "rejected", "working", "partially_filled", "filled",
+                 "cancelled", "expired"]
+
+
+def _utc(moment: datetime | None, field: str) -> datetime | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise RuleViolation(field, "a representable UTC time", moment.isoformat()) from None
+
+
+def _window(since: datetime | None, until: datetime | None
+            ) -> tuple[datetime | None, datetime | None]:
+    start, end = _utc(since, "since"), _utc(until, "until")
+    if start is not None and end is not None and end < start:
+        raise RuleViolation("until", "not before since", end.isoformat())
+    return start, end
+
+
+def router(context: Context) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["queries"], responses=PROBLEM_RESPONSES)
+    caller = Annotated[Principal, Depends(context.caller)]
+    reads = Annotated[ReadModels, Depends(context.reader())]
+
+    async def run(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    @api.get("/orders", response_model=OrderPage)
+    async def list_orders(principal: caller, rm: reads, account_id: UUID | None = None,
+                          symbol: Annotated[str | None, Query(max_length=12)] = None,
+                          status: Status | None = None, since: Since = None,
+                          until: Until = None, cursor: Cursor = None,
+                          limit: Limit = 100) -> OrderPage:
+        """Orders newest first, filtered; only accounts the caller may see."""
+        if account_id is not None:
+            require_see(principal, account_id)
+        start, end = _window(since, until)
+        page = await run(rm.orders, accounts=account_scope(principal),
+                         account_id=str(account_id) if account_id else None, symbol=symbol,
+                         status=status, since=start, until=end, cursor=cursor, limit=limit)
+        return OrderPage.model_validate({"items": page.items, "next_cursor": page.next_cursor})
+
+    @api.get("/orders/{order_id}", response_model=OrderDetail)
+    async def get_order(order_id: UUID, principal: caller, rm: reads) -> OrderDetail:
+        """One order with its event history."""
+        order = await run(rm.order, str(order_id))
+        if order is None:
+            raise NotFound("order_id", "exists", str(order_id), f"no order {order_id}")
+        require_see(principal, UUID(order["account_id"]))
+        history = await run(rm.order_events, str(order_id))
+        return OrderDetail.model_validate({**order, "history": history})
+
+    @api.get("/fills", response_model=FillPage)
+    async def list_fills(principal: caller, rm: reads, account_id: UUID | None = None,
+                         order_id: UUID | None = None,
+                         symbol: Annotated[str | None, Query(max_length=12)] = None,
+                         since: Since = None, until: Until = None, cursor: Cursor = None,
+                         limit: Limit = 100) -> FillPage:
+        """Executions newest first; only accounts the caller may see."""
+        if account_id is not None:
+            require_see(principal, account_id)
+        start, end = _window(since, until)
+        page = await run(rm.fills, accounts=account_scope(principal),
+                         account_id=str(account_id) if account_id else None,
+                         order_id=str(order_id) if order_id else None, symbol=symbol,
+                         since=start, until=end, cursor=cursor, limit=limit)
+        return FillPage.model_validate({"items": page.items, "next_cursor": page.next_cursor})
+
+    @api.get("/accounts/{account_id}/positions", response_model=list[PositionView])
+    async def positions(account_id: UUID, principal: caller, rm: reads
+                        ) -> list[PositionView]:
+        """Current positions of one account."""
+        require_see(principal, account_id)
+        rows = await run(rm.positions, str(account_id))
+        return [PositionView.model_validate(r) for r in rows]
+
+    @api.get("/accounts/{account_id}/balance", response_model=BalanceView)
+    async def balance(account_id: UUID, principal: caller, rm: reads) -> BalanceView:
+        """Cash, reservations and totals of one account."""
+        require_see(principal, account_id)
+        row = await run(rm.balance, str(account_id))
+        if row is None:
+            raise NotFound("account_id", "exists", str(account_id),
+                           f"no account {account_id}")
+        return BalanceView.model_validate({**row, "available": row["cash"] - row["reserved"]})
+
+    @api.get("/accounts/{account_id}/ledger", response_model=LedgerPage)
+    async def ledger(account_id: UUID, principal: caller, rm: reads, since: Since = None,
+                     until: Until = None, cursor: Cursor = None,
+                     limit: Limit = 100) -> LedgerPage:
+        """Cash movements newest first: deposits, withdrawals, settlements."""
+        require_see(principal, account_id)
+        start, end = _window(since, until)
+        page = await run(rm.ledger, str(account_id), since=start, until=end, cursor=cursor,
+                         limit=limit)
+        return LedgerPage.model_validate({"items": page.items,
+                                          "next_cursor": page.next_cursor})
+
+    @api.get("/accounts/{account_id}/pnl", response_model=list[PnlPoint])
+    async def pnl(account_id: UUID, principal: caller, rm: reads, bucket: Bucket = "1h",
+                  since: Since = None, until: Until = None) -> list[PnlPoint]:
+        """Realised, unrealised (at last trade prices) and fees, per time bucket."""
+        require_see(principal, account_id)
+        start, end = _window(since, until)
+        rows = await run(rm.pnl, str(account_id), BUCKETS[bucket], since=start, until=end)
+        return [PnlPoint.model_validate(r) for r in rows]
+
+    @api.get("/market/{symbol}/bars", response_model=list[Bar])
+    async def bars(symbol: SymbolPath, principal: caller, rm: reads, bucket: Bucket = "1m",
+                   since: Since = None, until: Until = None) -> list[Bar]:
+        """OHLCV bars of executions in this venue."""
+        context.rt.app.universe.get(symbol)
+        start, end = _window(since, until)
+        rows = await run(rm.bars, symbol, BUCKETS[bucket], since=start, until=end)
+        return [Bar.model_validate(r) for r in rows]
+
+    @api.get("/market/{symbol}/book", response_model=Book)
+    async def book(symbol: SymbolPath, principal: caller,
+                   depth: Annotated[int, Query(ge=1, le=50)] = 10) -> Book:
+        """The live order book from the matching engine: top ``depth`` levels a side."""
+        levels, last = await run(context.rt.app.book, symbol, depth)
+        return Book(symbol=symbol, last_price=last,
+                    bids=[Level(price=lv.price, quantity=lv.quantity, orders=lv.orders)
+                          for lv in levels.bids],
+                    asks=[Level(price=lv.price, quantity=lv.quantity, orders=lv.orders)
+                          for lv in levels.asks])
+
+    return api

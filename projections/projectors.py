@@ -1,0 +1,587 @@
+"""Projectors: domain events in, read-model rows out, exactly once.
+
+A :class:`Projector` follows the event store's notification log in batches. For each
+batch it opens one read-model transaction, lets every :class:`Projection` turn the
+events into row changes, writes them (current rows by upsert, history rows by ``COPY``)
+and records each projection's last notification in ``projection_tracking`` in that same
+transaction. Killed anywhere, it loses at most the uncommitted batch and resumes after
+what it recorded, so the read models always equal a fresh rebuild.
+
+Current rows are cached between batches (one projector writes a read-model database);
+the cache is dropped whenever a batch fails, and rows are read back from the database.
+
+Three projections, each with its own tracking row (``tradecore projections status``):
+
+- ``orders``: ``orders`` (current), ``order_events`` (history), ``fills``, and one-minute
+  ``bars`` from executions (the taker's fill, so each trade counts once);
+- ``positions``: ``positions`` (current), ``position_history``, ``marks`` (last trade
+  price) and ``pnl`` (realised, unrealised at the marks, fees; a row whenever an
+  account's PnL changes);
+- ``balances``: ``balances`` (current) and the ``cash_ledger``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from aggregates.account import Account
+from aggregates.instruments import PRICE_SCALE
+from aggregates.order import Order
+from aggregates.position import Position
+from projections.store import ReadStore
+
+_COMMON = {"originator_id", "originator_version", "timestamp", "principal", "command_id",
+           "correlation_id", "causation_id"}
+
+
+class EventLog(Protocol):
+    """What a projector follows: numbered domain events (the notification log)."""
+
+    def select(self, start: int, limit: int) -> list[tuple[int, Any]]: ...
+    def head(self) -> int: ...
+
+
+class RecorderLog:
+    """The notification log of an eventsourcing application's recorder."""
+
+    def __init__(self, recorder: Any, mapper: Any) -> None:
+        self.recorder = recorder
+        self.mapper = mapper
+
+    def select(self, start: int, limit: int) -> list[tuple[int, Any]]:
+        notifications = self.recorder.select_notifications(start=start, limit=limit)
+        to_event = self.mapper.to_domain_event
+        return [(n.id, to_event(n)) for n in notifications]
+
+    def head(self) -> int:
+        return int(self.recorder.max_notification_id() or 0)
+
+
+@dataclass
+class CurrentRows:
+    """Rows of one current-state table, read once and kept while this projector runs."""
+
+    table: str
+    key: tuple[str, ...]
+    columns: tuple[str, ...]
+    cache: dict[Any, dict[str, Any]] = field(default_factory=dict)
+    dirty: set[Any] = field(default_factory=set)
+
+    def get(self, store: ReadStore, key: Any) -> dict[str, Any] | None:
+        row = self.cache.get(key)
+        if row is None:
+            keys = key if isinstance(key, tuple) else (key,)
+            where = " AND ".join(f"{k} = %s" for k in self.key)
+            found = store.fetchone(
+                f"SELECT {', '.join(self.columns)} FROM {self.table} WHERE {where}", keys)
+            if found is None:
+                return None
+            row = dict(zip(self.columns, found, strict=True))
+            self.cache[key] = row
+        return row
+
+    def where(self, store: ReadStore, column: str, value: Any) -> list[dict[str, Any]]:
+        """All rows with ``column = value``, cached (e.g. every position of an account)."""
+        for found in store.fetchall(
+            f"SELECT {', '.join(self.columns)} FROM {self.table} WHERE {column} = %s", (value,)
+        ):
+            row = dict(zip(self.columns, found, strict=True))
+            key = tuple(row[k] for k in self.key)
+            self.cache.setdefault(key[0] if len(key) == 1 else key, row)
+        return [r for r in self.cache.values() if r[column] == value]
+
+    def put(self, key: Any, row: dict[str, Any]) -> None:
+        self.cache[key] = row
+        self.dirty.add(key)
+
+    def touch(self, key: Any) -> None:
+        self.dirty.add(key)
+
+    def flush(self, store: ReadStore) -> None:
+        if not self.dirty:
+            return
+        names = ", ".join(self.columns)
+        marks = ", ".join("%s" for _ in self.columns)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in self.key)
+        rows = [tuple(self.cache[k][c] for c in self.columns) for k in self.dirty]
+        store.executemany(
+            f"INSERT INTO {self.table} ({names}) VALUES ({marks}) "
+            f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates}", rows)
+        self.dirty.clear()
+
+    def clear(self) -> None:
+        self.cache.clear()
+        self.dirty.clear()
+
+
+@dataclass
+class History:
+    """Rows appended to one history table during a batch."""
+
+    table: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def flush(self, store: ReadStore) -> None:
+        store.insert(self.table, self.columns, self.rows)
+        self.rows.clear()
+
+
+@dataclass(frozen=True)
+class Update:
+    """A change a client may be told of (WebSocket): an order's new state or a fill."""
+
+    account_id: str
+    kind: str  # "order" | "fill"
+    data: dict[str, Any]
+
+
+class Projection:
+    """Turns some event types into rows of some tables."""
+
+    name: str = ""
+    tables: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.store: ReadStore | None = None
+        self.current: list[CurrentRows] = []
+        self.histories: list[History] = []
+        self.handlers: dict[type, Callable[[Any, int, Any], None]] = {}
+        self.updates: list[Update] = []
+
+    def flush(self, store: ReadStore) -> None:
+        for rows in self.current:
+            rows.flush(store)
+        for history in self.histories:
+            history.flush(store)
+
+    def clear(self) -> None:
+        for rows in self.current:
+            rows.clear()
+        for history in self.histories:
+            history.rows.clear()
+        self.updates.clear()
+        self.after_clear()
+
+    def after_clear(self) -> None:
+        """Drop any other state kept between batches."""
+
+    @property
+    def db(self) -> ReadStore:
+        assert self.store is not None
+        return self.store
+
+
+def _detail(event: Any) -> str:
+    return json.dumps({k: v for k, v in vars(event).items() if k not in _COMMON},
+                      default=str, sort_keys=True)
+
+
+class OrdersProjection(Projection):
+    name = "orders"
+    tables = ("orders", "order_events", "fills", "bars")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.orders = CurrentRows("orders", ("order_id",), (
+            "order_id", "seq", "account_id", "client_order_id", "symbol", "side",
+            "order_type", "tif", "quantity", "price", "status", "filled_quantity",
+            "filled_notional", "fees", "reason", "created_at", "updated_at", "version"))
+        self.bars = CurrentRows("bars", ("symbol", "ts"), (
+            "ts", "symbol", "open", "high", "low", "close", "volume", "notional", "trades"))
+        self.events = History("order_events", (
+            "order_id", "version", "seq", "ts", "event", "status", "principal",
+            "correlation_id", "detail"))
+        self.fills = History("fills", (
+            "ts", "seq", "execution_id", "order_id", "account_id", "symbol", "side", "price",
+            "quantity", "notional", "fee", "liquidity"))
+        self.current = [self.orders, self.bars]
+        self.histories = [self.events, self.fills]
+        status_of = {Order.Accepted: "accepted", Order.Rejected: "rejected",
+                     Order.Routed: "working", Order.Cancelled: "cancelled",
+                     Order.Expired: "expired"}
+        for kind in (Order.CancelRequested, Order.CancelRouted, Order.CancelRejected,
+                     Order.ExpiryRouted, Order.AmendRequested, Order.AmendRouted,
+                     Order.AmendRejected, Order.Amended, Order.Accepted, Order.Rejected,
+                     Order.Routed, Order.Cancelled, Order.Expired):
+            self.handlers[kind] = self._changed(status_of.get(kind))
+        self.handlers[Order.Placed] = self._placed
+        self.handlers[Order.PartiallyFilled] = self._filled
+        self.handlers[Order.Filled] = self._filled
+
+    def _placed(self, e: Any, seq: int, ts: Any) -> None:
+        key = str(e.originator_id)
+        row = {"order_id": key, "seq": seq, "account_id": str(e.account_id),
+               "client_order_id": e.client_order_id, "symbol": e.symbol, "side": e.side,
+               "order_type": e.order_type, "tif": e.tif, "quantity": e.quantity,
+               "price": e.price, "status": "placed", "filled_quantity": 0,
+               "filled_notional": 0, "fees": 0, "reason": "", "created_at": ts,
+               "updated_at": ts, "version": e.originator_version}
+        self.orders.put(key, row)
+        self._history(e, seq, ts, row)
+
+    def _changed(self, status: str | None) -> Callable[[Any, int, Any], None]:
+        def handle(e: Any, seq: int, ts: Any) -> None:
+            key = str(e.originator_id)
+            row = self.orders.get(self.db, key)
+            assert row is not None, f"order {key} changed before it was placed"
+            if status is not None:
+                row["status"] = status
+            if isinstance(e, Order.Amended):
+                row["quantity"], row["price"] = e.quantity, e.price
+            reason = getattr(e, "reason", None)
+            if reason and status in ("rejected", "cancelled"):
+                row["reason"] = reason
+            row["updated_at"], row["version"] = ts, e.originator_version
+            self.orders.touch(key)
+            self._history(e, seq, ts, row)
+        return handle
+
+    def _filled(self, e: Any, seq: int, ts: Any) -> None:
+        key = str(e.originator_id)
+        row = self.orders.get(self.db, key)
+        assert row is not None, f"order {key} filled before it was placed"
+        row["filled_quantity"] += e.quantity
+        row["filled_notional"] += e.notional
+        row["fees"] += e.fee
+        row["status"] = "filled" if isinstance(e, Order.Filled) else "partially_filled"
+        row["updated_at"], row["version"] = ts, e.originator_version
+        self.orders.touch(key)
+        self._history(e, seq, ts, row)
+        fill = (ts, seq, e.execution_id, key, row["account_id"], row["symbol"], row["side"],
+                e.price, e.quantity, e.notional, e.fee, e.liquidity)
+        self.fills.rows.append(fill)
+        self.updates.append(Update(row["account_id"], "fill",
+                                   dict(zip(self.fills.columns, fill, strict=True))))
+        if e.liquidity == "taker":
+            self._bar(row["symbol"], e, ts)
+
+    def _bar(self, symbol: str, e: Any, ts: Any) -> None:
+        minute = e.timestamp.replace(second=0, microsecond=0)
+        key = (symbol, self.db.ts(minute))
+        bar = self.bars.get(self.db, key)
+        if bar is None:
+            bar = {"ts": key[1], "symbol": symbol, "open": e.price, "high": e.price,
+                   "low": e.price, "close": e.price, "volume": 0, "notional": 0, "trades": 0}
+        bar["high"] = max(bar["high"], e.price)
+        bar["low"] = min(bar["low"], e.price)
+        bar["close"] = e.price
+        bar["volume"] += e.quantity
+        bar["notional"] += e.notional
+        bar["trades"] += 1
+        self.bars.put(key, bar)
+
+    def _history(self, e: Any, seq: int, ts: Any, row: dict[str, Any]) -> None:
+        self.events.rows.append((row["order_id"], e.originator_version, seq, ts,
+                                 type(e).__name__, row["status"], e.principal,
+                                 e.correlation_id, _detail(e)))
+        self.updates.append(Update(row["account_id"], "order", dict(row)))
+
+
+class PositionsProjection(Projection):
+    name = "positions"
+    tables = ("positions", "position_history", "marks", "pnl")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.positions = CurrentRows("positions", ("position_id",), (
+            "position_id", "account_id", "symbol", "quantity", "cost", "realised_pnl",
+            "reserved", "updated_at", "version"))
+        self.marks = CurrentRows("marks", ("symbol",), ("symbol", "price", "ts"))
+        self.history = History("position_history", (
+            "ts", "seq", "account_id", "symbol", "execution_id", "side", "price", "quantity",
+            "quantity_after", "cost_after", "realised"))
+        self.pnl = History("pnl", ("ts", "seq", "account_id", "realised", "unrealised",
+                                   "fees"))
+        self.current = [self.positions, self.marks]
+        self.histories = [self.history, self.pnl]
+        self.fees: dict[str, int] = {}  # per account, from its last pnl row
+        self.handlers = {
+            Position.Opened: self._opened,
+            Position.FillApplied: self._fill,
+            Position.SharesReserved: self._reserved(+1),
+            Position.SharesReleased: self._reserved(-1),
+            Account.BuySettled: self._settled,
+            Account.SellSettled: self._settled,
+        }
+
+    def after_clear(self) -> None:
+        self.fees.clear()
+
+    def _opened(self, e: Any, seq: int, ts: Any) -> None:
+        key = str(e.originator_id)
+        self.positions.put(key, {
+            "position_id": key, "account_id": str(e.account_id), "symbol": e.symbol,
+            "quantity": 0, "cost": 0, "realised_pnl": 0, "reserved": 0, "updated_at": ts,
+            "version": e.originator_version})
+
+    def _row(self, e: Any, ts: Any) -> dict[str, Any]:
+        key = str(e.originator_id)
+        row = self.positions.get(self.db, key)
+        assert row is not None, f"position {key} changed before it was opened"
+        row["updated_at"], row["version"] = ts, e.originator_version
+        self.positions.touch(key)
+        return row
+
+    def _reserved(self, sign: int) -> Callable[[Any, int, Any], None]:
+        def handle(e: Any, seq: int, ts: Any) -> None:
+            self._row(e, ts)["reserved"] += sign * e.quantity
+        return handle
+
+    def _fill(self, e: Any, seq: int, ts: Any) -> None:
+        row = self._row(e, ts)
+        row["quantity"], row["cost"] = e.quantity_after, e.cost_after
+        row["realised_pnl"] += e.realised
+        row["reserved"] -= e.from_reservation
+        self.history.rows.append((ts, seq, row["account_id"], row["symbol"], e.execution_id,
+                                  e.side, e.price, e.quantity, e.quantity_after,
+                                  e.cost_after, e.realised))
+        self.marks.put(row["symbol"], {"symbol": row["symbol"], "price": e.price, "ts": ts})
+        self._snapshot(row["account_id"], seq, ts)
+
+    def _settled(self, e: Any, seq: int, ts: Any) -> None:
+        account = str(e.originator_id)
+        self.fees[account] = self._fees(account) + e.fee
+        self._snapshot(account, seq, ts)
+
+    def _fees(self, account: str) -> int:
+        if account not in self.fees:
+            last = self.db.fetchone(
+                "SELECT fees FROM pnl WHERE account_id = %s ORDER BY seq DESC LIMIT 1",
+                (account,))
+            self.fees[account] = int(last[0]) if last else 0
+        return self.fees[account]
+
+    def _snapshot(self, account: str, seq: int, ts: Any) -> None:
+        realised = unrealised = 0
+        for position in self.positions.where(self.db, "account_id", account):
+            realised += position["realised_pnl"]
+            if position["quantity"]:
+                mark = self.marks.get(self.db, position["symbol"])
+                if mark is not None:
+                    unrealised += (position["quantity"] * mark["price"] // PRICE_SCALE
+                                   - position["cost"])
+        self.pnl.rows.append((ts, seq, account, realised, unrealised, self._fees(account)))
+
+
+class BalancesProjection(Projection):
+    name = "balances"
+    tables = ("balances", "cash_ledger")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.balances = CurrentRows("balances", ("account_id",), (
+            "account_id", "name", "owner", "cash", "reserved", "deposited", "withdrawn",
+            "bought", "sold", "fees", "halted", "updated_at", "version"))
+        self.ledger = History("cash_ledger", (
+            "ts", "seq", "account_id", "entry", "amount", "fee", "cash_after", "order_id",
+            "execution_id"))
+        self.current = [self.balances]
+        self.histories = [self.ledger]
+        self.handlers = {
+            Account.Opened: self._opened,
+            Account.Deposited: self._cash("deposit", +1),
+            Account.Withdrawn: self._cash("withdrawal", -1),
+            Account.FundsReserved: self._reserved(+1),
+            Account.FundsReleased: self._reserved(-1),
+            Account.BuySettled: self._settled("buy"),
+            Account.SellSettled: self._settled("sell"),
+            Account.Halted: self._halted(True),
+            Account.Resumed: self._halted(False),
+        }
+
+    def _opened(self, e: Any, seq: int, ts: Any) -> None:
+        key = str(e.originator_id)
+        self.balances.put(key, {
+            "account_id": key, "name": e.name, "owner": e.owner, "cash": 0, "reserved": 0,
+            "deposited": 0, "withdrawn": 0, "bought": 0, "sold": 0, "fees": 0,
+            "halted": False, "updated_at": ts, "version": e.originator_version})
+
+    def _row(self, e: Any, ts: Any) -> dict[str, Any]:
+        key = str(e.originator_id)
+        row = self.balances.get(self.db, key)
+        assert row is not None, f"account {key} changed before it was opened"
+        row["updated_at"], row["version"] = ts, e.originator_version
+        self.balances.touch(key)
+        return row
+
+    def _cash(self, entry: str, sign: int) -> Callable[[Any, int, Any], None]:
+        def handle(e: Any, seq: int, ts: Any) -> None:
+            row = self._row(e, ts)
+            row["cash"] += sign * e.amount
+            row["deposited" if sign > 0 else "withdrawn"] += e.amount
+            self.ledger.rows.append((ts, seq, row["account_id"], entry, sign * e.amount, 0,
+                                     row["cash"], None, None))
+        return handle
+
+    def _reserved(self, sign: int) -> Callable[[Any, int, Any], None]:
+        def handle(e: Any, seq: int, ts: Any) -> None:
+            self._row(e, ts)["reserved"] += sign * e.amount
+        return handle
+
+    def _settled(self, side: str) -> Callable[[Any, int, Any], None]:
+        def handle(e: Any, seq: int, ts: Any) -> None:
+            row = self._row(e, ts)
+            row["reserved"] -= e.from_reservation
+            amount = -(e.notional + e.fee) if side == "buy" else e.notional - e.fee
+            row["cash"] += amount
+            row["bought" if side == "buy" else "sold"] += e.notional
+            row["fees"] += e.fee
+            self.ledger.rows.append((ts, seq, row["account_id"], side, amount, e.fee,
+                                     row["cash"], str(e.order_id), e.execution_id))
+        return handle
+
+    def _halted(self, halted: bool) -> Callable[[Any, int, Any], None]:
+        def handle(e: Any, seq: int, ts: Any) -> None:
+            self._row(e, ts)["halted"] = halted
+        return handle
+
+
+def all_projections() -> list[Projection]:
+    return [OrdersProjection(), PositionsProjection(), BalancesProjection()]
+
+
+@dataclass(frozen=True)
+class Lag:
+    name: str
+    position: int
+    head: int
+
+    @property
+    def behind(self) -> int:
+        return max(self.head - self.position, 0)
+
+
+class Projector:
+    """Runs projections over the log, one read-model transaction per batch."""
+
+    def __init__(self, store: ReadStore, log: EventLog, *,
+                 projections: Sequence[Projection] | None = None, batch_size: int = 2000
+                 ) -> None:
+        self.store = store
+        self.log = log
+        self.projections = list(projections) if projections is not None else all_projections()
+        for projection in self.projections:
+            projection.store = store
+        self.batch_size = batch_size
+        self.listeners: list[Callable[[list[Update]], None]] = []
+        self._positions: dict[str, int] | None = None
+
+    # -- where each projection is --------------------------------------------------------
+    def positions(self) -> dict[str, int]:
+        """Each projection's tracked position, read from the database.
+
+        Read at every batch: when it is not what this projector last wrote (a rebuild by
+        another process), the cached rows are stale and are dropped.
+        """
+        found = dict(self.store.fetchall("SELECT name, position FROM projection_tracking"))
+        positions = {p.name: int(found.get(p.name, 0)) for p in self.projections}
+        if self._positions is not None and positions != self._positions:
+            self.reset_caches()
+        self._positions = positions
+        return dict(positions)
+
+    def position(self) -> int:
+        """The notification every projection has reached (what read-your-writes waits on)."""
+        return min(self.positions().values(), default=0)
+
+    def status(self) -> list[Lag]:
+        head = self.log.head()
+        return [Lag(name, pos, head) for name, pos in self.positions().items()]
+
+    # -- running ---------------------------------------------------------------------
+    def run_once(self, until: Callable[[int, Any], bool] | None = None) -> int:
+        """Project the next batch; returns how many notifications it covered (0: none).
+
+        ``until(seq, event)`` true stops before that event (``rebuild --until``).
+        """
+        positions = self.positions()
+        start = min(positions.values()) + 1
+        batch = self.log.select(start, self.batch_size)
+        if until is not None:
+            for i, (seq, event) in enumerate(batch):
+                if until(seq, event):
+                    batch = batch[:i]
+                    break
+        if not batch:
+            return 0
+        store = self.store
+        try:
+            with store.transaction():
+                for seq, event in batch:
+                    ts = store.ts(event.timestamp)
+                    for projection in self.projections:
+                        if seq > positions[projection.name]:
+                            handler = projection.handlers.get(type(event))
+                            if handler is not None:
+                                handler(event, seq, ts)
+                last = batch[-1][0]
+                now = store.ts(datetime.now(UTC))
+                for projection in self.projections:
+                    projection.flush(store)
+                advanced = {name: last for name, pos in positions.items() if pos < last}
+                store.executemany(
+                    "INSERT INTO projection_tracking (name, position, updated_at) "
+                    "VALUES (%s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                    "position = excluded.position, updated_at = excluded.updated_at",
+                    [(name, pos, now) for name, pos in advanced.items()])
+        except BaseException:
+            self.reset_caches()
+            raise
+        self._positions = positions | advanced
+        updates = [u for p in self.projections for u in p.updates]
+        for projection in self.projections:
+            projection.updates.clear()
+        if updates:
+            for listener in self.listeners:
+                listener(updates)
+        return len(batch)
+
+    def catch_up(self, until: Callable[[int, Any], bool] | None = None) -> int:
+        done = 0
+        while n := self.run_once(until):
+            done += n
+        return done
+
+    def rebuild(self, until: Callable[[int, Any], bool] | None = None) -> int:
+        """Empty these projections' tables and project the log again from the start."""
+        with self.store.transaction():
+            for projection in self.projections:
+                for table in projection.tables:
+                    self.store.execute(f"DELETE FROM {table}")
+                self.store.execute("DELETE FROM projection_tracking WHERE name = %s",
+                                   (projection.name,))
+        self.reset_caches()
+        return self.catch_up(until)
+
+    def reset_caches(self) -> None:
+        self._positions = None
+        for projection in self.projections:
+            projection.clear()
+
+
+def select(projections: Iterable[Projection], names: Iterable[str] | None) -> list[Projection]:
+    """The projections named (all when ``names`` is empty); unknown names are an error."""
+    chosen = list(projections)
+    wanted = list(names or [])
+    if not wanted:
+        return chosen
+    known = {p.name: p for p in chosen}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ValueError(f"projection: unknown {', '.join(unknown)}; "
+                         f"one of {', '.join(known)}")
+    return [known[n] for n in wanted]
+
+
+def until_time(moment: datetime) -> Callable[[int, Any], bool]:
+    return lambda seq, event: bool(event.timestamp > moment)
+
+
+def until_position(position: int) -> Callable[[int, Any], bool]:
+    return lambda seq, event: seq > position
+
