@@ -330,6 +330,11 @@ class KeyRing:
         self._refresh()
         return [self._active, *(kid for kid in self._keys if kid != self._active)]
 
+    def created_at(self, kid: str) -> str:
+        """When ``kid`` was made (ISO 8601, UTC), for operators deciding what to retire."""
+        self._refresh()
+        return self._keys[kid].created_at
+
     def rotate(self) -> str:
         """Make a new key the signer; the old ones keep verifying. Saved at once."""
         with _file_lock(self.path):

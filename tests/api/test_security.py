@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from uuid import UUID
 
 import jwt
 import pytest
+from typer.testing import CliRunner, Result
 
 from aggregates.ids import account_id
 from api.security import (
@@ -347,3 +349,75 @@ def test_principal_shape_follows_role() -> None:
         Principal("t", Role.viewer, frozenset())
     with pytest.raises(ValueError, match="accounts"):
         Principal("a", Role.admin, frozenset({OWN}))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """``tradecore auth`` against a key file of its own (settings read from the env)."""
+    from infra.settings import get_settings
+
+    path = tmp_path / "cli" / "jwt-keys.json"
+    monkeypatch.setenv("TRADECORE_JWT_KEYS_PATH", str(path))
+    monkeypatch.setenv("TRADECORE_JWT_ISSUER", ISS)
+    monkeypatch.setenv("TRADECORE_JWT_AUDIENCE", AUD)
+    get_settings.cache_clear()
+    yield path
+    get_settings.cache_clear()
+
+
+def auth(*args: str) -> Result:
+    from api.cli.auth import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_cli_token_names_accounts_by_name_or_id(cli: Path) -> None:
+    run = auth(
+        "token",
+        "--subject",
+        "alice",
+        "--role",
+        "trader",
+        "--account",
+        "alice",
+        "--account",
+        str(OTHER),
+        "--ttl",
+        "120",
+    )
+    assert run.exit_code == 0, run.output
+    raw = run.stdout.strip()
+    claims = KeyRing.load_or_create(cli).verify(raw, issuer=ISS, audience=AUD)
+    assert sorted(claims["accounts"]) == sorted([str(OWN), str(OTHER)])
+    assert claims["exp"] - claims["iat"] == 120
+    assert "trader token for alice" in run.stderr
+
+
+def test_cli_refuses_a_trader_token_without_accounts(cli: Path) -> None:
+    run = auth("token", "--subject", "alice", "--role", "trader")
+    assert run.exit_code == 2
+    assert "accounts" in run.stderr and "--account" in run.stderr
+    assert run.stdout == ""
+
+
+def test_cli_rotate_keys_retire(cli: Path) -> None:
+    first = auth("keys")
+    assert first.exit_code == 0
+    (old_kid,) = [line.split()[0] for line in first.stdout.splitlines()]
+    old_token = auth("token", "--subject", "r", "--role", "risk").stdout.strip()
+
+    rotated = auth("rotate")
+    assert rotated.exit_code == 0
+    new_kid = rotated.stdout.strip()
+    listing = auth("keys").stdout.splitlines()
+    assert listing[0].startswith(f"{new_kid}  active")
+    assert listing[1].startswith(f"{old_kid}  verify")
+
+    refused = auth("retire", new_kid)
+    assert refused.exit_code == 2 and "active key" in refused.stderr
+    assert auth("retire", old_kid).exit_code == 0
+    assert [line.split()[0] for line in auth("keys").stdout.splitlines()] == [new_kid]
+    assert reason(KeyRing.load_or_create(cli), old_token) == "signing key retired"
