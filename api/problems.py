@@ -202,6 +202,7 @@ _DESCRIPTIONS: dict[int, str] = {
     422: "Input breaks a rule (validation, domain rule or pre-trade risk).",
     429: "Rate limit exceeded; see Retry-After.",
     500: "Unexpected server error (logged with the reference in `instance`).",
+    503: "Not ready to answer yet (e.g. read models behind `min_position`); see Retry-After.",
 }
 
 
@@ -213,6 +214,13 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "description": _DESCRIPTIONS.get(status, HTTPStatus(status).phrase),
             "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
+        if status == 503:
+            entry["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying.",
+                    "schema": {"type": "integer"},
+                }
+            }
         if status == 429:
             entry["headers"] = {
                 name: {"description": text, "schema": {"type": "integer"}}
@@ -423,6 +431,7 @@ async def _http_exception(conn: HTTPConnection, exc: Exception) -> Response | No
     status = exc.status_code
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
     detail = str(exc.detail)
+    title = phrase.capitalize()  # sentence case, like the domain titles
     field: str | None = None
     rule: str | None = None
     method = conn.scope.get("method", "")
@@ -435,7 +444,7 @@ async def _http_exception(conn: HTTPConnection, exc: Exception) -> Response | No
         detail = f"{method} is not allowed on {conn.url.path}"
     response = problem_response(
         status,
-        phrase,
+        title,
         detail,
         field=field,
         rule=rule,

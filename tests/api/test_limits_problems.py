@@ -317,9 +317,10 @@ def test_unrepresentable_value_is_echoed_as_text(server: Server, client: httpx.C
 
 def test_unknown_route_and_wrong_method_are_problems(client: httpx.Client) -> None:
     body = problem(client.get("/no/such/thing"), 404)
-    assert body["field"] == "path"
+    assert (body["title"], body["field"]) == ("Not found", "path")
     response = client.get("/orders")
     body = problem(response, 405)
+    assert body["title"] == "Method not allowed"
     assert body["field"] == "method" and body["value"] == "GET"
     assert response.headers["Allow"] == "POST"
 
