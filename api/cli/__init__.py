@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from api.cli import model
+from api.cli import auth, model
 from api.cli.demo import demo
+from api.cli.readmodels import db_app, projections_app
+from api.cli.serve import serve
 from api.cli.trading import account_app, events, market_app, order_app
 
 app = typer.Typer(
@@ -21,6 +23,10 @@ app.add_typer(account_app, name="account")
 app.add_typer(order_app, name="order")
 app.add_typer(market_app, name="market")
 app.command(help="The audit trail of one aggregate.")(events)
+app.command(help="Serve the HTTP API with engine, saga and projectors in one process.")(serve)
+app.add_typer(db_app, name="db")
+app.add_typer(projections_app, name="projections")
+app.add_typer(auth.app, name="auth", help="Issue tokens and rotate signing keys.")
 app.add_typer(model.app, name="model", help="Train, evaluate and serve the ATFT-GAT-FAN model.")
 
 
