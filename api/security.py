@@ -240,6 +240,8 @@ class KeyRing:
     def load_or_create(cls, path: Path) -> KeyRing:
         """The ring at ``path``; a ring with one fresh key when the file does not exist."""
         path = Path(path)
+        if path.exists():  # writes are atomic renames: reading needs no lock (and a
+            return cls._read(path)  # read-only mount, e.g. a k8s Secret, allows none)
         with _file_lock(path):
             if path.exists():
                 ring = cls._read(path)

@@ -28,7 +28,7 @@ from api.http.models import (
     PositionView,
     SymbolPath,
 )
-from api.problems import PROBLEM_RESPONSES
+from api.problems import PROBLEM_RESPONSES, problem_responses
 from api.security import Principal, require_see
 from projections.queries import BUCKETS, ReadModels
 
@@ -63,7 +63,8 @@ def _window(since: datetime | None, until: datetime | None
 
 
 def router(context: Context) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["queries"], responses=PROBLEM_RESPONSES)
+    api = APIRouter(prefix="/v1", tags=["queries"],
+                    responses={**PROBLEM_RESPONSES, **problem_responses(503)})
     caller = Annotated[Principal, Depends(context.caller)]
     reads = Annotated[ReadModels, Depends(context.reader())]
 
