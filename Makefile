@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run demo test test-fast lint typecheck bench db-start db-stop clean
+.PHONY: install run serve demo test test-fast lint typecheck bench db-start db-stop clean
 
 install: $(STAMP)
 
@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: install
 	$(BIN)/tradecore demo
+
+serve: install
+	$(BIN)/tradecore serve
 
 demo: install
 	$(BIN)/tradecore demo
