@@ -35,6 +35,9 @@ def router(context: Context) -> APIRouter:
             principal = principal_from_token(context.keyring, token, settings.jwt_issuer,
                                              settings.jwt_audience)
         except AuthError as err:
+            # Accept first: a close before the handshake completes becomes a bare HTTP 403
+            # that drops the code and the reason (and browsers see only 1006).
+            await socket.accept()
             await socket.close(code=status.WS_1008_POLICY_VIOLATION, reason=err.reason)
             return
         await socket.accept()
