@@ -21,7 +21,7 @@ from aggregates.errors import DomainError
 from aggregates.instruments import Universe
 from api.wiring import trading_app
 from infra.settings import Settings
-from projections.projectors import Projector, RecorderLog, Update
+from projections.projectors import Lag, Projector, RecorderLog, Update
 from projections.queries import ReadModels
 from projections.schema import upgrade
 from projections.store import ReadStore, StorePool
@@ -141,7 +141,8 @@ class Runtime:
         self.broadcaster = Broadcaster()
         self.projector.listeners.append(self.broadcaster.publish)
         self._progress = threading.Condition()
-        self._projected = self.projector.position()
+        self._positions = self.projector.positions()
+        self._projected = min(self._positions.values(), default=0)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self.app.listeners.append(lambda _position: self._wake.set())
@@ -173,7 +174,8 @@ class Runtime:
                 log.exception("projector failed; retrying")
                 self.projector_error = err
             with self._progress:
-                self._projected = self.projector.position()
+                self._positions = self.projector.positions()
+                self._projected = min(self._positions.values(), default=0)
                 self._progress.notify_all()
             self._wake.wait(timeout=0.5)
 
@@ -181,6 +183,12 @@ class Runtime:
     @property
     def projected(self) -> int:
         return self._projected
+
+    def lags(self) -> list[Lag]:
+        """Each projection's position against the log's head (without touching the
+        projector's connection, which only its thread uses)."""
+        head = int(self.app.recorder.max_notification_id() or 0)
+        return [Lag(name, position, head) for name, position in self._positions.items()]
 
     def wait_for(self, position: int, timeout: float) -> bool:
         """Block until every projection has reached ``position``; False on timeout."""

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from aggregates.instruments import Universe
 from api.http import commands, queries, stream
@@ -31,6 +31,8 @@ REQUESTS = Counter("tradecore_http_requests_total", "HTTP requests answered",
 LATENCY = Histogram("tradecore_http_request_seconds", "HTTP request latency",
                     ["method", "route"],
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
+PROJECTION_LAG = Gauge("tradecore_projection_lag_events",
+                       "Notifications stored but not yet projected", ["projection"])
 
 
 def create_app(settings: Settings, *, universe: Universe | None = None) -> FastAPI:
@@ -82,7 +84,7 @@ def create_app(settings: Settings, *, universe: Universe | None = None) -> FastA
             response.status_code = 503
             return Health(status="starting")
         lags = [ProjectionLag(name=lag.name, position=lag.position, head=lag.head,
-                              behind=lag.behind) for lag in runtime.projector.status()]
+                              behind=lag.behind) for lag in runtime.lags()]
         if runtime.projector_error is not None:
             response.status_code = 503
             return Health(status=f"projector failing: {runtime.projector_error}",
@@ -93,6 +95,9 @@ def create_app(settings: Settings, *, universe: Universe | None = None) -> FastA
              responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     def metrics() -> Response:
         """Prometheus metrics (requests, latency, projection lag)."""
+        if context.runtime is not None:
+            for lag in context.runtime.lags():
+                PROJECTION_LAG.labels(lag.name).set(lag.behind)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

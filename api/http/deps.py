@@ -50,7 +50,7 @@ class Context:
         ) -> ReadModels:
             runtime = context.rt
             if min_position is not None and min_position > runtime.projected:
-                head = runtime.projector.log.head()
+                head = int(runtime.app.recorder.max_notification_id() or 0)
                 if min_position > head:
                     raise RuleViolation("min_position", "not beyond the event log's head",
                                         min_position, f"the event log ends at {head}")
