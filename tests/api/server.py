@@ -47,7 +47,7 @@ class LiveServer:
         self.keyring = KeyRing.load_or_create(self.settings.jwt_keys_path)
         self._server = uvicorn.Server(uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, log_level="warning",
-            ws="websockets"))
+            ws="websockets-sansio"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     @property
