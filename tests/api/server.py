@@ -34,13 +34,13 @@ def free_port() -> int:
 
 class LiveServer:
     def __init__(self, folder: Path, **overrides: Any) -> None:
-        self.settings = Settings(
-            persistence="sqlite",
-            sqlite_path=folder / "events.sqlite",
-            readmodel_sqlite_path=folder / "readmodels.sqlite",
-            jwt_keys_path=folder / "jwt-keys.json",
+        self.settings = Settings(**{
+            "persistence": "sqlite",
+            "sqlite_path": folder / "events.sqlite",
+            "readmodel_sqlite_path": folder / "readmodels.sqlite",
+            "jwt_keys_path": folder / "jwt-keys.json",
             **overrides,
-        )
+        })
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(self.settings)

@@ -210,3 +210,38 @@ def test_bad_cash_amounts_are_refused(tmp_path: Path, amount: Any) -> None:
                       headers=server.auth(Role.admin))
         assert r.status_code == 422 and r.json()["field"] == "amount"
         assert server.stored_events() == before
+
+
+@pytest.mark.postgres
+def test_the_distributed_stores_serve_the_same_flow(tmp_path: Path) -> None:
+    """PostgreSQL event store and TimescaleDB read models behind the same routes."""
+    import uuid
+
+    import psycopg
+
+    from infra.services import ensure_timescaledb
+
+    url = ensure_timescaledb()
+    schema = f"e2e_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    with live_server(tmp_path, persistence="postgres", postgres_schema=schema,
+                     readmodel_schema=f"{schema}_rm") as server, server.client() as http:
+        assert server.runtime.projector.store.timescale
+        universe = server.runtime.app.universe
+        symbol = universe.symbols[0]
+        price = universe.get(symbol).base_price
+        alice, bob = open_funded(server, "alice"), open_funded(server, "bob", allow_short=True)
+        http.post("/v1/orders", json=order(bob, symbol, "sell", 100, price, client_order_id="s"),
+                  headers=server.auth(Role.trader, [bob]))
+        placed = http.post("/v1/orders", json=order(alice, symbol, "buy", 100, price,
+                                                    client_order_id="b"),
+                           headers=server.auth(Role.trader, [alice])).json()
+        assert placed["status"] == "filled"
+        pnl = http.get(f"/v1/accounts/{alice}/pnl",
+                       params={"min_position": placed["position"], "bucket": "1m"},
+                       headers=server.auth(Role.viewer, [alice])).json()
+        assert pnl and pnl[-1]["fees"] > 0
+        bars = http.get(f"/v1/market/{symbol}/bars", params={"bucket": "5m"},
+                        headers=server.auth(Role.viewer, [alice])).json()
+        assert [(b["volume"], b["trades"]) for b in bars] == [(100, 1)]
