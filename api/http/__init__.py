@@ -10,11 +10,12 @@ rate limits and problem+json come from :mod:`api.security`, :mod:`api.limits` an
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aggregates.instruments import Universe
 from api.http import commands, queries, stream
@@ -65,7 +66,7 @@ def create_app(settings: Settings, *, universe: Universe | None = None) -> FastA
     app.state.context = context
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    app.middleware("http")(_metrics)
+    app.add_middleware(RequestMetrics)
     app.include_router(commands.router(context))
     app.include_router(queries.router(context))
     app.include_router(stream.router(context))
@@ -103,23 +104,33 @@ def create_app(settings: Settings, *, universe: Universe | None = None) -> FastA
     return app
 
 
-async def _metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]
-                   ) -> Response:
-    started = time.perf_counter()
-    try:
-        response = await call_next(request)
-    except Exception:  # counted as 500; the problem handler answers
-        REQUESTS.labels(request.method, _route(request), "500").inc()
-        raise
-    route = _route(request)
-    LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
-    REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-    return response
+class RequestMetrics:
+    """Counts and times every HTTP request by route template (pure ASGI: no extra task
+    or body buffering per request, unlike ``@app.middleware``)."""
 
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
-def _route(request: Request) -> str:
-    route = request.scope.get("route")
-    return getattr(route, "path", "unmatched")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            LATENCY.labels(method, route).observe(time.perf_counter() - started)
+            REQUESTS.labels(method, route, str(status)).inc()
 
 
 __all__ = ["create_app", "problem_response"]
