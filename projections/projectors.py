@@ -445,6 +445,10 @@ def all_projections() -> list[Projection]:
     return [OrdersProjection(), PositionsProjection(), BalancesProjection()]
 
 
+class _Overtaken(Exception):
+    """The tracked positions moved under this projector: its batch is stale."""
+
+
 @dataclass(frozen=True)
 class Lag:
     name: str
@@ -512,6 +516,8 @@ class Projector:
         store = self.store
         try:
             with store.transaction():
+                if not self._still_at(positions):
+                    raise _Overtaken
                 for seq, event in batch:
                     ts = store.ts(event.timestamp)
                     for projection in self.projections:
@@ -529,6 +535,9 @@ class Projector:
                     "VALUES (%s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
                     "position = excluded.position, updated_at = excluded.updated_at",
                     [(name, pos, now) for name, pos in advanced.items()])
+        except _Overtaken:  # another projector wrote these projections meanwhile
+            self.reset_caches()
+            return self.run_once(until)
         except BaseException:
             self.reset_caches()
             raise
@@ -540,6 +549,18 @@ class Projector:
             for listener in self.listeners:
                 listener(updates)
         return len(batch)
+
+    def _still_at(self, positions: dict[str, int]) -> bool:
+        """Inside the batch's transaction: have the tracked positions stayed put?
+
+        Serialises projectors of one read-model database (PostgreSQL: an advisory lock
+        held to commit; SQLite: the write lock ``BEGIN IMMEDIATE`` already took), so a
+        second projector started by mistake (or a rebuild) never applies a batch twice.
+        """
+        if self.store.dialect == "postgres":
+            self.store.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
+        found = dict(self.store.fetchall("SELECT name, position FROM projection_tracking"))
+        return all(int(found.get(name, 0)) == pos for name, pos in positions.items())
 
     def catch_up(self, until: Callable[[int, Any], bool] | None = None) -> int:
         done = 0

@@ -14,6 +14,7 @@ On SQLite, TimescaleDB and plain PostgreSQL.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -132,3 +133,37 @@ def test_random_sessions_project_exactly_once(new_store: StoreFactory,
                                               commands: list[tuple[Any, ...]],
                                               seed: int) -> None:
     check(new_store, commands, seed)
+
+
+def test_two_projectors_on_one_store_never_apply_a_batch_twice(new_store: StoreFactory,
+                                                               tmp_path: Path) -> None:
+    """A second projector started by mistake (or a rebuild racing a server) only wastes work."""
+    import threading
+
+    app = run(PINNED * 3, {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                           "SQLITE_DBNAME": str(tmp_path / "events.sqlite")})
+    log = RecorderLog(app.recorder, app.mapper)
+    shared = new_store()
+    upgrade(shared)
+    other = shared.reopen()
+    errors: list[BaseException] = []
+
+    def follow(store: ReadStore, batch: int) -> None:
+        try:
+            Projector(store, log, batch_size=batch).catch_up()
+        except BaseException as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=follow, args=(store, batch))
+               for store, batch in ((shared, 3), (other, 5))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    other.close()
+    assert not errors, errors
+    assert_equals_write_model(shared, app)
+    fresh = new_store()
+    upgrade(fresh)
+    Projector(fresh, log).rebuild()
+    assert snapshot(shared) == snapshot(fresh)
