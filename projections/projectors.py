@@ -170,6 +170,16 @@ class Projection:
     def after_clear(self) -> None:
         """Drop any other state kept between batches."""
 
+    def changed(self, rows: CurrentRows, e: Any, ts: Any) -> dict[str, Any]:
+        """The current row of the event's aggregate, stamped with the event and marked
+        for writing; it must exist (its creation event came earlier in the log)."""
+        key = str(e.originator_id)
+        row = rows.get(self.db, key)
+        assert row is not None, f"{rows.table}: {key} changed before it was created"
+        row["updated_at"], row["version"] = ts, e.originator_version
+        rows.touch(key)
+        return row
+
     @property
     def db(self) -> ReadStore:
         assert self.store is not None
@@ -226,9 +236,7 @@ class OrdersProjection(Projection):
 
     def _changed(self, status: str | None) -> Callable[[Any, int, Any], None]:
         def handle(e: Any, seq: int, ts: Any) -> None:
-            key = str(e.originator_id)
-            row = self.orders.get(self.db, key)
-            assert row is not None, f"order {key} changed before it was placed"
+            row = self.changed(self.orders, e, ts)
             if status is not None:
                 row["status"] = status
             if isinstance(e, Order.Amended):
@@ -236,24 +244,18 @@ class OrdersProjection(Projection):
             reason = getattr(e, "reason", None)
             if reason and status in ("rejected", "cancelled"):
                 row["reason"] = reason
-            row["updated_at"], row["version"] = ts, e.originator_version
-            self.orders.touch(key)
             self._history(e, seq, ts, row)
         return handle
 
     def _filled(self, e: Any, seq: int, ts: Any) -> None:
-        key = str(e.originator_id)
-        row = self.orders.get(self.db, key)
-        assert row is not None, f"order {key} filled before it was placed"
+        row = self.changed(self.orders, e, ts)
         row["filled_quantity"] += e.quantity
         row["filled_notional"] += e.notional
         row["fees"] += e.fee
         row["status"] = "filled" if isinstance(e, Order.Filled) else "partially_filled"
-        row["updated_at"], row["version"] = ts, e.originator_version
-        self.orders.touch(key)
         self._history(e, seq, ts, row)
-        fill = (ts, seq, e.execution_id, key, row["account_id"], row["symbol"], row["side"],
-                e.price, e.quantity, e.notional, e.fee, e.liquidity)
+        fill = (ts, seq, e.execution_id, row["order_id"], row["account_id"], row["symbol"],
+                row["side"], e.price, e.quantity, e.notional, e.fee, e.liquidity)
         self.fills.rows.append(fill)
         self.updates.append(Update(row["account_id"], "fill",
                                    dict(zip(self.fills.columns, fill, strict=True))))
@@ -320,12 +322,7 @@ class PositionsProjection(Projection):
             "version": e.originator_version})
 
     def _row(self, e: Any, ts: Any) -> dict[str, Any]:
-        key = str(e.originator_id)
-        row = self.positions.get(self.db, key)
-        assert row is not None, f"position {key} changed before it was opened"
-        row["updated_at"], row["version"] = ts, e.originator_version
-        self.positions.touch(key)
-        return row
+        return self.changed(self.positions, e, ts)
 
     def _reserved(self, sign: int) -> Callable[[Any, int, Any], None]:
         def handle(e: Any, seq: int, ts: Any) -> None:
@@ -402,12 +399,7 @@ class BalancesProjection(Projection):
             "halted": False, "updated_at": ts, "version": e.originator_version})
 
     def _row(self, e: Any, ts: Any) -> dict[str, Any]:
-        key = str(e.originator_id)
-        row = self.balances.get(self.db, key)
-        assert row is not None, f"account {key} changed before it was opened"
-        row["updated_at"], row["version"] = ts, e.originator_version
-        self.balances.touch(key)
-        return row
+        return self.changed(self.balances, e, ts)
 
     def _cash(self, entry: str, sign: int) -> Callable[[Any, int, Any], None]:
         def handle(e: Any, seq: int, ts: Any) -> None:

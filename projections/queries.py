@@ -113,20 +113,29 @@ class ReadModels:
             params.append(self.store.ts(until))
 
     # -- orders and fills --------------------------------------------------------------
-    def orders(self, *, accounts: set[str] | None, account_id: str | None = None,
-               symbol: str | None = None, status: str | None = None,
-               since: datetime | None = None, until: datetime | None = None,
-               cursor: int | None = None, limit: int = 100) -> Page:
+    def _listing(self, table: str, columns: Sequence[str], time_column: str, *,
+                 accounts: set[str] | None, account_id: str | None,
+                 equal: dict[str, str | None], since: datetime | None,
+                 until: datetime | None, cursor: int | None, limit: int) -> Page:
+        """A scoped, filtered, time-ranged page of an account's rows, newest first."""
         where: list[str] = []
         params: list[Any] = []
         if not self._scope(where, params, "account_id", accounts, account_id):
             return Page([], None)
-        for column, value in (("symbol", symbol), ("status", status)):
+        for column, value in equal.items():
             if value is not None:
                 where.append(f"{column} = %s")
                 params.append(value)
-        self._range(where, params, "created_at", since, until)
-        return self._page("orders", ORDER_COLUMNS, where, params, cursor, limit)
+        self._range(where, params, time_column, since, until)
+        return self._page(table, columns, where, params, cursor, limit)
+
+    def orders(self, *, accounts: set[str] | None, account_id: str | None = None,
+               symbol: str | None = None, status: str | None = None,
+               since: datetime | None = None, until: datetime | None = None,
+               cursor: int | None = None, limit: int = 100) -> Page:
+        return self._listing("orders", ORDER_COLUMNS, "created_at", accounts=accounts,
+                             account_id=account_id, equal={"symbol": symbol, "status": status},
+                             since=since, until=until, cursor=cursor, limit=limit)
 
     def order(self, order_id: str) -> dict[str, Any] | None:
         rows = self._rows(ORDER_COLUMNS, self.store.fetchall(
@@ -142,16 +151,10 @@ class ReadModels:
               order_id: str | None = None, symbol: str | None = None,
               since: datetime | None = None, until: datetime | None = None,
               cursor: int | None = None, limit: int = 100) -> Page:
-        where: list[str] = []
-        params: list[Any] = []
-        if not self._scope(where, params, "account_id", accounts, account_id):
-            return Page([], None)
-        for column, value in (("order_id", order_id), ("symbol", symbol)):
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
-        self._range(where, params, "ts", since, until)
-        return self._page("fills", FILL_COLUMNS, where, params, cursor, limit)
+        return self._listing("fills", FILL_COLUMNS, "ts", accounts=accounts,
+                             account_id=account_id,
+                             equal={"order_id": order_id, "symbol": symbol},
+                             since=since, until=until, cursor=cursor, limit=limit)
 
     # -- positions, balances, PnL ---------------------------------------------------------
     def positions(self, account_id: str) -> list[dict[str, Any]]:
