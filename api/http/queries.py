@@ -7,11 +7,13 @@ wait until a command's own events are projected (read-your-writes).
 
 # No `from __future__ import annotations`: FastAPI must see the route-local aliases.
 import asyncio
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import BeforeValidator
 
 from aggregates.errors import NotFound, RuleViolation
 from api.http.deps import Context, account_scope
@@ -35,8 +37,20 @@ from projections.queries import BUCKETS, ReadModels
 Limit = Annotated[int, Query(ge=1, le=1000, description="Rows per page.")]
 Cursor = Annotated[int | None, Query(ge=0, le=2**62,
                                      description="next_cursor of the previous page.")]
-Since = Annotated[datetime | None, Query(description="From this time (inclusive, ISO 8601).")]
-Until = Annotated[datetime | None, Query(description="Before this time (ISO 8601).")]
+_ISO_8601 = re.compile(r"\d{4}-\d{2}-\d{2}([Tt ].*)?")
+
+
+def _iso_8601(value: object) -> object:
+    """Pydantic would read ``since=2024`` as 2024 seconds after 1970: only ISO 8601 here."""
+    if isinstance(value, str) and not _ISO_8601.fullmatch(value):
+        raise ValueError("an ISO 8601 date or date-time, e.g. 2024-01-04T09:00:00+09:00")
+    return value
+
+
+Since = Annotated[datetime | None, BeforeValidator(_iso_8601),
+                  Query(description="From this time (inclusive, ISO 8601).")]
+Until = Annotated[datetime | None, BeforeValidator(_iso_8601),
+                  Query(description="Before this time (ISO 8601).")]
 Bucket = Annotated[Literal["1m", "5m", "15m", "30m", "1h", "4h", "1d"],
                    Query(description="Bucket width (time_bucket).")]
 Status = Literal["placed", "accepted", "rejected", "working", "partially_filled", "filled",
