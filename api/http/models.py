@@ -8,12 +8,12 @@ price units of 0.1 yen (``29000`` is 2,900.0 yen); quantities are shares.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 Yen = Annotated[StrictInt, Field(gt=0, le=10**13, description="Integer yen.")]
 Shares = Annotated[StrictInt, Field(gt=0, le=10**9, description="Shares (a multiple of the lot).")]
@@ -24,6 +24,20 @@ Symbol = Annotated[str, Field(min_length=1, max_length=12, pattern=r"^[0-9A-Z]+$
 SymbolPath = Annotated[str, Path(min_length=1, max_length=12, pattern=r"^[0-9A-Z]+$",
                                  description="Exchange code, e.g. 7203.")]
 Reason = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _calendar_date(text: str) -> str:
+    """The pattern alone let ``2024-13-45`` through, and it was stored as a closed session."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        raise ValueError("a calendar date (YYYY-MM-DD)") from None
+    return text
+
+
+SessionDate = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                   json_schema_extra={"format": "date"}),
+                        AfterValidator(_calendar_date)]
 
 
 class Strict(BaseModel):
@@ -62,7 +76,7 @@ class Halt(Strict):
 
 
 class CloseSession(Strict):
-    session_date: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+    session_date: SessionDate
 
 
 class Accepted(BaseModel):
