@@ -29,6 +29,7 @@ import os
 import secrets
 import stat
 import tempfile
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -322,6 +323,12 @@ class KeyRing:
 
     # -- the keys
 
+    def version(self) -> tuple[int, int, int] | None:
+        """Changes whenever the key file does (rotation, retirement): verified-token
+        caches key on it so a retired key stops working at once."""
+        self._refresh()
+        return self._identity
+
     @property
     def active_kid(self) -> str:
         self._refresh()
@@ -556,7 +563,12 @@ bearer = HTTPBearer(
 def authenticator(
     keyring: KeyRing, issuer: str, audience: str
 ) -> Callable[..., Awaitable[Principal]]:
-    """A FastAPI dependency giving the caller's :class:`Principal` or raising Unauthorized."""
+    """A FastAPI dependency giving the caller's :class:`Principal` or raising Unauthorized.
+
+    A verified token is remembered until it expires or the key file changes, so a client
+    pays the signature check once, not on every order (it was 0.14 ms a request).
+    """
+    verified: dict[str, tuple[Principal, float, Any]] = {}
 
     async def current_principal(
         connection: HTTPConnection,
@@ -567,10 +579,19 @@ def authenticator(
             if header and header.strip():
                 raise Unauthorized("authorization scheme must be Bearer with a token")
             raise Unauthorized("missing bearer token", token_present=False)
+        token = credentials.credentials
+        version = keyring.version()
+        hit = verified.get(token)
+        if hit is not None and hit[2] == version and time.time() < hit[1]:
+            return hit[0]
         try:
-            claims = keyring.verify(credentials.credentials, issuer=issuer, audience=audience)
-            return principal_from_claims(claims)
+            claims = keyring.verify(token, issuer=issuer, audience=audience)
+            principal = principal_from_claims(claims)
         except AuthError as err:
             raise Unauthorized(err.reason) from None
+        if len(verified) >= 10_000:
+            verified.clear()
+        verified[token] = (principal, float(claims["exp"]), version)
+        return principal
 
     return current_principal

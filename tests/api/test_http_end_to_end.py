@@ -245,3 +245,22 @@ def test_the_distributed_stores_serve_the_same_flow(tmp_path: Path) -> None:
         bars = http.get(f"/v1/market/{symbol}/bars", params={"bucket": "5m"},
                         headers=server.auth(Role.viewer, [alice])).json()
         assert [(b["volume"], b["trades"]) for b in bars] == [(100, 1)]
+
+
+def test_a_retired_key_stops_a_token_already_used(tmp_path: Path) -> None:
+    """Verified tokens are remembered, but never past a change of the key file."""
+    from api.security import KeyRing
+
+    with live_server(tmp_path) as server, server.client() as http:
+        admin = server.auth(Role.admin)
+        assert http.get("/v1/orders", headers=admin).status_code == 200
+        assert http.get("/v1/orders", headers=admin).status_code == 200  # from the cache
+        operator = KeyRing.load_or_create(server.settings.jwt_keys_path)  # another process
+        old = operator.active_kid
+        operator.rotate()
+        assert http.get("/v1/orders", headers=admin).status_code == 200  # old key still valid
+        operator.retire(old)
+        refused = http.get("/v1/orders", headers=admin)
+        assert refused.status_code == 401
+        assert "retired" in refused.json()["detail"]
+        assert http.get("/v1/orders", headers=server.auth(Role.admin)).status_code == 200
