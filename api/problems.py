@@ -438,6 +438,9 @@ async def _http_exception(conn: HTTPConnection, exc: Exception) -> Response | No
     if status == 404 and detail == phrase:
         field, rule = "path", "an existing resource"
         detail = f"nothing at {method} {conn.url.path}"
+    elif status == 400 and detail == "There was an error parsing the body":
+        # FastAPI's own answer to a body it cannot decode (e.g. not UTF-8)
+        field, rule = "body", "JSON text in UTF-8"
     elif status == 405:
         allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow", "")
         field, rule = "method", f"one of {allowed}" if allowed else "an allowed method"

@@ -122,18 +122,6 @@ ADMIN = _schema(Role.admin, REFUSALS)
 TRADER = _schema(Role.trader, {**REFUSALS, "phases": {"coverage": {"enabled": False}}})
 
 
-def _pending_body_parse_problem(status: int, problem: dict[str, Any]) -> bool:
-    """A body that is not UTF-8 (e.g. NUL bytes) is answered 400 with ``field``/``rule`` null.
-
-    FastAPI raises a bare ``HTTPException(400, "There was an error parsing the body")``
-    for it and ``api/problems.py`` (outside ``api/http``) passes it through without
-    naming the field. Reported; :func:`test_bad_body_is_refused_naming_the_field` pins
-    it with a strict xfail, so fixing it fails that test until this allowance goes.
-    """
-    return (status == 400 and problem.get("field") is None
-            and problem.get("detail") == "There was an error parsing the body")
-
-
 # ------------------------------------------------------------------------------ world
 
 
@@ -215,8 +203,6 @@ def _call_and_check(world: World, case: Any, calls: Counter[int]) -> None:
         curl = case.as_curl_command()
         assert stored == 0, f"refused ({response.status_code}) yet stored {stored}: {curl}"
         problem = response.json()
-        if _pending_body_parse_problem(response.status_code, problem):
-            return
         assert problem.get("field") is not None and problem.get("rule"), (
             f"{response.status_code} problem names no field and rule: {problem}: {curl}")
 
@@ -418,15 +404,7 @@ def _bad_cases() -> dict[str, Bad]:
 BODY_ROUTES = (OPEN, DEPOSIT, WITHDRAW, HALT, SYMBOL_HALT, CLOSE, PLACE, AMEND)
 """Every command route that reads a body also gets the malformed-body cases."""
 BAD = _bad_cases()
-PENDING = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="api/problems.py answers a body that is not UTF-8 with 400 and no field/rule "
-           "(FastAPI's bare 'There was an error parsing the body'); reported to the lead")
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(name, id=name, marks=[PENDING] if name.endswith("not UTF-8") else [])
-    for name in BAD])
+@pytest.mark.parametrize("name", list(BAD))
 def test_bad_body_is_refused_naming_the_field(world: World, name: str) -> None:
     bad = BAD[name]
     assert world.server.runtime.wait_for(world.server.stored_events(), 15)
