@@ -6,7 +6,10 @@ each trading session (which expires DAY orders).
 
 from __future__ import annotations
 
+from datetime import date
+
 from aggregates.base import Meta, TradingAggregate
+from aggregates.errors import RuleViolation
 from aggregates.ids import MARKET_ID
 
 
@@ -50,4 +53,9 @@ class Market(TradingAggregate):
             self._record(self.SymbolResumed, meta, symbol=symbol)
 
     def close_session(self, session_date: str, meta: Meta) -> None:
+        try:
+            date.fromisoformat(session_date)
+        except (TypeError, ValueError):
+            raise RuleViolation("session_date", "an existing date, YYYY-MM-DD",
+                                session_date) from None
         self._record(self.SessionClosed, meta, session_date=session_date)

@@ -70,7 +70,7 @@ def demo(
     started = time.perf_counter()
     stats = run_session(app, stocks, orders, random.Random(seed))
     elapsed = time.perf_counter() - started
-    app.close_session("demo-day", Meta.command("ops"))
+    app.close_session("2026-11-20", Meta.command("ops"))
     report(app, stats, elapsed)
     checks = check_invariants(app)
     table = Table(title="invariants")

@@ -58,7 +58,7 @@ def run(commands: list[tuple[Any, ...]], env: dict[str, str] | None = None) -> A
                                 price=order.price + cmd[2] * inst.tick_size(order.price),
                                 meta=meta())
             elif cmd[0] == "close":
-                app.close_session(f"day{n}", meta("ops"))
+                app.close_session(f"2026-01-{n % 28 + 1:02d}", meta("ops"))
         except DomainError:
             assert stored(app) == before, f"{cmd} was refused but stored events"
     return app

@@ -82,3 +82,17 @@ def test_deposit_and_withdraw_rules(desk: Any) -> None:
         app.withdraw(poor, 10_001, meta())
     assert "available" in err.value.rule
     assert stored(app) == before
+
+
+def test_closing_a_session_needs_a_real_date() -> None:
+    from aggregates.base import Meta
+    from aggregates.errors import RuleViolation
+    from aggregates.market import Market
+
+    market = Market.create(Meta.command("ops"))
+    for bad in ("2024-13-45", "0000-00-00", "day1", ""):
+        with pytest.raises(RuleViolation) as refused:
+            market.close_session(bad, Meta.command("ops"))
+        assert refused.value.field == "session_date"
+    market.close_session("2024-02-29", Meta.command("ops"))
+    assert market.closed_sessions == ["2024-02-29"]
