@@ -83,6 +83,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def commit() -> str | None:
+    """The checkout measured (``git describe``; ``-dirty`` when files are changed)."""
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=_HERE.parent,
+                              capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return None
+    return done.stdout.strip() or None
+
+
 def load_avg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -423,7 +433,8 @@ def py_spy_summary(raw: Path, top: int = 25) -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     folder = Path(tempfile.mkdtemp(prefix="bench-api-"))
     extra_env = dict(item.split("=", 1) for item in args.server_env)
-    out: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg_start": load_avg(),
+    out: dict[str, Any] = {"commit": commit(), "cpus": os.cpu_count(),
+                           "load_avg_start": load_avg(),
                            "note": "load generator and server share the same cores"}
     server = Server(folder, free_port(), rate_limit=args.rate_limit, extra_env=extra_env)
     profile: dict[str, Any] | None = None

@@ -10,26 +10,36 @@ where time goes:
 - ``decode_only``: ``RecorderLog.select`` over the whole log (read + decode into domain
   events, which is what every projector batch starts with) - the ceiling for any
   projector that decodes through the eventsourcing mapper;
-- ``timescaledb``: ``Projector.catch_up()`` into a fresh PostgreSQL schema with the
-  TimescaleDB hypertables, once per batch size;
-- ``sqlite``: the same into an embedded SQLite read-model file;
-- ``rebuild``: ``Projector.rebuild()`` of the whole log into TimescaleDB (tables emptied,
-  then projected again), scaled to ``rebuild_1m_s`` (seconds per million events).
+- ``timescaledb_full``: the whole log into a fresh PostgreSQL schema with the TimescaleDB
+  hypertables, batch after batch as ``Projector.catch_up()`` runs them;
+- ``rebuild``: then ``Projector.rebuild()`` of the same schema (tables emptied, the log
+  projected again), scaled to ``rebuild_1m_s`` (seconds per million events);
+- ``timescaledb_prefix``: batch sizes compared on the first ``--prefix`` notifications;
+- ``sqlite_prefix``: the same prefix into an embedded SQLite read-model file;
+- ``profile``: one prefix run under cProfile, its top functions by own time.
+
+Client CPU (this process) and server CPU (the PostgreSQL backend, read from /proc) are
+reported per event: their sum against the wall time shows how much of the work overlaps.
+A run still going after ``--max-run-s`` stops after its batch and is reported with
+``complete: false`` (its rows are still checked, up to where it stopped), so a slow
+projector cannot push the whole benchmark past ten minutes.
 
 The event log is produced once by the real write model (SQLite event store, the saga
 and in-process matching): funded accounts send baskets of crossing limit orders on
 several symbols, a few resting orders are cancelled after every basket and the session
 is closed now and then (DAY orders expire), until the log holds ``--events``
 notifications. It is cached under ``.local/bench/`` keyed by size, so reruns only
-project. Every projection run is checked against the write model's own counts (orders,
-order events, fills, position history, ledger, PnL rows; and that cash is conserved),
-so a projector cannot look fast by dropping rows: a mismatch exits non-zero.
+project (the first 1,000,000-event log takes about 3 minutes). Every projection run is
+checked against the write model's own counts (orders, order events, fills, positions,
+position history, balances, ledger and PnL rows, tracked positions) and invariants
+(orders' filled quantity and fees equal their fills'; cash equals deposits - fees -
+bought + sold), so a projector cannot look fast by dropping rows: a mismatch exits 1.
 
-    python benchmarks/projections.py                  # 1,000,000 events (~10 min first run)
+    python benchmarks/projections.py                  # 1,000,000 events, <= 10 minutes
     python benchmarks/projections.py --quick          # 30,000 events, smoke (< 1 min)
-    python benchmarks/projections.py --events 200000 --batches 2000 --profile
+    python benchmarks/projections.py --events 200000 --batch 5000 --no-profile
 
-Prints one JSON object; ``events_per_s`` is the best TimescaleDB batch size.
+Prints one JSON object; ``events_per_s`` is the best TimescaleDB run (any batch size).
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ import pstats
 import random
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -80,6 +91,16 @@ CACHE_DIR = PROJECT_ROOT / ".local" / "bench"
 TARGET_EVENTS_PER_S = 50_000
 BASKET = 256  # what the serve runtime's order desk coalesces at most (api.runtime)
 SESSION_EVERY = 20_000  # orders between session closes (resting DAY orders expire)
+
+
+def commit() -> str | None:
+    """The checkout measured (``git describe``; ``-dirty`` when files are changed)."""
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=_HERE.parent,
+                              capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return None
+    return done.stdout.strip() or None
 
 
 def load_avg() -> list[float]:
@@ -396,8 +417,8 @@ def main() -> int:
     if any(b % CHECKPOINT for b in [*sweep, args.batch]):
         parser.error(f"batch sizes must be multiples of {CHECKPOINT}")
 
-    out: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg_start": load_avg(),
-                           "python_loop_cpu_s": python_speed()}
+    out: dict[str, Any] = {"commit": commit(), "cpus": os.cpu_count(),
+                           "load_avg_start": load_avg(), "python_loop_cpu_s": python_speed()}
     out["log"] = ensure_log(events)
     from infra.services import ensure_timescaledb
 
