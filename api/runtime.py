@@ -12,6 +12,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from projections.store import ReadStore, StorePool
 log = logging.getLogger("tradecore.runtime")
 
 BASKET_LIMIT = 256
+COALESCE_S = 0.01
 
 
 class OrderDesk:
@@ -119,6 +121,9 @@ class Broadcaster:
             if subscription in self._clients:
                 self._clients.remove(subscription)
 
+    def has_clients(self) -> bool:
+        return bool(self._clients)
+
     def publish(self, updates: list[Update]) -> None:
         with self._lock:
             clients = list(self._clients)
@@ -140,6 +145,7 @@ class Runtime:
         self.desk = OrderDesk(self.app)
         self.broadcaster = Broadcaster()
         self.projector.listeners.append(self.broadcaster.publish)
+        self.projector.wants_updates = self.broadcaster.has_clients
         self._progress = threading.Condition()
         self._positions = self.projector.positions()
         self._projected = min(self._positions.values(), default=0)
@@ -178,6 +184,9 @@ class Runtime:
                 self._projected = min(self._positions.values(), default=0)
                 self._progress.notify_all()
             self._wake.wait(timeout=0.5)
+            # Let a burst of commands land first: one batch for many orders costs far
+            # less than a batch each (read-your-writes waits this much longer).
+            time.sleep(COALESCE_S)
 
     # -- read-your-writes --------------------------------------------------------------
     @property

@@ -63,13 +63,26 @@ class RecorderLog:
 
 @dataclass
 class CurrentRows:
-    """Rows of one current-state table, read once and kept while this projector runs."""
+    """Rows of one current-state table, read once and kept while this projector runs.
+
+    ``group_by`` names a column :meth:`where` is asked about (an account's positions):
+    its groups are indexed as rows enter the cache, so a lookup costs the group's size,
+    not the whole cache's, and each group is read from the database only once.
+    """
 
     table: str
     key: tuple[str, ...]
     columns: tuple[str, ...]
+    group_by: str | None = None
     cache: dict[Any, dict[str, Any]] = field(default_factory=dict)
     dirty: set[Any] = field(default_factory=set)
+    groups: dict[Any, set[Any]] = field(default_factory=dict)  # group value -> keys
+    loaded: set[Any] = field(default_factory=set)  # groups read from the database
+
+    def _remember(self, key: Any, row: dict[str, Any]) -> None:
+        self.cache[key] = row
+        if self.group_by is not None:
+            self.groups.setdefault(row[self.group_by], set()).add(key)
 
     def get(self, store: ReadStore, key: Any) -> dict[str, Any] | None:
         row = self.cache.get(key)
@@ -81,21 +94,27 @@ class CurrentRows:
             if found is None:
                 return None
             row = dict(zip(self.columns, found, strict=True))
-            self.cache[key] = row
+            self._remember(key, row)
         return row
 
-    def where(self, store: ReadStore, column: str, value: Any) -> list[dict[str, Any]]:
-        """All rows with ``column = value``, cached (e.g. every position of an account)."""
-        for found in store.fetchall(
-            f"SELECT {', '.join(self.columns)} FROM {self.table} WHERE {column} = %s", (value,)
-        ):
-            row = dict(zip(self.columns, found, strict=True))
-            key = tuple(row[k] for k in self.key)
-            self.cache.setdefault(key[0] if len(key) == 1 else key, row)
-        return [r for r in self.cache.values() if r[column] == value]
+    def where(self, store: ReadStore, value: Any) -> list[dict[str, Any]]:
+        """Every row whose ``group_by`` column equals ``value`` (cached rows win)."""
+        assert self.group_by is not None, f"{self.table}: where() needs group_by"
+        if value not in self.loaded:
+            for found in store.fetchall(
+                f"SELECT {', '.join(self.columns)} FROM {self.table} "
+                f"WHERE {self.group_by} = %s", (value,)
+            ):
+                row = dict(zip(self.columns, found, strict=True))
+                key = tuple(row[k] for k in self.key)
+                key = key[0] if len(key) == 1 else key
+                if key not in self.cache:
+                    self._remember(key, row)
+            self.loaded.add(value)
+        return [self.cache[k] for k in self.groups.get(value, ())]
 
     def put(self, key: Any, row: dict[str, Any]) -> None:
-        self.cache[key] = row
+        self._remember(key, row)
         self.dirty.add(key)
 
     def touch(self, key: Any) -> None:
@@ -116,6 +135,8 @@ class CurrentRows:
     def clear(self) -> None:
         self.cache.clear()
         self.dirty.clear()
+        self.groups.clear()
+        self.loaded.clear()
 
 
 @dataclass
@@ -152,6 +173,7 @@ class Projection:
         self.histories: list[History] = []
         self.handlers: dict[type, Callable[[Any, int, Any], None]] = {}
         self.updates: list[Update] = []
+        self.collect_updates = False  # set per batch: only when someone listens
 
     def flush(self, store: ReadStore) -> None:
         for rows in self.current:
@@ -257,8 +279,9 @@ class OrdersProjection(Projection):
         fill = (ts, seq, e.execution_id, row["order_id"], row["account_id"], row["symbol"],
                 row["side"], e.price, e.quantity, e.notional, e.fee, e.liquidity)
         self.fills.rows.append(fill)
-        self.updates.append(Update(row["account_id"], "fill",
-                                   dict(zip(self.fills.columns, fill, strict=True))))
+        if self.collect_updates:
+            self.updates.append(Update(row["account_id"], "fill",
+                                       dict(zip(self.fills.columns, fill, strict=True))))
         if e.liquidity == "taker":
             self._bar(row["symbol"], e, ts)
 
@@ -281,7 +304,8 @@ class OrdersProjection(Projection):
         self.events.rows.append((row["order_id"], e.originator_version, seq, ts,
                                  type(e).__name__, row["status"], e.principal,
                                  e.correlation_id, _detail(e)))
-        self.updates.append(Update(row["account_id"], "order", dict(row)))
+        if self.collect_updates:
+            self.updates.append(Update(row["account_id"], "order", dict(row)))
 
 
 class PositionsProjection(Projection):
@@ -292,7 +316,7 @@ class PositionsProjection(Projection):
         super().__init__()
         self.positions = CurrentRows("positions", ("position_id",), (
             "position_id", "account_id", "symbol", "quantity", "cost", "realised_pnl",
-            "reserved", "updated_at", "version"))
+            "reserved", "updated_at", "version"), group_by="account_id")
         self.marks = CurrentRows("marks", ("symbol",), ("symbol", "price", "ts"))
         self.history = History("position_history", (
             "ts", "seq", "account_id", "symbol", "execution_id", "side", "price", "quantity",
@@ -355,7 +379,7 @@ class PositionsProjection(Projection):
 
     def _snapshot(self, account: str, seq: int, ts: Any) -> None:
         realised = unrealised = 0
-        for position in self.positions.where(self.db, "account_id", account):
+        for position in self.positions.where(self.db, account):
             realised += position["realised_pnl"]
             if position["quantity"]:
                 mark = self.marks.get(self.db, position["symbol"])
@@ -465,21 +489,24 @@ class Projector:
             projection.store = store
         self.batch_size = batch_size
         self.listeners: list[Callable[[list[Update]], None]] = []
+        # Updates cost a copy of every changed row: made only while this says a listener
+        # has someone to tell (the API's stream sets it to "any client connected").
+        self.wants_updates: Callable[[], bool] = lambda: True
         self._positions: dict[str, int] | None = None
 
     # -- where each projection is --------------------------------------------------------
     def positions(self) -> dict[str, int]:
-        """Each projection's tracked position, read from the database.
+        """Each projection's tracked position: what this projector last wrote, read from
+        the database when it has written nothing yet (or dropped its caches).
 
-        Read at every batch: when it is not what this projector last wrote (a rebuild by
-        another process), the cached rows are stale and are dropped.
+        Someone else moving them (a rebuild by another process, a second projector) is
+        found inside the next batch's transaction (:meth:`_still_at`), which drops the
+        caches and reads them again.
         """
-        found = dict(self.store.fetchall("SELECT name, position FROM projection_tracking"))
-        positions = {p.name: int(found.get(p.name, 0)) for p in self.projections}
-        if self._positions is not None and positions != self._positions:
-            self.reset_caches()
-        self._positions = positions
-        return dict(positions)
+        if self._positions is None:
+            found = dict(self.store.fetchall("SELECT name, position FROM projection_tracking"))
+            self._positions = {p.name: int(found.get(p.name, 0)) for p in self.projections}
+        return dict(self._positions)
 
     def position(self) -> int:
         """The notification every projection has reached (what read-your-writes waits on)."""
@@ -506,6 +533,9 @@ class Projector:
         if not batch:
             return 0
         store = self.store
+        wanted = bool(self.listeners) and self.wants_updates()
+        for projection in self.projections:
+            projection.collect_updates = wanted
         try:
             with store.transaction():
                 if not self._still_at(positions):
