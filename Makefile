@@ -53,6 +53,8 @@ bench: install db-start
 	$(BIN)/python benchmarks/matching.py
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/projections.py
+	$(BIN)/python benchmarks/api_load.py
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .hypothesis
