@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import psycopg
@@ -29,10 +30,8 @@ def plain_url() -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                         (PLAIN_DB,)).fetchone() is None:
-            try:
+            with suppress(psycopg.errors.DuplicateDatabase):  # another process was first
                 conn.execute(f'CREATE DATABASE "{PLAIN_DB}"')
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another test process made it first
     return url.rsplit("/", 1)[0] + "/" + PLAIN_DB
 
 

@@ -29,15 +29,30 @@ from projections.store import ReadStore
 from tests.aggregates.test_properties import SYMBOLS, command, run
 from tests.projections.conftest import StoreFactory
 
-PINNED = [("place", 0, SYMBOLS[0], "buy", 0, 2, "day"), ("place", 1, SYMBOLS[0], "sell", 0, 1, "gtc"),
-          ("place", 2, SYMBOLS[0], "sell", -1, 3, "gtc"), ("amend", 0, 1, 1), ("cancel", 2),
-          ("place", 1, SYMBOLS[1], "buy", 1, 2, "ioc"), ("place", 0, SYMBOLS[1], "sell", 0, 4, "day"),
-          ("place", 2, SYMBOLS[1], "buy", 0, 1, "market"), ("close",),
-          ("place", 0, SYMBOLS[0], "sell", 0, 1, "fok")]
+PINNED = [
+    ("place", 0, SYMBOLS[0], "buy", 0, 2, "day"), ("place", 1, SYMBOLS[0], "sell", 0, 1, "gtc"),
+    ("place", 2, SYMBOLS[0], "sell", -1, 3, "gtc"), ("amend", 0, 1, 1), ("cancel", 2),
+    ("place", 1, SYMBOLS[1], "buy", 1, 2, "ioc"), ("place", 0, SYMBOLS[1], "sell", 0, 4, "day"),
+    ("place", 2, SYMBOLS[1], "buy", 0, 1, "market"), ("close",),
+    ("place", 0, SYMBOLS[0], "sell", 0, 1, "fok"),
+]
 
 
 class Crash(Exception):
     """A projector killed in the middle of writing a batch."""
+
+
+class CrashingInsert:
+    """Stands in for ``store.insert`` and fails on its ``at``-th call: a kill mid-batch."""
+
+    def __init__(self, real: Any, at: int) -> None:
+        self.real, self.at, self.calls = real, at, 0
+
+    def __call__(self, table: str, columns: Any, rows: Any) -> None:
+        self.calls += 1
+        if self.calls == self.at:
+            raise Crash(table)
+        self.real(table, columns, rows)
 
 
 def project_with_crashes(store: ReadStore, log: RecorderLog, seed: int) -> None:
@@ -49,15 +64,7 @@ def project_with_crashes(store: ReadStore, log: RecorderLog, seed: int) -> None:
         if crashes < 4 and rng.random() < 0.7:
             crashes += 1
             real_insert = store.insert
-            calls = {"n": 0, "at": rng.randint(1, 6)}
-
-            def failing_insert(table: str, columns: Any, rows: Any) -> None:
-                calls["n"] += 1
-                if calls["n"] == calls["at"]:
-                    raise Crash(table)
-                real_insert(table, columns, rows)
-
-            store.insert = failing_insert  # type: ignore[method-assign]
+            store.insert = CrashingInsert(real_insert, rng.randint(1, 6))  # type: ignore[method-assign]
             try:
                 projector.catch_up()
             except Crash:
