@@ -59,6 +59,10 @@ class ReadStore:
         conn = psycopg.connect(url, autocommit=True)
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         conn.execute(f'SET search_path TO "{schema}", public')
+        # Read models are rebuilt from the event store, and a commit lost in a crash
+        # takes its tracking row with it (re-projected on restart): no need to wait for
+        # the WAL flush on every batch.
+        conn.execute("SET synchronous_commit = off")
         return cls("postgres", conn, schema=schema)
 
     @classmethod
