@@ -504,9 +504,12 @@ class Projector:
         caches and reads them again.
         """
         if self._positions is None:
-            found = dict(self.store.fetchall("SELECT name, position FROM projection_tracking"))
-            self._positions = {p.name: int(found.get(p.name, 0)) for p in self.projections}
+            self._positions = self._stored_positions()
         return dict(self._positions)
+
+    def _stored_positions(self) -> dict[str, int]:
+        found = dict(self.store.fetchall("SELECT name, position FROM projection_tracking"))
+        return {p.name: int(found.get(p.name, 0)) for p in self.projections}
 
     def position(self) -> int:
         """The notification every projection has reached (what read-your-writes waits on)."""
@@ -581,8 +584,7 @@ class Projector:
         """
         if self.store.dialect == "postgres":
             self.store.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
-        found = dict(self.store.fetchall("SELECT name, position FROM projection_tracking"))
-        return all(int(found.get(name, 0)) == pos for name, pos in positions.items())
+        return self._stored_positions() == positions
 
     def catch_up(self, until: Callable[[int, Any], bool] | None = None) -> int:
         done = 0

@@ -234,11 +234,3 @@ class ReadModels:
         return [{"bucket": store.moment(b), "open": o, "high": h, "low": lo, "close": c,
                  "volume": int(v), "notional": int(n), "trades": int(t)}
                 for b, o, h, lo, c, v, n, t in rows]
-
-    # -- projection progress -------------------------------------------------------------
-    def tracked(self) -> int:
-        """The notification every projection has reached (0 before the first batch)."""
-        row = self.store.fetchone("SELECT MIN(position), COUNT(*) FROM projection_tracking")
-        if row is None or not row[1]:
-            return 0
-        return int(row[0])
