@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import psycopg
 
@@ -34,12 +35,14 @@ class ReadStore:
     """A connection to the read-model database, used by one thread at a time.
 
     Each thread that needs one (the projector, each API worker) opens its own with
-    :meth:`connect`; SQLite runs in WAL mode so readers never block the projector.
+    :meth:`reopen`; SQLite runs in WAL mode so readers never block the projector.
     """
 
-    def __init__(self, dialect: Dialect, conn: Any, *, schema: str | None = None) -> None:
+    def __init__(self, dialect: Dialect, conn: Any, *, location: str,
+                 schema: str | None = None) -> None:
         self.dialect = dialect
         self.conn = conn
+        self.location = location  # the file or URL it was opened from
         self.schema = schema
         self.timescale = dialect == "postgres" and self._has_timescale()
 
@@ -52,7 +55,7 @@ class ReadStore:
                                timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        return cls("sqlite", conn)
+        return cls("sqlite", conn, location=str(path))
 
     @classmethod
     def postgres(cls, url: str, schema: str) -> ReadStore:
@@ -63,7 +66,7 @@ class ReadStore:
         # takes its tracking row with it (re-projected on restart): no need to wait for
         # the WAL flush on every batch.
         conn.execute("SET synchronous_commit = off")
-        return cls("postgres", conn, schema=schema)
+        return cls("postgres", conn, location=url, schema=schema)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, schema: str | None = None) -> ReadStore:
@@ -75,13 +78,9 @@ class ReadStore:
     def reopen(self) -> ReadStore:
         """Another connection to the same database (for another thread)."""
         if self.dialect == "sqlite":
-            path = self.conn.execute("PRAGMA database_list").fetchone()[2]
-            return ReadStore.sqlite(path)
-        info = self.conn.info
-        url = (f"postgresql://{info.user}:{info.password}@{info.host}:{info.port}/"
-               f"{info.dbname}")
+            return ReadStore.sqlite(self.location)
         assert self.schema is not None
-        return ReadStore.postgres(url, self.schema)
+        return ReadStore.postgres(self.location, self.schema)
 
     def close(self) -> None:
         self.conn.close()
@@ -158,8 +157,10 @@ class ReadStore:
 
 
 def postgres_url(settings: Settings) -> str:
-    return (f"postgresql://{settings.postgres_user}:{settings.postgres_password}@"
-            f"{settings.postgres_host}:{settings.postgres_port}/{settings.postgres_db}")
+    user, password, db = (quote(part, safe="") for part in (
+        settings.postgres_user, settings.postgres_password, settings.postgres_db))
+    return (f"postgresql://{user}:{password}@{settings.postgres_host}:"
+            f"{settings.postgres_port}/{db}")
 
 
 class StorePool:
