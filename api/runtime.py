@@ -148,7 +148,6 @@ class Runtime:
         self.projector.wants_updates = self.broadcaster.has_clients
         self._progress = threading.Condition()
         self._positions = self.projector.positions()
-        self._projected = min(self._positions.values(), default=0)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self.app.listeners.append(lambda _position: self._wake.set())
@@ -181,7 +180,6 @@ class Runtime:
                 self.projector_error = err
             with self._progress:
                 self._positions = self.projector.positions()
-                self._projected = min(self._positions.values(), default=0)
                 self._progress.notify_all()
             self._wake.wait(timeout=0.5)
             # Let a burst of commands land first: one batch for many orders costs far
@@ -191,18 +189,22 @@ class Runtime:
     # -- read-your-writes --------------------------------------------------------------
     @property
     def projected(self) -> int:
-        return self._projected
+        """The notification every projection has reached (the projector thread's last
+        report: its read-model connection is only ever used by that thread)."""
+        return min(self._positions.values(), default=0)
+
+    def head(self) -> int:
+        """The newest notification in the event store."""
+        return self.projector.log.head()
 
     def lags(self) -> list[Lag]:
-        """Each projection's position against the log's head (without touching the
-        projector's connection, which only its thread uses)."""
-        head = int(self.app.recorder.max_notification_id() or 0)
+        head = self.head()
         return [Lag(name, position, head) for name, position in self._positions.items()]
 
     def wait_for(self, position: int, timeout: float) -> bool:
         """Block until every projection has reached ``position``; False on timeout."""
         with self._progress:
-            return self._progress.wait_for(lambda: self._projected >= position, timeout)
+            return self._progress.wait_for(lambda: self.projected >= position, timeout)
 
     def read_models(self) -> ReadModels:
         return ReadModels(self.reads.get)

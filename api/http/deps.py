@@ -24,19 +24,16 @@ class Context:
     authenticate: Callable[..., Awaitable[Principal]]
     keyring: KeyRing
     runtime: Runtime | None = None
-    _caller: Callable[..., Awaitable[Principal]] | None = field(default=None, repr=False)
+    caller: Callable[..., Awaitable[Principal]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # The dependency every route takes: authenticates, then counts the request.
+        self.caller = rate_limited(self.authenticate, self.limiter)
 
     @property
     def rt(self) -> Runtime:
         assert self.runtime is not None, "the app's lifespan has not started"
         return self.runtime
-
-    @property
-    def caller(self) -> Callable[..., Awaitable[Principal]]:
-        """The dependency that authenticates and rate-limits a request."""
-        if self._caller is None:
-            self._caller = rate_limited(self.authenticate, self.limiter)
-        return self._caller
 
     def reader(self) -> Callable[..., Awaitable[ReadModels]]:
         """A dependency giving read models that include ``min_position`` (read-your-writes)."""
@@ -50,7 +47,7 @@ class Context:
         ) -> ReadModels:
             runtime = context.rt
             if min_position is not None and min_position > runtime.projected:
-                head = int(runtime.app.recorder.max_notification_id() or 0)
+                head = runtime.head()
                 if min_position > head:
                     raise RuleViolation("min_position", "not beyond the event log's head",
                                         min_position, f"the event log ends at {head}")
