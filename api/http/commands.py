@@ -14,7 +14,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Response
 
-from aggregates.application import OrderRequest
+from aggregates.application import OrderRequest, TradingApplication
 from aggregates.base import Meta
 from aggregates.errors import RuleViolation
 from api.http.deps import Context
@@ -41,79 +41,70 @@ def router(context: Context) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["commands"], responses=PROBLEM_RESPONSES)
     caller = Annotated[Principal, Depends(context.caller)]
 
-    async def run(command: Callable[[], Any]) -> Any:
-        """Write-model calls block on the store: run them off the event loop."""
-        return await asyncio.to_thread(command)
-
     def meta(principal: Principal) -> Meta:
         return Meta.command(principal.subject)
+
+    async def perform(principal: Principal, roles: tuple[Role, ...],
+                      command: Callable[[TradingApplication, Meta], Any], status: str,
+                      account_id: UUID | None = None) -> Accepted:
+        """A role-gated command, run off the event loop (it blocks on the store)."""
+        require_role(principal, *roles)
+        app = context.rt.app
+        result = await asyncio.to_thread(command, app, meta(principal))
+        return Accepted(position=app.log_position, status=status,
+                        account_id=account_id or result)
+
+    admin, desk_risk = (Role.admin,), (Role.risk, Role.admin)
 
     # -- accounts and cash -------------------------------------------------------------
     @api.post("/accounts", status_code=201, response_model=Accepted)
     async def open_account(body: OpenAccount, principal: caller) -> Accepted:
         """Open a cash account (admin)."""
-        require_role(principal, Role.admin)
-        app = context.rt.app
-        account_id = await run(lambda: app.open_account(
-            body.name, owner=body.owner, allow_short=body.allow_short, meta=meta(principal)))
-        return Accepted(position=app.log_position, status="open", account_id=account_id)
+        return await perform(principal, admin, lambda app, m: app.open_account(
+            body.name, owner=body.owner, allow_short=body.allow_short, meta=m), "open")
 
     @api.post("/accounts/{account_id}/deposits", status_code=201, response_model=Accepted)
     async def deposit(account_id: UUID, body: CashMovement, principal: caller) -> Accepted:
         """Credit yen to an account (admin)."""
-        require_role(principal, Role.admin)
-        app = context.rt.app
-        await run(lambda: app.deposit(account_id, body.amount, meta(principal)))
-        return Accepted(position=app.log_position, status="deposited", account_id=account_id)
+        return await perform(principal, admin, lambda app, m: app.deposit(
+            account_id, body.amount, m), "deposited", account_id)
 
     @api.post("/accounts/{account_id}/withdrawals", status_code=201, response_model=Accepted)
     async def withdraw(account_id: UUID, body: CashMovement, principal: caller) -> Accepted:
         """Debit yen from an account's available cash (admin)."""
-        require_role(principal, Role.admin)
-        app = context.rt.app
-        await run(lambda: app.withdraw(account_id, body.amount, meta(principal)))
-        return Accepted(position=app.log_position, status="withdrawn", account_id=account_id)
+        return await perform(principal, admin, lambda app, m: app.withdraw(
+            account_id, body.amount, m), "withdrawn", account_id)
 
     # -- risk switches -----------------------------------------------------------------
     @api.post("/accounts/{account_id}/halt", status_code=202, response_model=Accepted)
     async def halt_account(account_id: UUID, body: Halt, principal: caller) -> Accepted:
         """Stop new orders for an account (risk, admin)."""
-        require_role(principal, Role.risk, Role.admin)
-        app = context.rt.app
-        await run(lambda: app.halt_account(account_id, body.reason, meta(principal)))
-        return Accepted(position=app.log_position, status="halted", account_id=account_id)
+        return await perform(principal, desk_risk, lambda app, m: app.halt_account(
+            account_id, body.reason, m), "halted", account_id)
 
     @api.post("/accounts/{account_id}/resume", status_code=202, response_model=Accepted)
     async def resume_account(account_id: UUID, principal: caller) -> Accepted:
         """Allow orders for a halted account again (risk, admin)."""
-        require_role(principal, Role.risk, Role.admin)
-        app = context.rt.app
-        await run(lambda: app.resume_account(account_id, meta(principal)))
-        return Accepted(position=app.log_position, status="trading", account_id=account_id)
+        return await perform(principal, desk_risk, lambda app, m: app.resume_account(
+            account_id, m), "trading", account_id)
 
     @api.post("/symbols/{symbol}/halt", status_code=202, response_model=Accepted)
     async def halt_symbol(symbol: SymbolPath, body: Halt, principal: caller) -> Accepted:
         """Stop trading in a symbol (risk, admin)."""
-        require_role(principal, Role.risk, Role.admin)
-        app = context.rt.app
-        await run(lambda: app.halt_symbol(symbol, body.reason, meta(principal)))
-        return Accepted(position=app.log_position, status="halted")
+        return await perform(principal, desk_risk, lambda app, m: app.halt_symbol(
+            symbol, body.reason, m), "halted")
 
     @api.post("/symbols/{symbol}/resume", status_code=202, response_model=Accepted)
     async def resume_symbol(symbol: SymbolPath, principal: caller) -> Accepted:
         """Resume trading in a symbol (risk, admin)."""
-        require_role(principal, Role.risk, Role.admin)
-        app = context.rt.app
-        await run(lambda: app.resume_symbol(symbol, meta(principal)))
-        return Accepted(position=app.log_position, status="trading")
+        return await perform(principal, desk_risk, lambda app, m: app.resume_symbol(
+            symbol, m), "trading")
 
     @api.post("/session/close", status_code=202, response_model=Accepted)
     async def close_session(body: CloseSession, principal: caller) -> Accepted:
         """End the trading day: resting DAY orders expire (admin)."""
-        require_role(principal, Role.admin)
-        app = context.rt.app
-        await run(lambda: app.close_session(body.session_date, meta(principal)))
-        return Accepted(position=app.log_position, status="closed")
+        return await perform(principal, admin, lambda app, m: app.close_session(
+            body.session_date, m), "closed")
 
     # -- orders ------------------------------------------------------------------------
     @api.post("/orders", status_code=201, response_model=Accepted,
@@ -159,7 +150,7 @@ def router(context: Context) -> APIRouter:
                             meta=meta(principal))
             return app.get_order(order_id).status.value
 
-        status = await run(amend)
+        status = await asyncio.to_thread(amend)
         return Accepted(position=app.log_position, status=status, order_id=order_id)
 
     @api.delete("/orders/{order_id}", status_code=202, response_model=Accepted)
@@ -172,7 +163,7 @@ def router(context: Context) -> APIRouter:
             app.cancel_order(order_id, meta(principal))
             return app.get_order(order_id).status.value
 
-        status = await run(cancel)
+        status = await asyncio.to_thread(cancel)
         return Accepted(position=app.log_position, status=status, order_id=order_id)
 
     return api

@@ -82,9 +82,6 @@ def router(context: Context) -> APIRouter:
     caller = Annotated[Principal, Depends(context.caller)]
     reads = Annotated[ReadModels, Depends(context.reader())]
 
-    async def run(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return await asyncio.to_thread(fn, *args, **kwargs)
-
     @api.get("/orders", response_model=OrderPage)
     async def list_orders(principal: caller, rm: reads, account_id: UUID | None = None,
                           symbol: Annotated[str | None, Query(max_length=12)] = None,
@@ -95,19 +92,20 @@ def router(context: Context) -> APIRouter:
         if account_id is not None:
             require_see(principal, account_id)
         start, end = _window(since, until)
-        page = await run(rm.orders, accounts=account_scope(principal),
-                         account_id=str(account_id) if account_id else None, symbol=symbol,
-                         status=status, since=start, until=end, cursor=cursor, limit=limit)
-        return OrderPage.model_validate({"items": page.items, "next_cursor": page.next_cursor})
+        page = await asyncio.to_thread(
+            rm.orders, accounts=account_scope(principal),
+            account_id=str(account_id) if account_id else None, symbol=symbol,
+            status=status, since=start, until=end, cursor=cursor, limit=limit)
+        return OrderPage.model_validate(page, from_attributes=True)
 
     @api.get("/orders/{order_id}", response_model=OrderDetail)
     async def get_order(order_id: UUID, principal: caller, rm: reads) -> OrderDetail:
         """One order with its event history."""
-        order = await run(rm.order, str(order_id))
+        order = await asyncio.to_thread(rm.order, str(order_id))
         if order is None:
             raise NotFound("order_id", "exists", str(order_id), f"no order {order_id}")
         require_see(principal, UUID(order["account_id"]))
-        history = await run(rm.order_events, str(order_id))
+        history = await asyncio.to_thread(rm.order_events, str(order_id))
         return OrderDetail.model_validate({**order, "history": history})
 
     @api.get("/fills", response_model=FillPage)
@@ -120,25 +118,26 @@ def router(context: Context) -> APIRouter:
         if account_id is not None:
             require_see(principal, account_id)
         start, end = _window(since, until)
-        page = await run(rm.fills, accounts=account_scope(principal),
-                         account_id=str(account_id) if account_id else None,
-                         order_id=str(order_id) if order_id else None, symbol=symbol,
-                         since=start, until=end, cursor=cursor, limit=limit)
-        return FillPage.model_validate({"items": page.items, "next_cursor": page.next_cursor})
+        page = await asyncio.to_thread(
+            rm.fills, accounts=account_scope(principal),
+            account_id=str(account_id) if account_id else None,
+            order_id=str(order_id) if order_id else None, symbol=symbol,
+            since=start, until=end, cursor=cursor, limit=limit)
+        return FillPage.model_validate(page, from_attributes=True)
 
     @api.get("/accounts/{account_id}/positions", response_model=list[PositionView])
     async def positions(account_id: UUID, principal: caller, rm: reads
                         ) -> list[PositionView]:
         """Current positions of one account."""
         require_see(principal, account_id)
-        rows = await run(rm.positions, str(account_id))
+        rows = await asyncio.to_thread(rm.positions, str(account_id))
         return [PositionView.model_validate(r) for r in rows]
 
     @api.get("/accounts/{account_id}/balance", response_model=BalanceView)
     async def balance(account_id: UUID, principal: caller, rm: reads) -> BalanceView:
         """Cash, reservations and totals of one account."""
         require_see(principal, account_id)
-        row = await run(rm.balance, str(account_id))
+        row = await asyncio.to_thread(rm.balance, str(account_id))
         if row is None:
             raise NotFound("account_id", "exists", str(account_id),
                            f"no account {account_id}")
@@ -151,10 +150,9 @@ def router(context: Context) -> APIRouter:
         """Cash movements newest first: deposits, withdrawals, settlements."""
         require_see(principal, account_id)
         start, end = _window(since, until)
-        page = await run(rm.ledger, str(account_id), since=start, until=end, cursor=cursor,
-                         limit=limit)
-        return LedgerPage.model_validate({"items": page.items,
-                                          "next_cursor": page.next_cursor})
+        page = await asyncio.to_thread(rm.ledger, str(account_id), since=start, until=end,
+                                       cursor=cursor, limit=limit)
+        return LedgerPage.model_validate(page, from_attributes=True)
 
     @api.get("/accounts/{account_id}/pnl", response_model=list[PnlPoint])
     async def pnl(account_id: UUID, principal: caller, rm: reads, bucket: Bucket = "1h",
@@ -162,7 +160,8 @@ def router(context: Context) -> APIRouter:
         """Realised, unrealised (at last trade prices) and fees, per time bucket."""
         require_see(principal, account_id)
         start, end = _window(since, until)
-        rows = await run(rm.pnl, str(account_id), BUCKETS[bucket], since=start, until=end)
+        rows = await asyncio.to_thread(rm.pnl, str(account_id), BUCKETS[bucket],
+                                       since=start, until=end)
         return [PnlPoint.model_validate(r) for r in rows]
 
     @api.get("/market/{symbol}/bars", response_model=list[Bar])
@@ -171,14 +170,14 @@ def router(context: Context) -> APIRouter:
         """OHLCV bars of executions in this venue."""
         context.rt.app.universe.get(symbol)
         start, end = _window(since, until)
-        rows = await run(rm.bars, symbol, BUCKETS[bucket], since=start, until=end)
+        rows = await asyncio.to_thread(rm.bars, symbol, BUCKETS[bucket], since=start, until=end)
         return [Bar.model_validate(r) for r in rows]
 
     @api.get("/market/{symbol}/book", response_model=Book)
     async def book(symbol: SymbolPath, principal: caller,
                    depth: Annotated[int, Query(ge=1, le=50)] = 10) -> Book:
         """The live order book from the matching engine: top ``depth`` levels a side."""
-        levels, last = await run(context.rt.app.book, symbol, depth)
+        levels, last = await asyncio.to_thread(context.rt.app.book, symbol, depth)
         return Book(symbol=symbol, last_price=last,
                     bids=[Level(price=lv.price, quantity=lv.quantity, orders=lv.orders)
                           for lv in levels.bids],
