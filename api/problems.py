@@ -44,7 +44,7 @@ from aggregates.errors import (
     NotFound,
     RiskRejection,
 )
-from api.limits import BodyTooLarge, RateLimited, RateLimiter
+from api.limits import BodyTooLarge, RateLimited, RateLimiter, body_too_large_body
 from api.security import Forbidden, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -301,7 +301,7 @@ def _domain_kind(exc: DomainError) -> tuple[int, str]:
     return 422, "Rule violation"
 
 
-async def _answer(conn: HTTPConnection, response: JSONResponse) -> Response | None:
+async def _answer(conn: HTTPConnection, response: Response) -> Response | None:
     """HTTP gets the response; a WebSocket gets it as a denial or a close code 4xxx."""
     if not isinstance(conn, WebSocket):
         return response
@@ -373,15 +373,8 @@ async def _rate_limited(conn: HTTPConnection, exc: Exception) -> Response | None
 
 async def _body_too_large(conn: HTTPConnection, exc: Exception) -> Response | None:
     assert isinstance(exc, BodyTooLarge)
-    response = problem_response(
-        413,
-        "Content too large",
-        exc.detail,
-        field="body",
-        rule=f"at most {exc.max_bytes} bytes",
-        value=exc.received,
-        headers={"Connection": "close"},
-    )
+    response = Response(body_too_large_body(exc), status_code=413, media_type=MEDIA_TYPE,
+                        headers={"Connection": "close"})
     return await _answer(conn, response)
 
 
