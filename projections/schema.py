@@ -217,10 +217,10 @@ def applied(store: ReadStore) -> dict[int, str]:
 def upgrade(store: ReadStore) -> list[str]:
     """Apply every pending migration in order; returns what was applied."""
     done: list[str] = []
-    _ensure_ledger(store)
     with store.transaction():
         if store.dialect == "postgres":
             store.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
+        _ensure_ledger(store)  # under the lock: two first upgrades would race to create it
         present = {int(v) for (v,) in store.fetchall("SELECT version FROM schema_migrations")}
         for migration in MIGRATIONS:
             if migration.version in present:
@@ -242,11 +242,3 @@ def _ensure_ledger(store: ReadStore) -> None:
         f"name TEXT NOT NULL, applied_at {ts} NOT NULL)"
     )
 
-
-def table_names() -> list[str]:
-    """Every read-model table a rebuild empties (not the migration ledger)."""
-    names = []
-    for line in INITIAL.splitlines():
-        if line.startswith("CREATE TABLE "):
-            names.append(line.split()[2])
-    return names

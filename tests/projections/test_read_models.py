@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from aggregates.account import Account
 from aggregates.order import Order
 from aggregates.position import Position
-from projections.projectors import Projector, RecorderLog
-from projections.schema import table_names, upgrade
+from projections.projectors import Projector, RecorderLog, all_projections
+from projections.schema import upgrade
 from projections.store import ReadStore
 from tests.aggregates.test_properties import SYMBOLS, command, run
 from tests.projections.conftest import StoreFactory
@@ -78,7 +78,7 @@ def project_with_crashes(store: ReadStore, log: RecorderLog, seed: int) -> None:
 
 
 def snapshot(store: ReadStore) -> dict[str, list[tuple[Any, ...]]]:
-    tables = [t for t in table_names() if t != "projection_tracking"]
+    tables = [t for projection in all_projections() for t in projection.tables]
     return {t: sorted(map(tuple, store.fetchall(f"SELECT * FROM {t}")), key=repr)
             for t in tables}
 
