@@ -37,13 +37,10 @@ PROJECTION_LAG = Gauge("tradecore_projection_lag_events",
 
 
 def create_app(settings: Settings, *, universe: Universe | None = None) -> FastAPI:
-    runtime_box: list[Runtime] = []
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings, universe=universe)
         runtime.start()
-        runtime_box.append(runtime)
         app.state.context.runtime = runtime
         try:
             yield
