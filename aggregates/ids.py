@@ -32,3 +32,9 @@ MARKET_ID = uuid5(_NAMESPACE, "market")
 def engine_id(aggregate_id: UUID) -> int:
     """A positive int64 for the matching engine (top 63 bits of the UUID)."""
     return aggregate_id.int >> 65
+
+
+@lru_cache(maxsize=1 << 12)
+def venue_id(symbol: str) -> UUID:
+    """The venue's report stream for one symbol (see :mod:`aggregates.venue`)."""
+    return uuid5(_NAMESPACE, f"venue/{symbol}")
