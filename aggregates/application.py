@@ -1,30 +1,30 @@
-"""The trading application: command handlers, and the saga that follows its own log.
+"""The trading application: the command side of the order flow.
 
 Commands (open account, deposit, withdraw, place, amend, cancel, halts, session close)
-validate against current state and store events; nothing is stored when they raise.
-The saga (:mod:`aggregates.saga`) then follows this application's notification log:
-it reads a batch of notifications, applies each through a unit of work, and stores all
-resulting events together with a tracking record of the last notification in one
-transaction. A crash anywhere loses the whole uncommitted batch and nothing else; on
-restart the venue's state is rebuilt from the routed events already processed and the
-saga resumes after the tracked position, so no fill is applied twice or lost.
+are decided against *stored* state and saved with optimistic concurrency: every
+aggregate a command changes is loaded from the event store (a cached copy is only
+fast-forwarded from the store and never changed in place), and the store's unique
+(aggregate id, version) refuses a save that raced another writer, whereupon the command
+is decided again on fresh state. So any number of processes (API workers, the CLI,
+``serve``) may write to one store at once.
+
+Placing an order assesses pre-trade risk once and stores, in one transaction, the
+order (``Order.Placed``) and what it reserves on the account and the position: a
+refused order stores nothing, also when many orders race for the same cash or shares.
+Everything after that (routing, matching, fills, settlement) is done by the stages of
+:mod:`streams`, which follow this application's notification log.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
-from eventsourcing.domain import Snapshot
-from eventsourcing.persistence import IntegrityError, Tracking
-from eventsourcing.system import ProcessApplication
-from tenacity import retry, retry_if_exception_type, stop_after_attempt
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
 
 from aggregates import ids
 from aggregates.account import Account
@@ -33,11 +33,18 @@ from aggregates.errors import Conflict, DomainError, NotFound, RuleViolation
 from aggregates.fees import DEFAULT_SCHEDULE, CommissionSchedule, get_schedule
 from aggregates.instruments import Universe
 from aggregates.market import Market
-from aggregates.matching import Depth, MatchingDesk, MatchingEngine, make_engine
 from aggregates.order import Order, OrderType, Side, TimeInForce
 from aggregates.position import Position
 from aggregates.risk import OrderTerms, RiskLimits, assess
-from aggregates.saga import ROUTED_TOPICS, OrderSaga
+from aggregates.venue import Venue
+
+T = TypeVar("T")
+
+# An optimistic-concurrency conflict means another writer moved an aggregate first:
+# decide again on fresh state. Many writers on one hot account can conflict repeatedly,
+# so retries are generous and jittered.
+_on_conflict = retry(retry=retry_if_exception_type(IntegrityError), stop=stop_after_attempt(50),
+                     wait=wait_random(0, 0.005), reraise=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,137 +68,86 @@ class Placement:
     created: bool  # False: an identical resubmission of an existing client order id
 
 
-class UnitOfWork:
-    """Aggregates loaded and changed while processing one batch of notifications."""
-
-    def __init__(self, app: TradingApplication) -> None:
-        self._app = app
-        self.loaded: dict[UUID, TradingAggregate] = {}
-        self.absent: set[UUID] = set()  # looked up in this batch and not found
-
-    def _get(self, id: UUID) -> Any:
-        agg = self.loaded.get(id)
-        if agg is None:
-            agg = self._app.repository.get(id)
-            self.loaded[id] = agg
-        return agg
-
-    def order(self, id: UUID) -> Order:
-        return self._get(id)  # type: ignore[no-any-return]
-
-    def account(self, id: UUID) -> Account:
-        return self._get(id)  # type: ignore[no-any-return]
-
-    def position(self, account_id: UUID, symbol: str, meta: Meta | None = None
-                 ) -> Position | None:
-        pid = ids.position_id(account_id, symbol)
-        if pid not in self.absent:
-            try:
-                return self._get(pid)  # type: ignore[no-any-return]
-            except AggregateNotFoundError:
-                self.absent.add(pid)
-        if meta is None:
-            return None
-        self.absent.discard(pid)
-        position = Position.open(pid, account_id=account_id, symbol=symbol, meta=meta)
-        self.loaded[pid] = position
-        return position
-
-    def market(self) -> Market | None:
-        try:
-            return self._get(ids.MARKET_ID)  # type: ignore[no-any-return]
-        except AggregateNotFoundError:
-            return None
-
-
-class TradingApplication(ProcessApplication[UUID]):
+class TradingApplication(Application[UUID]):
     name = "trading"
     env: ClassVar[dict[str, str]] = {
-        # The write lock serialises writers in this process; cached aggregates are
-        # mutated in place and the cache is cleared whenever a write fails.
-        "AGGREGATE_CACHE_MAXSIZE": "50000",
-        "AGGREGATE_CACHE_FASTFORWARD": "n",
-        "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
+        # A cached aggregate is brought up to date from the store on every read
+        # (fast-forward) and handed out as a copy, so a failed write never leaves a
+        # changed aggregate behind: the store, not the cache, decides.
+        "AGGREGATE_CACHE_MAXSIZE": "20000",
+        "AGGREGATE_CACHE_FASTFORWARD": "y",
+        "DEEPCOPY_FROM_AGGREGATE_CACHE": "y",
     }
-    # Enables the snapshot store; when to snapshot is ``snapshot_interval`` (per instance).
-    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Account: 200, Position: 200}
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {
+        Account: 200, Position: 200, Market: 200}
 
     def __init__(
         self,
         env: dict[str, str] | None = None,
         *,
         universe: Universe,
-        engine: MatchingEngine | str = "reference",
         limits: RiskLimits | None = None,
         schedule: CommissionSchedule | str = DEFAULT_SCHEDULE,
-        batch_size: int = 256,
-        auto_process: bool = True,
         snapshot_interval: int = 200,
     ) -> None:
-        self.snapshot_interval = snapshot_interval
+        self.snapshotting_intervals = (
+            {kind: snapshot_interval for kind in self.snapshotting_intervals}
+            if snapshot_interval else {})
         super().__init__(env)
         self.universe = universe
         self.limits = limits or RiskLimits()
         self.schedule = get_schedule(schedule) if isinstance(schedule, str) else schedule
-        self._engine_spec = engine
-        self.batch_size = batch_size
-        self.auto_process = auto_process
-        self._lock = threading.RLock()
-        # Events this process just stored, by notification id: the saga takes them from
-        # here instead of re-reading and decoding the log, whenever they are exactly the
-        # next ones after its tracked position (else it reads the store).
-        self._fresh: deque[tuple[int, Any]] = deque()
-        self._tracked: int | None = None
         # The newest notification this process stored, and who wants to hear of new ones
-        # (projectors following the log): a command answers with the position its reader
-        # can wait for (read-your-writes).
+        # (stages following the log in this process): a command answers with the
+        # position its reader can wait for (read-your-writes).
         self.log_position = 0
         self.listeners: list[Callable[[int], None]] = []
-        self.desk = self._new_desk()
-        self.saga = OrderSaga(universe.get, self.desk, self.limits, self.schedule)
-        self._rebuild_desk()
+        # After a command, the composition root may drive the stages in-process (the
+        # CLI and tests do; a server's stage threads are woken through ``listeners``).
+        self.after_command: Callable[[], object] | None = None
         self._open_market()
+
+    def construct_recorder(self) -> Any:
+        """A process recorder: stages store their effects with tracking records here."""
+        return self.factory.process_recorder()
 
     # == commands =========================================================================
     def open_account(self, name: str, *, owner: str, meta: Meta, allow_short: bool = False
                      ) -> UUID:
         account_id = ids.account_id(name)
-        with self._writing():
-            account = Account.open(account_id, name=name, owner=owner,
-                                   allow_short=allow_short, meta=meta)
-            try:
-                self.save(account)  # the store's unique (id, version) finds a taken name
-            except IntegrityError:
-                raise Conflict("name", "unique account name", name,
-                               f"account {name!r} already exists") from None
+        account = Account.open(account_id, name=name, owner=owner, allow_short=allow_short,
+                               meta=meta)
+        try:
+            self.store(account)  # the store's unique (id, version) finds a taken name
+        except IntegrityError:
+            raise Conflict("name", "unique account name", name,
+                           f"account {name!r} already exists") from None
         return account_id
 
     def deposit(self, account_id: UUID, amount: int, meta: Meta) -> None:
-        self._change(account_id, lambda a: a.deposit(amount, meta))
+        self._change(account_id, Account, "account_id", lambda a: a.deposit(amount, meta))
 
     def withdraw(self, account_id: UUID, amount: int, meta: Meta) -> None:
-        self._change(account_id, lambda a: a.withdraw(amount, meta))
+        self._change(account_id, Account, "account_id", lambda a: a.withdraw(amount, meta))
 
     def halt_account(self, account_id: UUID, reason: str, meta: Meta) -> None:
-        self._change(account_id, lambda a: a.halt(reason, meta))
+        self._change(account_id, Account, "account_id", lambda a: a.halt(reason, meta))
 
     def resume_account(self, account_id: UUID, meta: Meta) -> None:
-        self._change(account_id, lambda a: a.resume(meta))
+        self._change(account_id, Account, "account_id", lambda a: a.resume(meta))
 
     def halt_symbol(self, symbol: str, reason: str, meta: Meta) -> None:
         self.universe.get(symbol)
-        self._change_market(lambda m: m.halt(symbol, reason, meta), meta)
-        self._after_command()
+        self._change(ids.MARKET_ID, Market, "market", lambda m: m.halt(symbol, reason, meta))
 
     def resume_symbol(self, symbol: str, meta: Meta) -> None:
         self.universe.get(symbol)
-        self._change_market(lambda m: m.resume(symbol, meta), meta)
-        self._after_command()
+        self._change(ids.MARKET_ID, Market, "market", lambda m: m.resume(symbol, meta))
 
     def close_session(self, session_date: str, meta: Meta) -> None:
-        """End of the trading day: DAY orders still resting expire (via the saga)."""
-        self._change_market(lambda m: m.close_session(session_date, meta), meta)
-        self._after_command()
+        """End of the trading day: the venue expires the DAY orders still resting."""
+        self._change(ids.MARKET_ID, Market, "market",
+                     lambda m: m.close_session(session_date, meta))
 
     def place_order(self, account_id: UUID, *, meta: Meta, **terms: Any) -> Placement:
         """Place one order (see :class:`OrderRequest` for the terms); raise if refused."""
@@ -202,88 +158,102 @@ class TradingApplication(ProcessApplication[UUID]):
 
     def place_orders(self, requests: Sequence[OrderRequest]) -> list[Placement | DomainError]:
         """Place a basket: each order is checked on its own and refused alone; the
-        accepted ones are stored in one transaction (group commit).
+        accepted ones and their reservations are stored in one transaction.
 
-        A client order id already used is idempotent when the terms are identical and a
-        ``Conflict`` otherwise. Nothing is stored for a refused order.
+        Orders of one basket that draw on the same account or position are assessed one
+        after the other on the same (stored, then reserved) state, so together they
+        never reserve more than there is. A client order id already used is idempotent
+        when the terms are identical and a ``Conflict`` otherwise. Nothing is stored for
+        a refused order.
         """
-        outcomes: list[Placement | DomainError] = []
-        fresh: dict[UUID, tuple[Order, OrderRequest]] = {}
-        with self._writing():
-            for request in requests:
-                try:
-                    outcomes.append(self._prepare(request, fresh))
-                except DomainError as err:
-                    outcomes.append(err)
-            orders = [order for order, _ in fresh.values()]
+        # The first attempt assumes every client order id is new (no read per order);
+        # when the save finds one taken, or another writer moved an account or position
+        # first, the basket is decided again on fresh state, looking each order up.
+        look_up = False
+        for _attempt in range(50):
+            outcomes, changed = self._decide(requests, look_up)
             try:
-                # Optimistic: the store's unique (id, version) finds a client order id used
-                # before this process cached it, without a read on the common path.
-                self.save(*orders)
+                if changed:
+                    self.store(*changed)
             except IntegrityError:
-                # A client order id was used before this process cached it. The failed save
-                # drained the new orders' pending events: redo the basket one order at a
-                # time, reading each id from the store first.
-                self._forget_cache()
-                outcomes = [self._place_alone(request) for request in requests]
-        self._after_command()
-        return outcomes
+                look_up = True
+                continue
+            self._after_command()
+            return outcomes
+        raise Conflict("account_id", "decided within 50 attempts", None,
+                       "too many concurrent writers on the same accounts; retry")
 
-    def _prepare(self, r: OrderRequest, fresh: dict[UUID, tuple[Order, OrderRequest]]
-                 ) -> Placement:
+    def _decide(self, requests: Sequence[OrderRequest], look_up: bool
+                ) -> tuple[list[Placement | DomainError], list[TradingAggregate]]:
+        loaded: dict[UUID, Any] = {}
+        orders: dict[UUID, tuple[Order, OrderRequest]] = {}
+        outcomes: list[Placement | DomainError] = []
+        market = self._market()
+        for request in requests:
+            try:
+                outcomes.append(self._place(request, loaded, orders, market, look_up))
+            except DomainError as err:
+                outcomes.append(err)
+        changed: list[TradingAggregate] = [order for order, _ in orders.values()]
+        changed += [agg for agg in loaded.values() if agg is not None and agg.pending_events]
+        return outcomes, changed
+
+    def _place(self, r: OrderRequest, loaded: dict[UUID, Any],
+               orders: dict[UUID, tuple[Order, OrderRequest]], market: Market | None,
+               look_up: bool) -> Placement:
         side, order_type, tif = (_enum(Side, r.side, "side"),
                                  _enum(OrderType, r.order_type, "order_type"),
                                  _enum(TimeInForce, r.tif, "tif"))
-        if not r.client_order_id or len(r.client_order_id) > 64:
+        if not isinstance(r.client_order_id, str) or not 0 < len(r.client_order_id) <= 64:
             raise RuleViolation("client_order_id", "1..64 characters", r.client_order_id)
         order_id = ids.order_id(r.account_id, r.client_order_id)
-        account = self._get(r.account_id, Account, "account_id")
-        earlier = fresh[order_id][0] if order_id in fresh else self._cached(order_id)
-        if earlier is not None:
-            return _resubmission(earlier, r)
+        if order_id in orders:
+            return _resubmission(orders[order_id][0], r)
+        if look_up:
+            existing = self._find(order_id)
+            if existing is not None:
+                return _resubmission(existing, r)
+        if r.account_id not in loaded:
+            loaded[r.account_id] = self._get(r.account_id, Account, "account_id")
+        account: Account = loaded[r.account_id]
+        position_id = ids.position_id(r.account_id, r.symbol)
+        if position_id not in loaded:
+            loaded[position_id] = self._find(position_id)
+        position: Position | None = loaded[position_id]
         try:
-            market = self._market()
-            assess(
+            reservation = assess(
                 OrderTerms(r.symbol, side, order_type, tif, r.quantity, r.price),
-                instrument=self.universe.get(r.symbol), account=account,
-                position=self._position(r.account_id, r.symbol),
-                last_price=self.desk.last_price(r.symbol),
+                instrument=self.universe.get(r.symbol), account=account, position=position,
+                last_price=self.last_price(r.symbol),
                 symbol_halted=market is not None and r.symbol in market.halted_symbols,
                 limits=self.limits, schedule=self.schedule,
             )
-        except DomainError as refusal:
-            # Idempotency before risk: an order already placed (by a process that has not
-            # cached it here) now holds the funds it needs; answer as a resubmission.
-            try:
-                existing: Order = self.repository.get(order_id)
-            except AggregateNotFoundError:
-                raise refusal from None
-            return _resubmission(existing, r)
-        fresh[order_id] = (Order.place(order_id, account_id=r.account_id,
-                                       client_order_id=r.client_order_id, symbol=r.symbol,
-                                       side=side, order_type=order_type, tif=tif,
-                                       quantity=r.quantity, price=r.price, meta=r.meta), r)
+        except DomainError:
+            # Idempotency before risk: the same order placed earlier now holds the funds
+            # it needs, so a retry would be refused for buying power; answer it as a
+            # resubmission instead.
+            existing = None if look_up else self._find(order_id)
+            if existing is not None:
+                return _resubmission(existing, r)
+            raise
+        account.reserve(order_id, reservation.funds, r.meta)
+        if reservation.shares:
+            assert position is not None  # assess counts shares only from a position
+            position.reserve(order_id, reservation.shares, r.meta)
+        order = Order.place(order_id, account_id=r.account_id,
+                            client_order_id=r.client_order_id, symbol=r.symbol, side=side,
+                            order_type=order_type, tif=tif, quantity=r.quantity,
+                            price=r.price, meta=r.meta, reserved_funds=reservation.funds,
+                            reserved_shares=reservation.shares)
+        orders[order_id] = (order, r)
         return Placement(order_id, created=True)
 
-    def _place_alone(self, request: OrderRequest) -> Placement | DomainError:
-        try:
-            order_id = ids.order_id(request.account_id, request.client_order_id)
-            try:
-                return _resubmission(self.repository.get(order_id), request)
-            except AggregateNotFoundError:
-                fresh: dict[UUID, tuple[Order, OrderRequest]] = {}
-                placement = self._prepare(request, fresh)
-                self.save(*(order for order, _ in fresh.values()))
-                return placement
-        except DomainError as err:
-            return err
-
     def cancel_order(self, order_id: UUID, meta: Meta) -> None:
-        self._change(order_id, lambda o: o.request_cancel(meta), kind=Order, field="order_id")
-        self._after_command()
+        self._change(order_id, Order, "order_id", lambda o: o.request_cancel(meta))
 
     def amend_order(self, order_id: UUID, *, quantity: int, price: int, meta: Meta) -> None:
-        """Ask for a new total ``quantity`` and/or ``price`` (risk is checked by the saga)."""
+        """Ask for a new total ``quantity`` and/or ``price`` (risk on the change is
+        assessed by the saga, against the reservation the order holds then)."""
         def amend(order: Order) -> None:
             if order.order_type is OrderType.MARKET:
                 raise RuleViolation("order_id", "only limit orders can be amended", str(order_id))
@@ -296,24 +266,39 @@ class TradingApplication(ProcessApplication[UUID]):
                 raise RuleViolation("quantity", "amend changes quantity or price", quantity)
             order.request_amend(quantity, price, meta)
 
-        self._change(order_id, amend, kind=Order, field="order_id")
-        self._after_command()
+        self._change(order_id, Order, "order_id", amend)
 
     # == queries ==========================================================================
     def get_account(self, account_id: UUID) -> Account:
-        return self._get(account_id, Account, "account_id")
+        return self._get(account_id, Account, "account_id")  # type: ignore[no-any-return]
 
     def get_order(self, order_id: UUID) -> Order:
-        return self._get(order_id, Order, "order_id")
+        return self._get(order_id, Order, "order_id")  # type: ignore[no-any-return]
 
     def get_position(self, account_id: UUID, symbol: str) -> Position | None:
-        return self._position(account_id, symbol)
+        return self._find(ids.position_id(account_id, symbol))  # type: ignore[no-any-return]
 
-    def book(self, symbol: str, levels: int) -> tuple[Depth, int | None]:
-        """The venue's book for ``symbol`` now (top levels) and its last trade price."""
+    def last_price(self, symbol: str) -> int | None:
+        """The symbol's last trade price as the venue last published it (its newest
+        report), or None before its first trade."""
+        report = self._venue_report(symbol)
+        return None if report is None else report.last_price
+
+    def book(self, symbol: str, levels: int) -> tuple[dict[str, list[list[int]]], int | None]:
+        """The book as the venue last published it: up to ``levels`` price levels a
+        side (``[price, quantity, orders]``, best first) and the last trade price."""
         self.universe.get(symbol)
-        with self._lock:
-            return self.desk.depth(symbol, levels), self.desk.last_price(symbol)
+        report = self._venue_report(symbol)
+        if report is None:
+            return {"bids": [], "asks": []}, None
+        depth = report.depth or {"bids": [], "asks": []}
+        return ({side: [list(level) for level in depth.get(side, [])[:levels]]
+                 for side in ("bids", "asks")}, report.last_price)
+
+    def _venue_report(self, symbol: str) -> Venue.Reported | None:
+        for report in self.events.get(ids.venue_id(symbol), desc=True, limit=1):
+            return report  # type: ignore[return-value]
+        return None
 
     def ids_of(self, kind: type[TradingAggregate]) -> list[UUID]:
         """Ids of every aggregate of ``kind`` ever created (a scan of the log, for audits)."""
@@ -333,192 +318,66 @@ class TradingApplication(ProcessApplication[UUID]):
         """Every stored event of one aggregate, oldest first: its audit trail."""
         return list(self.events.get(aggregate_id))
 
-    # == the saga =========================================================================
-    def process(self, max_batches: int | None = None) -> int:
-        """Run the saga until it has caught up with the log; returns notifications done."""
-        done = batches = 0
-        with self._lock:
-            while max_batches is None or batches < max_batches:
-                position = self.processed_position()
-                batch = self._next_batch(position)
-                if not batch:
-                    break
-                uow = UnitOfWork(self)
-                try:
-                    for _, event in batch:
-                        self.saga.handle(event, uow)
-                    processing = ProcessingEvent[UUID](Tracking(self.name, batch[-1][0]))
-                    for aggregate in uow.loaded.values():
-                        pending = aggregate.collect_events()
-                        if pending:
-                            processing.events.extend(pending)
-                            processing.aggregates[aggregate.id] = aggregate
-                    recordings = self._record(processing)
-                    self._tracked = batch[-1][0]
-                    self._fresh.extend((r.notification.id, r.domain_event) for r in recordings)
-                    self._take_snapshots(processing)
-                except BaseException:
-                    self._recover()
-                    raise
-                done += len(batch)
-                batches += 1
-        return done
+    def head(self) -> int:
+        """The newest notification in the store (any writer's)."""
+        return int(self.recorder.max_notification_id() or 0)
 
-    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
-        """Snapshot from the aggregate in memory (the library would re-read it from the store)."""
-        if self.snapshots is None:
-            return
-        due = set()
-        for event in processing_event.events:
-            aggregate = processing_event.aggregates.get(event.originator_id)
-            every = self.snapshot_interval
-            if (every and isinstance(aggregate, Account | Position)
-                    and event.originator_version % every == 0):
-                due.add(event.originator_id)
-        snapshots = [Snapshot.take(processing_event.aggregates[i]) for i in due]
-        if snapshots:
-            self.snapshots.put(snapshots)
-
-    def _next_batch(self, position: int) -> list[tuple[int, Any]]:
-        fresh = self._fresh
-        while fresh and fresh[0][0] <= position:
-            fresh.popleft()
-        batch: list[tuple[int, Any]] = []
-        expected = position + 1
-        while fresh and len(batch) < self.batch_size and fresh[0][0] == expected:
-            batch.append(fresh.popleft())
-            expected += 1
-        if batch:
-            return batch
-        notifications = self.recorder.select_notifications(
-            start=position + 1, limit=self.batch_size
-        )
-        return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
-
-    def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Any]:
-        recordings = super()._record(processing_event)
+    # == storing ==========================================================================
+    def store(self, *aggregates: TradingAggregate) -> None:
+        """Save, then tell this process's listeners how far the log now reaches."""
+        recordings = self.save(*aggregates)
         if recordings:
-            self.log_position = max(self.log_position, recordings[-1].notification.id)
-            for listener in self.listeners:
-                listener(self.log_position)
-        return recordings
+            self.published(recordings[-1].notification.id)
 
-    def _notify(self, recordings: list[Any]) -> None:
-        super()._notify(recordings)
-        self._fresh.extend((r.notification.id, r.domain_event) for r in recordings)
-
-    def processed_position(self) -> int:
-        """The last notification the saga has processed, kept in memory after each commit.
-
-        One saga process per store (the library's follower model): a second one would
-        process the same notifications. A deployment runs exactly one saga worker.
-        """
-        if self._tracked is None:
-            self._tracked = self.recorder.max_tracking_id(self.name) or 0
-        return self._tracked
+    def published(self, position: int) -> None:
+        """Something in this process stored events up to ``position``."""
+        if position > self.log_position:
+            self.log_position = position
+        for listener in self.listeners:
+            listener(position)
 
     # == internals ========================================================================
     def _after_command(self) -> None:
-        if self.auto_process:
-            self.process()
+        if self.after_command is not None:
+            self.after_command()
 
-    def _new_desk(self) -> MatchingDesk:
-        spec = self._engine_spec
-        engine = make_engine(spec) if isinstance(spec, str) else spec
-        return MatchingDesk(engine, self.universe.get)
+    def _change(self, id: UUID, kind: type[T], field: str, change: Callable[[T], None]) -> None:
+        """Load from the store, change, save; a concurrent writer's conflict is decided
+        again on fresh state."""
+        _on_conflict(self._change_once)(id, kind, field, change)
+        self._after_command()
 
-    def _rebuild_desk(self) -> None:
-        """Feed the venue the routed events already processed, discarding their effects."""
-        upto = self.processed_position()
-        topics = [f"{Order.__module__}:{name}" for name in ROUTED_TOPICS]
-        start = 1
-        while start <= upto:
-            notifications = self.recorder.select_notifications(
-                start=start, limit=1000, stop=upto, topics=topics
-            )
-            if not notifications:
-                break
-            for notification in notifications:
-                self.saga.to_venue(self.mapper.to_domain_event(notification))
-            start = notifications[-1].id + 1
-
-    def _recover(self) -> None:
-        """After a failed write: forget in-memory state and rebuild it from the store."""
-        self._fresh.clear()
-        self._tracked = None
-        self._forget_cache()
-        self.desk = self._new_desk()
-        self.saga.desk = self.desk
-        self._rebuild_desk()
-
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        with self._lock:
-            try:
-                yield
-            except BaseException:
-                self._forget_cache()
-                raise
-
-    def _forget_cache(self) -> None:
-        """Cached aggregates are changed in place: after a failed write they may be ahead."""
-        if self.repository.cache is not None:
-            self.repository.cache.clear()  # type: ignore[attr-defined]
-
-    @retry(retry=retry_if_exception_type(IntegrityError), stop=stop_after_attempt(5),
-           reraise=True)
-    def _change(self, id: UUID, change: Any, *, kind: type[Any] = Account,
-                field: str = "account_id") -> None:
-        """Load, change, save; an optimistic-concurrency conflict reloads and retries."""
-        with self._writing():
+    def _change_once(self, id: UUID, kind: type[T], field: str, change: Callable[[T], None]
+                     ) -> None:
+        if kind is Market:
+            aggregate: Any = self._market() or Market.create(Meta.command("system"))
+        else:
             aggregate = self._get(id, kind, field)
-            change(aggregate)
-            self.save(aggregate)
-
-    @retry(retry=retry_if_exception_type(IntegrityError), stop=stop_after_attempt(5),
-           reraise=True)
-    def _change_market(self, change: Any, meta: Meta) -> None:
-        """Like :meth:`_change` for the Market (the saga runs after, outside the retry)."""
-        with self._writing():
-            market = self._market() or Market.create(meta)
-            change(market)
-            self.save(market)
+        change(aggregate)
+        self.store(aggregate)
 
     def _get(self, id: UUID, kind: type[Any], field: str) -> Any:
-        try:
-            aggregate: Any = self.repository.get(id)
-        except AggregateNotFoundError:
-            raise NotFound(field, "exists", str(id), f"no {kind.__name__.lower()} {id}") from None
+        aggregate = self._find(id)
         if not isinstance(aggregate, kind):
             raise NotFound(field, "exists", str(id), f"no {kind.__name__.lower()} {id}")
         return aggregate
 
-    def _position(self, account_id: UUID, symbol: str) -> Position | None:
+    def _find(self, id: UUID) -> Any:
         try:
-            return self.repository.get(ids.position_id(account_id, symbol))  # type: ignore[no-any-return]
+            return self.repository.get(id)
         except AggregateNotFoundError:
-            return None
-
-    def _cached(self, id: UUID) -> Any:
-        cache = self.repository.cache
-        if cache is None:
-            return None
-        try:
-            return cache.get(id)
-        except KeyError:
             return None
 
     def _open_market(self) -> None:
         """The Market aggregate exists from the start, so no order looks it up in vain."""
         if self._market() is None:
-            with suppress(IntegrityError):  # another process opened it first
-                self.save(Market.create(Meta.command("system", "open-market")))
+            try:
+                self.store(Market.create(Meta.command("system", "open-market")))
+            except IntegrityError:  # another process opened it first
+                pass
 
     def _market(self) -> Market | None:
-        try:
-            return self.repository.get(ids.MARKET_ID)  # type: ignore[no-any-return]
-        except AggregateNotFoundError:
-            return None
+        return self._find(ids.MARKET_ID)  # type: ignore[no-any-return]
 
 
 def _resubmission(existing: Order, r: OrderRequest) -> Placement:

@@ -56,6 +56,16 @@ FINAL_STATUSES = frozenset(
 
 class Order(TradingAggregate):
     class Placed(TradingAggregate.Created):
+        """A client's order, stored with what the command reserved for it.
+
+        Version 2: the command assesses risk once and reserves funds and shares in the
+        same transaction (``reserved_funds``/``reserved_shares``). Version-1 events
+        (before the reservation moved into the command) upcast with both ``None``: the
+        saga then assesses and reserves, as it did when they were stored.
+        """
+
+        class_version = 2
+
         account_id: UUID
         client_order_id: str
         symbol: str
@@ -64,6 +74,13 @@ class Order(TradingAggregate):
         tif: str
         quantity: int
         price: int
+        reserved_funds: int | None
+        reserved_shares: int | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            state["reserved_funds"] = None
+            state["reserved_shares"] = None
 
     class Accepted(TradingAggregate.Event):
         reserved_funds: int
@@ -194,6 +211,8 @@ class Order(TradingAggregate):
         tif: str,
         quantity: int,
         price: int,
+        reserved_funds: int | None = None,
+        reserved_shares: int | None = None,
     ) -> None:
         self.account_id = account_id
         self.client_order_id = client_order_id
@@ -209,8 +228,10 @@ class Order(TradingAggregate):
         self.filled_notional = 0
         self.fees = 0
         self.executions: set[str] = set()
-        self.reserved_funds = 0
-        self.reserved_shares = 0
+        # None: placed before commands reserved (version-1 Placed); the saga reserves
+        self.reserved_at_placement = reserved_funds is not None
+        self.reserved_funds = reserved_funds or 0
+        self.reserved_shares = reserved_shares or 0
         self.engine_order_id = 0
         self.cancel_pending = False
         self.amend_pending = False
@@ -232,6 +253,8 @@ class Order(TradingAggregate):
         quantity: int,
         price: int,
         meta: Meta,
+        reserved_funds: int | None = None,
+        reserved_shares: int | None = None,
     ) -> Order:
         return cls._create(
             cls.Placed,
@@ -244,6 +267,8 @@ class Order(TradingAggregate):
             tif=tif.value,
             quantity=quantity,
             price=price,
+            reserved_funds=reserved_funds,
+            reserved_shares=reserved_shares,
             **meta.fields(),
         )
 

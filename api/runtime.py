@@ -1,9 +1,13 @@
-"""What `tradecore serve` runs in one process (embedded deployment).
+"""What one `tradecore serve` process runs (embedded deployment).
 
-The write model (with its saga and in-process matching), a projector thread following
-the event store into the read models, the order desk that coalesces concurrent order
+The write model (commands), the stages of the order flow as threads (saga, matching,
+projections: :mod:`streams.embedded`), the order intake that coalesces concurrent order
 requests into baskets (one store commit for many orders), and the fan-out of order and
 fill updates to WebSocket clients. The HTTP app (:mod:`api.http`) holds one of these.
+
+With ``tradecore serve --workers N`` every worker process holds one; the stages are
+fenced, so one worker runs each stage and the others take over if it dies, while every
+worker takes commands (optimistic concurrency decides them against the store).
 """
 
 from __future__ import annotations
@@ -20,23 +24,23 @@ from dataclasses import dataclass, field
 from aggregates.application import OrderRequest, Placement, TradingApplication
 from aggregates.errors import DomainError
 from aggregates.instruments import Universe
-from api.wiring import trading_app
+from api.wiring import trading_stages
 from infra.settings import Settings
-from projections.projectors import Lag, Projector, RecorderLog, Update
+from projections.projectors import Lag as ProjectionLag
+from projections.projectors import Projector, Update
 from projections.queries import ReadModels
-from projections.schema import upgrade
-from projections.store import ReadStore, StorePool
+from projections.store import StorePool
+from streams.processor import Lag
 
 log = logging.getLogger("tradecore.runtime")
 
 BASKET_LIMIT = 256
-COALESCE_S = 0.01
 
 
-class OrderDesk:
+class OrderIntake:
     """Coalesces order requests arriving together into baskets (group commit).
 
-    An idle desk sends a lone order at once; under load, every order that arrived while
+    An idle intake sends a lone order at once; under load, every order that arrived while
     the previous basket was being stored goes into the next one. Each order is still
     checked and refused on its own (:meth:`TradingApplication.place_orders`).
     """
@@ -45,7 +49,7 @@ class OrderDesk:
         self.app = app
         self._queue: queue.SimpleQueue[tuple[OrderRequest, Future[Placement]] | None] = (
             queue.SimpleQueue())
-        self._thread = threading.Thread(target=self._run, name="order-desk", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="order-intake", daemon=True)
         self._thread.start()
 
     async def place(self, request: OrderRequest) -> Placement:
@@ -134,77 +138,74 @@ class Broadcaster:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, *, universe: Universe | None = None) -> None:
+    def __init__(self, settings: Settings, *, universe: Universe | None = None,
+                 run_stages: bool = True) -> None:
         self.settings = settings
-        self.app = trading_app(settings, universe=universe)
-        store = ReadStore.from_settings(settings)
-        upgrade(store)
-        self.projector = Projector(store, RecorderLog(self.app.recorder, self.app.mapper),
-                                   batch_size=settings.projection_batch_size)
+        self.stages, store = trading_stages(settings, universe=universe, projector=True)
+        self.app: TradingApplication = self.stages.app
+        self.projector: Projector = self.stages.projections.step  # type: ignore[union-attr]
         self.reads = StorePool(store)
-        self.desk = OrderDesk(self.app)
+        self.intake = OrderIntake(self.app)
         self.broadcaster = Broadcaster()
         self.projector.listeners.append(self.broadcaster.publish)
         self.projector.wants_updates = self.broadcaster.has_clients
         self._progress = threading.Condition()
-        self._positions = self.projector.positions()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self.app.listeners.append(lambda _position: self._wake.set())
-        self._thread = threading.Thread(target=self._follow, name="projector", daemon=True)
-        self.projector_error: BaseException | None = None
+        self.projector.committed.append(self._projected)
+        self.run_stages = run_stages
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        if self.run_stages:
+            self.stages.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        self.desk.stop()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
+        self.intake.stop()
+        self.stages.stop()
         self.reads.close()
         self.projector.store.close()
         self.app.close()
 
-    def _follow(self) -> None:
-        """Project whatever the write model stored; sleep until it stores more."""
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                self.projector.catch_up()
-                self.projector_error = None
-            except Exception as err:  # keep serving; /readyz reports it, next wake retries
-                log.exception("projector failed; retrying")
-                self.projector_error = err
-            with self._progress:
-                self._positions = self.projector.positions()
-                self._progress.notify_all()
-            self._wake.wait(timeout=0.5)
-            # Let a burst of commands land first: one batch for many orders costs far
-            # less than a batch each (read-your-writes waits this much longer).
-            time.sleep(COALESCE_S)
+    @property
+    def projector_error(self) -> BaseException | None:
+        """The first stage of this process that is failing (readiness reports it)."""
+        return next((p.error for p in self.stages.processors if p.error is not None), None)
 
     # -- read-your-writes --------------------------------------------------------------
+    def _projected(self, position: int) -> None:
+        with self._progress:
+            self._progress.notify_all()
+
     @property
     def projected(self) -> int:
-        """The notification every projection has reached (the projector thread's last
-        report: its read-model connection is only ever used by that thread)."""
-        return min(self._positions.values(), default=0)
+        """The notification every projection has reached. In the process that projects
+        that is its own last commit; another worker reads it from the read models."""
+        processor = self.stages.projections
+        assert processor is not None
+        return self.projector.position(fresh=not processor.started)
 
     def head(self) -> int:
         """The newest notification in the event store."""
-        return self.projector.log.head()
+        return self.app.head()
 
     def lags(self) -> list[Lag]:
+        return self.stages.lags()
+
+    def projection_lags(self) -> list[ProjectionLag]:
         head = self.head()
-        return [Lag(name, position, head) for name, position in self._positions.items()]
+        return [ProjectionLag(name, position, head)
+                for name, position in self.projector.positions().items()]
 
     def wait_for(self, position: int, timeout: float) -> bool:
         """Block until every projection has reached ``position``; False on timeout."""
+        deadline = time.monotonic() + timeout
         with self._progress:
-            return self._progress.wait_for(lambda: self.projected >= position, timeout)
+            while self.projected < position:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                # woken by this process's projector; polls when another worker projects
+                self._progress.wait(min(left, 0.01))
+            return True
 
     def read_models(self) -> ReadModels:
         return ReadModels(self.reads.get)

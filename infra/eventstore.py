@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from infra.settings import Settings
+
+
+def postgres_url(settings: Settings) -> str:
+    """A libpq URL for the configured PostgreSQL, every part percent-encoded."""
+    user, password, db = (quote(part, safe="") for part in (
+        settings.postgres_user, settings.postgres_password, settings.postgres_db))
+    return (f"postgresql://{user}:{password}@{settings.postgres_host}:"
+            f"{settings.postgres_port}/{db}")
 
 
 def eventsourcing_env(settings: Settings, *, schema: str | None = None) -> dict[str, str]:

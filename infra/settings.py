@@ -53,8 +53,12 @@ class Settings(BaseSettings):
 
     # --- write model --------------------------------------------------------------
     matching_engine: Literal["reference", "kernel"] = Field(
-        default="reference",
-        description="Matching engine behind the port: pure-Python reference or Numba kernel.",
+        default="kernel",
+        description="Matching stage's engine: the Numba kernel, or the pure-Python reference.",
+    )
+    venue_snapshot_every: int = Field(
+        default=10_000,
+        description="The matching stage snapshots its books every N venue commands.",
     )
     commission_schedule: str = Field(
         default="tiered_online",

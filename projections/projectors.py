@@ -477,7 +477,13 @@ class Lag:
 
 
 class Projector:
-    """Runs projections over the log, one read-model transaction per batch."""
+    """Runs projections over the log, one read-model transaction per batch.
+
+    A step of :class:`streams.processor.TrackedProcessor` (``position``, ``start``,
+    ``process``); ``run_once``/``catch_up``/``rebuild`` drive it directly (CLI).
+    """
+
+    name = "projections"
 
     def __init__(self, store: ReadStore, log: EventLog, *,
                  projections: Sequence[Projection] | None = None, batch_size: int = 2000
@@ -493,6 +499,8 @@ class Projector:
         # has someone to tell (the API's stream sets it to "any client connected").
         self.wants_updates: Callable[[], bool] = lambda: True
         self._positions: dict[str, int] | None = None
+        # Told the position after every committed batch (read-your-writes waits on it).
+        self.committed: list[Callable[[int], None]] = []
 
     # -- where each projection is --------------------------------------------------------
     def positions(self) -> dict[str, int]:
@@ -511,8 +519,11 @@ class Projector:
         found = dict(self.store.fetchall("SELECT name, position FROM projection_tracking"))
         return {p.name: int(found.get(p.name, 0)) for p in self.projections}
 
-    def position(self) -> int:
-        """The notification every projection has reached (what read-your-writes waits on)."""
+    def position(self, key: str = "", fresh: bool = False) -> int:
+        """The notification every projection has reached (what read-your-writes waits on);
+        ``fresh`` reads it again from the database (another process may project)."""
+        if fresh:
+            self._positions = None
         return min(self.positions().values(), default=0)
 
     def status(self) -> list[Lag]:
@@ -525,16 +536,24 @@ class Projector:
 
         ``until(seq, event)`` true stops before that event (``rebuild --until``).
         """
-        positions = self.positions()
-        start = min(positions.values()) + 1
-        batch = self.log.select(start, self.batch_size)
+        batch = self.log.select(self.position() + 1, self.batch_size)
         if until is not None:
             for i, (seq, event) in enumerate(batch):
                 if until(seq, event):
                     batch = batch[:i]
                     break
-        if not batch:
-            return 0
+        if batch:
+            self.process("projections", batch)
+        return len(batch)
+
+    # -- as a step of the tracked processor (streams.processor) --------------------------
+    def start(self, key: str, source: Any) -> None:
+        self.reset_caches()
+
+    def process(self, key: str, batch: list[tuple[int, Any]]) -> None:
+        """Project ``batch`` (the notifications after :meth:`position`, in order) and
+        record each projection's position, in one read-model transaction."""
+        positions = self.positions()
         store = self.store
         wanted = bool(self.listeners) and self.wants_updates()
         for projection in self.projections:
@@ -562,18 +581,19 @@ class Projector:
                     [(name, pos, now) for name, pos in advanced.items()])
         except _Overtaken:  # another projector wrote these projections meanwhile
             self.reset_caches()
-            return self.run_once(until)
+            return
         except BaseException:
             self.reset_caches()
             raise
         self._positions = positions | advanced
+        for hook in self.committed:
+            hook(last)
         updates = [u for p in self.projections for u in p.updates]
         for projection in self.projections:
             projection.updates.clear()
         if updates:
             for listener in self.listeners:
                 listener(updates)
-        return len(batch)
 
     def _still_at(self, positions: dict[str, int]) -> bool:
         """Inside the batch's transaction: have the tracked positions stayed put?

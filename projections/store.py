@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 
 import psycopg
 
+from infra.eventstore import postgres_url
 from infra.settings import Settings
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -154,13 +154,6 @@ class ReadStore:
         if isinstance(stored, datetime):
             return stored.astimezone(UTC)
         return EPOCH + int(stored) * MICROSECOND
-
-
-def postgres_url(settings: Settings) -> str:
-    user, password, db = (quote(part, safe="") for part in (
-        settings.postgres_user, settings.postgres_password, settings.postgres_db))
-    return (f"postgresql://{user}:{password}@{settings.postgres_host}:"
-            f"{settings.postgres_port}/{db}")
 
 
 class StorePool:

@@ -28,7 +28,7 @@ from aggregates.errors import DomainError
 from aggregates.instruments import PRICE_SCALE, Instrument, Universe, round_to_tick
 from aggregates.invariants import check_invariants
 from aggregates.order import Order
-from api.wiring import load_instruments, trading_app
+from api.wiring import load_instruments, stepped_app
 from infra.settings import get_settings
 
 console = Console(width=132)
@@ -61,7 +61,7 @@ def demo(
         updates["matching_engine"] = engine
     settings = settings.model_copy(update=updates)
     universe = load_instruments(settings)
-    app = trading_app(settings, universe=universe)
+    app = stepped_app(settings, universe=universe)
     where = path if settings.persistence == "sqlite" else settings.postgres_db
     console.print(f"[bold]tradecore demo[/] — {len(universe)} instruments from "
                   f"{universe.source or 'bundled file'}; engine={settings.matching_engine}; "

@@ -20,7 +20,7 @@ from aggregates.application import TradingApplication
 from aggregates.base import Meta
 from aggregates.errors import DomainError, RuleViolation
 from aggregates.instruments import PRICE_SCALE
-from api.wiring import trading_app
+from api.wiring import stepped_app
 from infra.settings import get_settings
 
 console = Console(width=140)
@@ -31,7 +31,7 @@ market_app = typer.Typer(no_args_is_help=True, help="Risk halts per symbol; sess
 
 @contextmanager
 def _app() -> Iterator[TradingApplication]:
-    app = trading_app(get_settings())
+    app = stepped_app(get_settings())
     try:
         yield app
     except DomainError as err:

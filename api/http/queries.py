@@ -1,4 +1,4 @@
-"""Query routes over the read models (and the live book from the matching engine).
+"""Query routes over the read models (and the book as the venue publishes it).
 
 Lists are scoped to the caller's accounts; an account-scoped route refuses (403) a
 caller whose token does not cover the account. Every read accepts ``min_position`` to
@@ -176,12 +176,11 @@ def router(context: Context) -> APIRouter:
     @api.get("/market/{symbol}/book", response_model=Book)
     async def book(symbol: SymbolPath, principal: caller,
                    depth: Annotated[int, Query(ge=1, le=50)] = 10) -> Book:
-        """The live order book from the matching engine: top ``depth`` levels a side."""
+        """The book as the venue last published it: top ``depth`` levels a side (the
+        venue publishes its top 10)."""
         levels, last = await asyncio.to_thread(context.rt.app.book, symbol, depth)
         return Book(symbol=symbol, last_price=last,
-                    bids=[Level(price=lv.price, quantity=lv.quantity, orders=lv.orders)
-                          for lv in levels.bids],
-                    asks=[Level(price=lv.price, quantity=lv.quantity, orders=lv.orders)
-                          for lv in levels.asks])
+                    bids=[Level(price=p, quantity=q, orders=n) for p, q, n in levels["bids"]],
+                    asks=[Level(price=p, quantity=q, orders=n) for p, q, n in levels["asks"]])
 
     return api

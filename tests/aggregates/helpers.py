@@ -8,6 +8,7 @@ from uuid import UUID
 from aggregates.application import Placement, TradingApplication
 from aggregates.base import Meta
 from aggregates.instruments import Universe
+from streams.embedded import in_process
 
 _ids = count(1)
 
@@ -16,8 +17,13 @@ def meta(principal: str = "tester") -> Meta:
     return Meta.command(principal)
 
 
-def make_app(env: dict[str, str], universe: Universe, **kwargs: object) -> TradingApplication:
-    return TradingApplication(env, universe=universe, **kwargs)  # type: ignore[arg-type]
+def make_app(env: dict[str, str], universe: Universe, *, engine: str = "kernel",
+             saga_batch_size: int = 256, **kwargs: object) -> TradingApplication:
+    """The write model with its stages run in the caller's thread after every command,
+    so a test sees everything an order set off once the command returns."""
+    app = TradingApplication(env, universe=universe, **kwargs)  # type: ignore[arg-type]
+    in_process(app, engine=engine, saga_batch_size=saga_batch_size)
+    return app
 
 
 def funded(app: TradingApplication, name: str, cash: int = 50_000_000,

@@ -7,15 +7,14 @@ from typing import Any
 
 from aggregates.application import TradingApplication
 from tests.aggregates.helpers import funded, meta
-from tests.aggregates.test_crash_restart import state, steps
+from tests.aggregates.test_crash_restart import open_app, state, steps
 
 
 def test_reference_and_kernel_engines_give_the_same_state(universe: Any, tmp_path: Path) -> None:
     results = []
     for engine in ("reference", "kernel"):
-        app = TradingApplication({"PERSISTENCE_MODULE": "eventsourcing.sqlite",
-                                  "SQLITE_DBNAME": str(tmp_path / f"{engine}.sqlite")},
-                                 universe=universe, engine=engine)
+        app = open_app({"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                        "SQLITE_DBNAME": str(tmp_path / f"{engine}.sqlite")}, universe, engine)
         for step in steps(app):
             step()
         results.append(state(app))
