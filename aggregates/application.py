@@ -18,7 +18,7 @@ Everything after that (routing, matching, fills, settlement) is done by the stag
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
@@ -66,6 +66,7 @@ class OrderRequest:
 class Placement:
     order_id: UUID
     created: bool  # False: an identical resubmission of an existing client order id
+    position: int = 0  # the log position of the basket that stored it (0: not stored now)
 
 
 class TradingApplication(Application[UUID]):
@@ -90,7 +91,7 @@ class TradingApplication(Application[UUID]):
         schedule: CommissionSchedule | str = DEFAULT_SCHEDULE,
         snapshot_interval: int = 200,
     ) -> None:
-        self.snapshotting_intervals = (
+        self.snapshotting_intervals = (  # type: ignore[misc]
             {kind: snapshot_interval for kind in self.snapshotting_intervals}
             if snapshot_interval else {})
         super().__init__(env)
@@ -173,13 +174,13 @@ class TradingApplication(Application[UUID]):
         for _attempt in range(50):
             outcomes, changed = self._decide(requests, look_up)
             try:
-                if changed:
-                    self.store(*changed)
+                position = self.store(*changed) if changed else 0
             except IntegrityError:
                 look_up = True
                 continue
             self._after_command()
-            return outcomes
+            return [replace(o, position=position) if isinstance(o, Placement) and o.created
+                    else o for o in outcomes]
         raise Conflict("account_id", "decided within 50 attempts", None,
                        "too many concurrent writers on the same accounts; retry")
 
@@ -323,11 +324,15 @@ class TradingApplication(Application[UUID]):
         return int(self.recorder.max_notification_id() or 0)
 
     # == storing ==========================================================================
-    def store(self, *aggregates: TradingAggregate) -> None:
-        """Save, then tell this process's listeners how far the log now reaches."""
+    def store(self, *aggregates: TradingAggregate) -> int:
+        """Save, then tell this process's listeners how far the log now reaches; the
+        position of the last event stored."""
         recordings = self.save(*aggregates)
-        if recordings:
-            self.published(recordings[-1].notification.id)
+        if not recordings:
+            return 0
+        position = int(recordings[-1].notification.id)
+        self.published(position)
+        return position
 
     def published(self, position: int) -> None:
         """Something in this process stored events up to ``position``."""

@@ -376,7 +376,9 @@ class Order(TradingAggregate):
         self._record(self.Expired, meta, quantity=quantity)
 
     def request_amend(self, quantity: int, price: int, meta: Meta) -> None:
-        self._require(OPEN_STATUSES, "amend")
+        # A placed order may be amended before it reaches the venue: the saga follows
+        # the log in order, so the amend is routed after the order itself.
+        self._require(OPEN_STATUSES | {OrderStatus.PLACED, OrderStatus.ACCEPTED}, "amend")
         if self.cancel_pending or self.amend_pending:
             raise Conflict("status", "no amend while a cancel or amend is pending",
                            self.status.value)

@@ -143,6 +143,7 @@ class Runtime:
         self.settings = settings
         self.stages, store = trading_stages(settings, universe=universe, projector=True)
         self.app: TradingApplication = self.stages.app
+        assert store is not None and isinstance(self.stages.projections.step, Projector)  # type: ignore[union-attr]
         self.projector: Projector = self.stages.projections.step  # type: ignore[union-attr]
         self.reads = StorePool(store)
         self.intake = OrderIntake(self.app)
@@ -206,6 +207,19 @@ class Runtime:
                 # woken by this process's projector; polls when another worker projects
                 self._progress.wait(min(left, 0.01))
             return True
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every stage has nothing waiting and the read models hold the whole
+        log (tests, scripts, shutdown); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            head = self.head()
+            if (all(lag.behind == 0 for lag in self.lags())
+                    and self.wait_for(head, max(deadline - time.monotonic(), 0))
+                    and self.head() == head):
+                return True
+            time.sleep(0.01)
+        return False
 
     def read_models(self) -> ReadModels:
         return ReadModels(self.reads.get)

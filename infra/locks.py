@@ -18,7 +18,7 @@ import os
 import threading
 import zlib
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from infra.settings import Settings
 
@@ -83,8 +83,8 @@ class FileFence:
 class LocalFence:
     """For stores that live in one process (``:memory:``)."""
 
-    _locks: dict[str, threading.Lock] = {}
-    _guard = threading.Lock()
+    _locks: ClassVar[dict[str, threading.Lock]] = {}
+    _guard: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -124,9 +124,9 @@ class TrackedProcessor:
     def open(self, *, blocking: bool = True, timeout: float = -1) -> bool:
         """Take the fence (waiting for another holder unless ``blocking`` is false) and
         rebuild the step's memory; False when the fence is held elsewhere."""
-        if self.fence is not None and not self.fence.held:
-            if not self.fence.acquire(blocking, timeout):
-                return False
+        if (self.fence is not None and not self.fence.held
+                and not self.fence.acquire(blocking, timeout)):
+            return False
         self.step.start(self.key, self.source)
         self.started = True
         return True

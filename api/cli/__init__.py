@@ -7,7 +7,7 @@ import typer
 from api.cli import auth, model
 from api.cli.demo import demo
 from api.cli.readmodels import db_app, projections_app
-from api.cli.serve import serve
+from api.cli.serve import serve, worker
 from api.cli.trading import account_app, events, market_app, order_app
 
 app = typer.Typer(
@@ -23,7 +23,8 @@ app.add_typer(account_app, name="account")
 app.add_typer(order_app, name="order")
 app.add_typer(market_app, name="market")
 app.command(help="The audit trail of one aggregate.")(events)
-app.command(help="Serve the HTTP API with engine, saga and projectors in one process.")(serve)
+app.command(help="Serve the HTTP API with the saga, matching and projection stages.")(serve)
+app.command(help="Run one stage of the order flow (saga, matching, projections) alone.")(worker)
 app.add_typer(db_app, name="db")
 app.add_typer(projections_app, name="projections")
 app.add_typer(auth.app, name="auth", help="Issue tokens and rotate signing keys.")

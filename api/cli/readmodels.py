@@ -8,10 +8,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from api.wiring import event_log, read_store
+from api.wiring import event_log, read_store, trading_stages
 from infra.settings import get_settings
 from projections.projectors import (
     Projector,
+    RecorderLog,
     all_projections,
     select,
     until_position,
@@ -68,17 +69,22 @@ def db_retention(days: int = typer.Option(..., min=1, help="Keep this many days.
 
 @projections_app.command("status")
 def projections_status() -> None:
-    """Each projection's position in the event log and how far behind it is."""
+    """Each stage's and projection's position in the event log and how far behind it is."""
     settings = get_settings()
     store = read_store(settings)
-    log, close = event_log(settings)
+    stages, _ = trading_stages(settings)
+    log = RecorderLog(stages.app.recorder, stages.app.mapper)
     try:
+        table = Table("stage", "position", "waiting inputs")
+        for stage in stages.lags():
+            table.add_row(stage.name, str(stage.position), str(stage.behind))
+        console.print(table)
         table = Table("projection", "position", "head", "lag")
         for lag in Projector(store, log).status():
             table.add_row(lag.name, str(lag.position), str(lag.head), str(lag.behind))
         console.print(table)
     finally:
-        close()
+        stages.app.close()
         store.close()
 
 

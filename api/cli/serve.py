@@ -1,21 +1,75 @@
-"""`tradecore serve`: the whole embedded deployment in one process behind uvicorn."""
+"""`tradecore serve`: the HTTP API with the stages of the order flow, in one process or
+several (``--workers N``: N HTTP processes over one store; the stages are fenced, so
+each runs in exactly one of them and another takes over if that one dies).
+
+`tradecore worker <stage>`: one stage alone in the foreground (saga, matching or
+projections), for deployments that run the stages as their own processes.
+"""
 
 from __future__ import annotations
 
+import signal
+import threading
+
 import typer
 import uvicorn
+from fastapi import FastAPI
 
 from api.http import create_app
 from infra.settings import get_settings
 
 
+def app_factory() -> FastAPI:
+    """The app built from the environment (each uvicorn worker process calls this)."""
+    return create_app(get_settings())
+
+
 def serve(
     host: str = typer.Option(None, help="Listen address (default TRADECORE_API_HOST)."),
     port: int = typer.Option(None, help="Port (default TRADECORE_API_PORT)."),
+    workers: int = typer.Option(1, min=1, max=64, help="HTTP worker processes over one store."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
-    """Run the command and query API with the engine, saga and projectors in one process."""
+    """Run the command and query API with the saga, matching and projection stages."""
     settings = get_settings()
-    app = create_app(settings)
-    uvicorn.run(app, host=host or settings.api_host, port=port or settings.api_port,
-                log_level=log_level, access_log=False)
+    host, port = host or settings.api_host, port or settings.api_port
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
+                    access_log=False)
+    else:
+        uvicorn.run("api.cli.serve:app_factory", factory=True, workers=workers, host=host,
+                    port=port, log_level=log_level, access_log=False)
+
+
+STAGES = ("saga", "matching", "projections")
+
+
+def worker(stage: str = typer.Argument(..., help=f"One of: {', '.join(STAGES)}.")) -> None:
+    """Run one stage of the order flow in this process until SIGTERM/SIGINT (it waits for
+    its fence while another process runs the same stage)."""
+    from api.wiring import trading_stages
+
+    if stage not in STAGES:
+        typer.echo(f"refused: stage={stage!r} breaks rule 'one of {', '.join(STAGES)}'",
+                   err=True)
+        raise typer.Exit(2)
+    settings = get_settings()
+    stages, store = trading_stages(settings, projector=stage == "projections")
+    processor = {"saga": stages.saga, "matching": stages.matching,
+                 "projections": stages.projections}[stage]
+    assert processor is not None
+    stop = threading.Event()
+    def stopping(*_: object) -> None:
+        stop.set()
+        stages.signal.raise_()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stopping)
+    typer.echo(f"worker {processor.key}: waiting for its fence, then following the log")
+    try:
+        processor.run(stop)  # drains the batch in hand, then returns
+    finally:
+        stages.app.close()
+        if store is not None:
+            store.close()
+    typer.echo(f"worker {processor.key}: stopped at {processor.step.position(processor.key)}")

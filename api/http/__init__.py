@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from aggregates.instruments import Universe
 from api.http import commands, queries, stream
 from api.http.deps import Context
-from api.http.models import Health, ProjectionLag
+from api.http.models import Health, ProjectionLag, StageLag
 from api.limits import BodySizeLimit, RateLimiter
 from api.problems import install_problem_handlers, problem_response
 from api.runtime import Runtime
@@ -34,6 +34,8 @@ LATENCY = Histogram("tradecore_http_request_seconds", "HTTP request latency",
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
 PROJECTION_LAG = Gauge("tradecore_projection_lag_events",
                        "Notifications stored but not yet projected", ["projection"])
+STAGE_LAG = Gauge("tradecore_stage_lag_events",
+                  "Inputs waiting for a stage of the order flow", ["stage"])
 
 
 def create_app(settings: Settings, *, universe: Universe | None = None) -> FastAPI:
@@ -76,26 +78,32 @@ def create_app(settings: Settings, *, universe: Universe | None = None) -> FastA
     @app.get("/readyz", response_model=Health, tags=["operations"],
              responses={503: {"description": "Not ready", "model": Health}})
     def readyz(response: Response) -> Health:
-        """Ready when the write model is open and the projector is not failing."""
+        """Ready when the write model is open and no stage of this process is failing;
+        lists every stage's and projection's real lag."""
         runtime = context.runtime
         if runtime is None:
             response.status_code = 503
             return Health(status="starting")
+        stages = [StageLag(name=lag.name, position=lag.position, behind=lag.behind,
+                           running=lag.running, error=lag.error) for lag in runtime.lags()]
         lags = [ProjectionLag(name=lag.name, position=lag.position, head=lag.head,
-                              behind=lag.behind) for lag in runtime.lags()]
-        if runtime.projector_error is not None:
+                              behind=lag.behind) for lag in runtime.projection_lags()]
+        failing = [stage for stage in stages if stage.error]
+        if failing:
             response.status_code = 503
-            return Health(status=f"projector failing: {runtime.projector_error}",
-                          projections=lags)
-        return Health(status="ready", projections=lags)
+            return Health(status=f"stage {failing[0].name} failing: {failing[0].error}",
+                          projections=lags, stages=stages)
+        return Health(status="ready", projections=lags, stages=stages)
 
     @app.get("/metrics", tags=["operations"], response_class=Response,
              responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
     def metrics() -> Response:
-        """Prometheus metrics (requests, latency, projection lag)."""
+        """Prometheus metrics (requests, latency, stage and projection lag)."""
         if context.runtime is not None:
-            for lag in context.runtime.lags():
+            for lag in context.runtime.projection_lags():
                 PROJECTION_LAG.labels(lag.name).set(lag.behind)
+            for stage in context.runtime.lags():
+                STAGE_LAG.labels(stage.name).set(stage.behind)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

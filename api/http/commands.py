@@ -122,16 +122,20 @@ def router(context: Context) -> APIRouter:
             raise RuleViolation("Idempotency-Key", "equals client_order_id when both are given",
                                 idempotency_key)
         runtime = context.rt
-        placement = await runtime.desk.place(OrderRequest(
+        placement = await runtime.intake.place(OrderRequest(
             account_id=body.account_id, client_order_id=client_order_id, symbol=body.symbol,
             side=body.side, quantity=body.quantity, price=body.price,
             order_type=body.order_type, tif=body.tif, meta=meta(principal)))
         if not placement.created:
             response.status_code = 200
-        order = runtime.app.get_order(placement.order_id)
-        return Accepted(position=runtime.app.log_position, status=order.status.value,
-                        order_id=placement.order_id, account_id=body.account_id,
-                        created=placement.created)
+        # Answered once the order and its reservation are stored: matching and
+        # settlement follow on the stages; fills reach the client on /v1/stream and the
+        # queries (min_position = this position gives read-your-writes).
+        status = "placed" if placement.created else (
+            await asyncio.to_thread(runtime.app.get_order, placement.order_id)).status.value
+        return Accepted(position=placement.position or runtime.app.log_position,
+                        status=status, order_id=placement.order_id,
+                        account_id=body.account_id, created=placement.created)
 
     def tradeable_order(principal: Principal, order_id: UUID) -> None:
         app = context.rt.app

@@ -235,6 +235,17 @@ class ProjectionLag(BaseModel):
     behind: int
 
 
+class StageLag(BaseModel):
+    """A stage of the order flow: its tracked input position and the inputs waiting."""
+
+    name: str = Field(description="stage@source:partition, e.g. saga@trading:0")
+    position: int
+    behind: int
+    running: bool = Field(description="this process runs it (else another process does)")
+    error: str | None = None
+
+
 class Health(BaseModel):
     status: str
     projections: list[ProjectionLag] = []
+    stages: list[StageLag] = []

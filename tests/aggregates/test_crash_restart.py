@@ -12,8 +12,8 @@ from aggregates.account import Account
 from aggregates.application import TradingApplication
 from aggregates.order import Order
 from aggregates.position import Position
-from tests.aggregates.helpers import meta
 from streams.embedded import in_process
+from tests.aggregates.helpers import meta
 from tests.conftest import postgres_env
 
 UNIVERSE_SYMBOL = "7203"

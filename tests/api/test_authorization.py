@@ -107,7 +107,7 @@ class World:
     def settle(self) -> None:
         """Wait until the read models hold everything stored so far."""
         runtime = self.server.runtime
-        assert runtime.wait_for(self.server.stored_events(), WAIT_S), "projector stalled"
+        assert runtime.wait_idle(WAIT_S), "stages or projector stalled"
 
     def state(self) -> dict[str, Any]:
         """Everything a refused call must leave alone."""

@@ -8,6 +8,7 @@ their own orders and fills only; a restart on the same files carries on where it
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -46,6 +47,25 @@ def receive(socket: Any, count: int) -> list[dict[str, Any]]:
     return [json.loads(socket.recv(timeout=10)) for _ in range(count)]
 
 
+def receive_until(socket: Any, found: Any, timeout: float) -> list[dict[str, Any]]:
+    """Messages up to and including the first that ``found`` accepts."""
+    deadline = time.monotonic() + timeout
+    seen: list[dict[str, Any]] = []
+    while not seen or not found(seen[-1]):
+        seen.append(json.loads(socket.recv(timeout=max(deadline - time.monotonic(), 0.01))))
+    return seen
+
+
+def drain(socket: Any, quiet_s: float = 0.5) -> list[dict[str, Any]]:
+    """Whatever arrives until the stream is quiet for ``quiet_s``."""
+    seen: list[dict[str, Any]] = []
+    while True:
+        try:
+            seen.append(json.loads(socket.recv(timeout=quiet_s)))
+        except TimeoutError:
+            return seen
+
+
 def test_a_crossed_order_through_http(tmp_path: Path) -> None:
     with live_server(tmp_path) as server:
         universe = server.runtime.app.universe
@@ -65,13 +85,18 @@ def test_a_crossed_order_through_http(tmp_path: Path) -> None:
                           headers=as_bob)
             assert r.status_code == 201, r.text
             bob_order = r.json()["order_id"]
-            assert r.json()["status"] == "working"
+            # answered once the order and its reservation are stored, before matching
+            assert r.json()["status"] == "placed"
             r = http.post("/v1/orders", json=order(alice, symbol, "buy", 100, price),
                           headers={**as_alice, "Idempotency-Key": "a-1"})
             assert r.status_code == 201, r.text
             placed = r.json()
-            assert placed["status"] == "filled" and placed["created"] is True
+            assert placed["status"] == "placed" and placed["created"] is True
             assert int(r.headers["RateLimit-Remaining"]) >= 0
+            # the fill reaches alice on her stream, without asking
+            seen = receive_until(alice_stream, lambda m: m["kind"] == "fill", 10)
+            assert seen[-1]["data"]["order_id"] == placed["order_id"]
+            assert server.runtime.wait_idle(10)
 
             # the same key and terms again: the same order, nothing new stored
             before = server.stored_events()
@@ -88,8 +113,11 @@ def test_a_crossed_order_through_http(tmp_path: Path) -> None:
             assert clash.json()["field"] == "client_order_id"
             assert server.stored_events() == before
 
-            # read-your-writes: wait for the order's own position
-            wait = {"min_position": placed["position"]}
+            # read-your-writes: the order's own position; then all that followed it
+            got = http.get(f"/v1/orders/{placed['order_id']}",
+                           params={"min_position": placed["position"]}, headers=as_alice)
+            assert got.status_code == 200 and got.json()["client_order_id"] == "a-1"
+            wait = {"min_position": server.stored_events()}
             got = http.get(f"/v1/orders/{placed['order_id']}", params=wait, headers=as_alice)
             assert got.status_code == 200, got.text
             detail = got.json()
@@ -128,14 +156,15 @@ def test_a_crossed_order_through_http(tmp_path: Path) -> None:
             assert book["last_price"] == price
 
             # alice's stream: her order's updates and her fill, never bob's
-            seen = receive(alice_stream, 5)
+            seen += drain(alice_stream)
             assert all(m["data"]["account_id"] == str(alice) for m in seen)
             assert {m["kind"] for m in seen} == {"order", "fill"}
 
             # bob cancels what is left; a position past the log's head is refused
             r = http.delete(f"/v1/orders/{bob_order}", headers=as_bob)
-            assert r.status_code == 202 and r.json()["status"] == "cancelled"
-            bob_orders = http.get("/v1/orders", params={"min_position": r.json()["position"]},
+            assert r.status_code == 202, r.text
+            assert server.runtime.wait_idle(10)
+            bob_orders = http.get("/v1/orders", params={"min_position": server.stored_events()},
                                   headers=as_bob).json()["items"]
             assert [(o["status"], o["filled_quantity"]) for o in bob_orders] == [
                 ("cancelled", 100)]

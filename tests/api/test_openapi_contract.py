@@ -407,7 +407,7 @@ BAD = _bad_cases()
 @pytest.mark.parametrize("name", list(BAD))
 def test_bad_body_is_refused_naming_the_field(world: World, name: str) -> None:
     bad = BAD[name]
-    assert world.server.runtime.wait_for(world.server.stored_events(), 15)
+    assert world.server.runtime.wait_idle(15)
     before = world.server.stored_events()
     headers = {**world.headers(Role.admin), "Content-Type": "application/json"}
     response = world.http.request(bad.method, bad.path(world), content=bad.content(world),
