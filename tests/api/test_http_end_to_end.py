@@ -266,9 +266,10 @@ def test_the_distributed_stores_serve_the_same_flow(tmp_path: Path) -> None:
         placed = http.post("/v1/orders", json=order(alice, symbol, "buy", 100, price,
                                                     client_order_id="b"),
                            headers=server.auth(Role.trader, [alice])).json()
-        assert placed["status"] == "filled"
+        assert placed["status"] == "placed"
+        assert server.runtime.wait_idle(15)
         pnl = http.get(f"/v1/accounts/{alice}/pnl",
-                       params={"min_position": placed["position"], "bucket": "1m"},
+                       params={"min_position": server.stored_events(), "bucket": "1m"},
                        headers=server.auth(Role.viewer, [alice])).json()
         assert pnl and pnl[-1]["fees"] > 0
         bars = http.get(f"/v1/market/{symbol}/bars", params={"bucket": "5m"},
