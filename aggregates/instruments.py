@@ -316,8 +316,8 @@ class Session(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class _Hours:
-    """One era of TSE trading hours; intervals are half-open [start, end)."""
+class TradingHours:
+    """One era of TSE trading hours (JST); intervals are half-open [start, end)."""
 
     since: date
     pre_open: time
@@ -327,20 +327,34 @@ class _Hours:
     closing_auction: time | None  # start of the closing call period, if any
     afternoon_close: time
 
+    def describe(self) -> str:
+        """The two sessions as people write them: ``09:00-11:30, 12:30-15:30 JST``."""
+
+        def hm(t: time) -> str:
+            return t.strftime("%H:%M")
+
+        return (
+            f"{hm(self.morning_open)}-{hm(self.morning_close)}, "
+            f"{hm(self.afternoon_open)}-{hm(self.afternoon_close)} JST"
+        )
+
 
 # Oldest first. 2011-11-21: the morning session was extended from 11:00 to 11:30.
 # 2024-11-05: the afternoon session was extended to 15:30 with a closing auction
 # (order acceptance for the close) from 15:25.
-_HOURS: Final[tuple[_Hours, ...]] = (
-    _Hours(date.min, time(8), time(9), time(11), time(12, 30), None, time(15)),
-    _Hours(date(2011, 11, 21), time(8), time(9), time(11, 30), time(12, 30), None, time(15)),
-    _Hours(
+_HOURS: Final[tuple[TradingHours, ...]] = (
+    TradingHours(date.min, time(8), time(9), time(11), time(12, 30), None, time(15)),
+    TradingHours(
+        date(2011, 11, 21), time(8), time(9), time(11, 30), time(12, 30), None, time(15)
+    ),
+    TradingHours(
         date(2024, 11, 5), time(8), time(9), time(11, 30), time(12, 30), time(15, 25), time(15, 30)
     ),
 )
 
 
-def _hours_on(day: date) -> _Hours:
+def trading_hours(day: date) -> TradingHours:
+    """The TSE hours in force on ``day`` (a JST date)."""
     current = _HOURS[0]
     for era in _HOURS:
         if day >= era.since:
@@ -375,7 +389,7 @@ def session_at(moment: datetime, holidays: frozenset[date] = frozenset()) -> Ses
     local = _tokyo(moment)
     if not is_trading_day(local.date(), holidays):
         return Session.CLOSED
-    hours = _hours_on(local.date())
+    hours = trading_hours(local.date())
     now = local.time()
     if hours.pre_open <= now < hours.morning_open:
         return Session.PRE_OPEN
@@ -392,7 +406,7 @@ def is_closing_auction(moment: datetime, holidays: frozenset[date] = frozenset()
     """Whether ``moment`` is in the closing call period (15:25-15:30 since 2024-11-05),
     when orders are collected for the closing auction and nothing trades continuously."""
     local = _tokyo(moment)
-    hours = _hours_on(local.date())
+    hours = trading_hours(local.date())
     return (
         hours.closing_auction is not None
         and session_at(local, holidays) is Session.AFTERNOON
