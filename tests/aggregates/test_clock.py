@@ -75,19 +75,33 @@ def _session(clock: SimulatedClock) -> list[Any]:
         return Meta.command("alice", command_id, at=clock.now())
 
     market = Market.create(meta("open-market"))
-    account = Account.open(ACCOUNT, name="alice", owner="alice", allow_short=False,
-                           meta=meta("open"))
+    account = Account.open(
+        ACCOUNT, name="alice", owner="alice", allow_short=False, meta=meta("open")
+    )
     account.deposit(1_000_000, meta("deposit"))
-    order = Order.place(ORDER, account_id=ACCOUNT, client_order_id="c1", symbol="7203",
-                        side=Side.BUY, order_type=OrderType.LIMIT, tif=TimeInForce.DAY,
-                        quantity=100, price=28_000, meta=meta("place"))
+    order = Order.place(
+        ORDER,
+        account_id=ACCOUNT,
+        client_order_id="c1",
+        symbol="7203",
+        side=Side.BUY,
+        order_type=OrderType.LIMIT,
+        tif=TimeInForce.DAY,
+        quantity=100,
+        price=28_000,
+        meta=meta("place"),
+    )
     account.reserve(ORDER, 281_000, meta("reserve"))
     step = Meta.caused_by(order.pending_events[-1], "risk", at=clock.advance(0.001))
     order.accept(281_000, 0, step)
     position = Position.open(POSITION, account_id=ACCOUNT, symbol="7203", meta=meta("pos"))
     market.halt("7203", "test", meta("halt"))
-    return [*market.collect_events(), *account.collect_events(), *order.collect_events(),
-            *position.collect_events()]
+    return [
+        *market.collect_events(),
+        *account.collect_events(),
+        *order.collect_events(),
+        *position.collect_events(),
+    ]
 
 
 def test_events_take_exactly_the_simulated_clock_time() -> None:
@@ -96,11 +110,21 @@ def test_events_take_exactly_the_simulated_clock_time() -> None:
     account = Account.open(ACCOUNT, name="alice", owner="alice", allow_short=False, meta=meta)
     clock.advance(timedelta(hours=3))
     account.deposit(5_000, Meta.command("alice", "deposit", at=clock.now()))
-    order = Order.place(ORDER, account_id=ACCOUNT, client_order_id="c1", symbol="7203",
-                        side=Side.BUY, order_type=OrderType.LIMIT, tif=TimeInForce.DAY,
-                        quantity=100, price=28_000, meta=Meta.command("alice", at=clock.now()))
-    position = Position.open(POSITION, account_id=ACCOUNT, symbol="7203",
-                             meta=Meta.command("alice", at=START))
+    order = Order.place(
+        ORDER,
+        account_id=ACCOUNT,
+        client_order_id="c1",
+        symbol="7203",
+        side=Side.BUY,
+        order_type=OrderType.LIMIT,
+        tif=TimeInForce.DAY,
+        quantity=100,
+        price=28_000,
+        meta=Meta.command("alice", at=clock.now()),
+    )
+    position = Position.open(
+        POSITION, account_id=ACCOUNT, symbol="7203", meta=Meta.command("alice", at=START)
+    )
     market = Market.create(Meta.command("ops", at=START + timedelta(days=1)))
 
     opened, deposited = account.collect_events()
@@ -115,8 +139,7 @@ def test_events_take_exactly_the_simulated_clock_time() -> None:
 
 def test_without_a_moment_events_get_the_system_time() -> None:
     before = datetime.now(UTC)
-    account = Account.open(ACCOUNT, name="a", owner="a", allow_short=False,
-                           meta=Meta.command("a"))
+    account = Account.open(ACCOUNT, name="a", owner="a", allow_short=False, meta=Meta.command("a"))
     account.deposit(1, Meta.command("a"))
     for event in account.collect_events():
         assert before <= event.timestamp <= datetime.now(UTC)
@@ -135,8 +158,13 @@ def test_two_runs_with_the_same_clock_and_command_ids_give_identical_events() ->
 def test_stored_and_reloaded_events_keep_the_clock_time() -> None:
     clock = SimulatedClock(START)
     app: Application[UUID] = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    account = Account.open(ACCOUNT, name="alice", owner="alice", allow_short=False,
-                           meta=Meta.command("alice", "open", at=clock.now()))
+    account = Account.open(
+        ACCOUNT,
+        name="alice",
+        owner="alice",
+        allow_short=False,
+        meta=Meta.command("alice", "open", at=clock.now()),
+    )
     account.deposit(5_000, Meta.command("alice", "d", at=clock.advance(60)))
     app.save(account)
     stored: list[Any] = list(app.events.get(ACCOUNT))

@@ -66,8 +66,12 @@ def test_orders_outside_the_session_are_refused_naming_rule_and_time(
 
 
 def test_weekends_and_the_year_end_break_are_not_trading_days() -> None:
-    for day, weekday in ((date(2025, 1, 4), "Saturday"), (date(2025, 1, 5), "Sunday"),
-                         (date(2024, 12, 31), "Tuesday"), (date(2025, 1, 3), "Friday")):
+    for day, weekday in (
+        (date(2025, 1, 4), "Saturday"),
+        (date(2025, 1, 5), "Sunday"),
+        (date(2024, 12, 31), "Tuesday"),
+        (date(2025, 1, 3), "Friday"),
+    ):
         with pytest.raises(RiskRejection) as error:
             check_session("7203", jst(day, 10), "enforce")
         assert f"{day.isoformat()} ({weekday}) is not a TSE trading day" in str(error.value)
@@ -78,8 +82,9 @@ def test_holidays_given_by_the_caller_are_closed() -> None:
     coming_of_age_day = date(2025, 1, 13)
     check_session("7203", jst(coming_of_age_day, 10), "enforce")  # not known by default
     with pytest.raises(RiskRejection, match="not a TSE trading day"):
-        check_session("7203", jst(coming_of_age_day, 10), "enforce",
-                      holidays=frozenset({coming_of_age_day}))
+        check_session(
+            "7203", jst(coming_of_age_day, 10), "enforce", holidays=frozenset({coming_of_age_day})
+        )
 
 
 def test_the_rule_names_the_hours_in_force_that_day() -> None:
@@ -107,19 +112,29 @@ def test_ignore_checks_nothing_and_bad_settings_or_naive_times_are_refused() -> 
 
 
 def _funded() -> Account:
-    account = Account.open(UUID(int=7), name="desk", owner="desk", allow_short=False,
-                           meta=Meta.command("t"))
+    account = Account.open(
+        UUID(int=7), name="desk", owner="desk", allow_short=False, meta=Meta.command("t")
+    )
     account.deposit(100_000_000, Meta.command("t"))
     return account
 
 
 def _assess(universe: Universe, **kwargs: object) -> object:
     instrument = universe.get("7203")
-    terms = OrderTerms("7203", Side.BUY, OrderType.LIMIT, TimeInForce.DAY, 100,
-                       instrument.base_price)
-    return assess(terms, instrument=instrument, account=_funded(), position=None,
-                  last_price=None, symbol_halted=False, limits=RiskLimits(),
-                  schedule=SCHEDULES["tiered_online"], **kwargs)  # type: ignore[arg-type]
+    terms = OrderTerms(
+        "7203", Side.BUY, OrderType.LIMIT, TimeInForce.DAY, 100, instrument.base_price
+    )
+    return assess(
+        terms,
+        instrument=instrument,
+        account=_funded(),
+        position=None,
+        last_price=None,
+        symbol_halted=False,
+        limits=RiskLimits(),
+        schedule=SCHEDULES["tiered_online"],
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 def test_assess_checks_the_session_only_when_told(universe: Universe) -> None:

@@ -26,14 +26,30 @@ def test_without_files_the_bundled_universe(tmp_path: Path) -> None:
 def test_with_files_the_listed_stocks_at_their_last_close(tmp_path: Path) -> None:
     jquants = tmp_path / "jquants"
     jquants.mkdir()
-    (jquants / "listed_info.json").write_text(json.dumps({"info": [
-        {"Code": "72030", "CompanyNameEnglish": "TOYOTA", "Sector33Code": "3700",
-         "ScaleCategory": "TOPIX Core30"},
-        {"Code": "31970", "CompanyName": "SKYLARK", "Sector33Code": "6100",
-         "ScaleCategory": "TOPIX Mid400"},
-    ]}))
-    quotes = ("Date,Code,Close,AdjustmentClose\n2015-01-05,72030,7050.0,7050.0\n"
-              "2015-01-06,72030,6990.5,6990.5\n2015-01-06,31970,1001.0,1001.0\n")
+    (jquants / "listed_info.json").write_text(
+        json.dumps(
+            {
+                "info": [
+                    {
+                        "Code": "72030",
+                        "CompanyNameEnglish": "TOYOTA",
+                        "Sector33Code": "3700",
+                        "ScaleCategory": "TOPIX Core30",
+                    },
+                    {
+                        "Code": "31970",
+                        "CompanyName": "SKYLARK",
+                        "Sector33Code": "6100",
+                        "ScaleCategory": "TOPIX Mid400",
+                    },
+                ]
+            }
+        )
+    )
+    quotes = (
+        "Date,Code,Close,AdjustmentClose\n2015-01-05,72030,7050.0,7050.0\n"
+        "2015-01-06,72030,6990.5,6990.5\n2015-01-06,31970,1001.0,1001.0\n"
+    )
     (jquants / "daily_quotes.csv.gz").write_bytes(gzip.compress(quotes.encode()))
 
     universe = load_instruments(Settings(data_dir=tmp_path))
