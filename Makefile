@@ -35,6 +35,7 @@ db-stop:
 
 test: install db-start
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy aggregates kernels streams inference projections api infra
 	$(BIN)/pytest -q --hypothesis-profile=ci
 
@@ -43,6 +44,7 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check .
 
 typecheck: install

@@ -100,8 +100,8 @@ class Account(TradingAggregate, Holds):
     def open(cls, id: UUID, *, name: str, owner: str, allow_short: bool, meta: Meta) -> Account:
         if not name or len(name) > 64:
             raise RuleViolation("name", "1..64 characters", name)
-        return cls._create(
-            cls.Opened, id=id, name=name, owner=owner, allow_short=allow_short, **meta.fields()
+        return cls._create_with(
+            cls.Opened, meta, id=id, name=name, owner=owner, allow_short=allow_short
         )
 
     # -- queries --------------------------------------------------------------------
@@ -139,9 +139,6 @@ class Account(TradingAggregate, Holds):
         amount = min(amount, self.reserved_for(order_id))
         if amount > 0:
             self._record(self.FundsReleased, meta, order_id=order_id, amount=amount)
-
-    def release_all(self, order_id: UUID, meta: Meta) -> None:
-        self.release(order_id, self.reserved_for(order_id), meta)
 
     def settle_buy(
         self, order_id: UUID, execution_id: str, notional: int, fee: int, meta: Meta

@@ -21,15 +21,13 @@ closing auction from 15:25). See ``docs/instruments.md``.
 from __future__ import annotations
 
 import bisect
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from pathlib import Path
-from typing import ClassVar, Final, Literal
+from typing import ClassVar, Final, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from aggregates.errors import NotFound, RuleViolation
@@ -46,8 +44,6 @@ PRICE_CEILING: Final[int] = 2**63 - 1
 bands in int64 arrays can store it. Real grids are clipped to the day's price limits."""
 
 TOKYO: Final[ZoneInfo] = ZoneInfo("Asia/Tokyo")
-
-BUNDLED_UNIVERSE: Final[Path] = Path(__file__).with_name("universe_small.json")
 
 # --------------------------------------------------------------------------------------
 # errors
@@ -316,8 +312,8 @@ class Session(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class _Hours:
-    """One era of TSE trading hours; intervals are half-open [start, end)."""
+class TradingHours:
+    """One era of TSE trading hours (JST); intervals are half-open [start, end)."""
 
     since: date
     pre_open: time
@@ -327,20 +323,34 @@ class _Hours:
     closing_auction: time | None  # start of the closing call period, if any
     afternoon_close: time
 
+    def describe(self) -> str:
+        """The two sessions as people write them: ``09:00-11:30, 12:30-15:30 JST``."""
+
+        def hm(t: time) -> str:
+            return t.strftime("%H:%M")
+
+        return (
+            f"{hm(self.morning_open)}-{hm(self.morning_close)}, "
+            f"{hm(self.afternoon_open)}-{hm(self.afternoon_close)} JST"
+        )
+
 
 # Oldest first. 2011-11-21: the morning session was extended from 11:00 to 11:30.
 # 2024-11-05: the afternoon session was extended to 15:30 with a closing auction
 # (order acceptance for the close) from 15:25.
-_HOURS: Final[tuple[_Hours, ...]] = (
-    _Hours(date.min, time(8), time(9), time(11), time(12, 30), None, time(15)),
-    _Hours(date(2011, 11, 21), time(8), time(9), time(11, 30), time(12, 30), None, time(15)),
-    _Hours(
+_HOURS: Final[tuple[TradingHours, ...]] = (
+    TradingHours(date.min, time(8), time(9), time(11), time(12, 30), None, time(15)),
+    TradingHours(
+        date(2011, 11, 21), time(8), time(9), time(11, 30), time(12, 30), None, time(15)
+    ),
+    TradingHours(
         date(2024, 11, 5), time(8), time(9), time(11, 30), time(12, 30), time(15, 25), time(15, 30)
     ),
 )
 
 
-def _hours_on(day: date) -> _Hours:
+def trading_hours(day: date) -> TradingHours:
+    """The TSE hours in force on ``day`` (a JST date)."""
     current = _HOURS[0]
     for era in _HOURS:
         if day >= era.since:
@@ -375,7 +385,7 @@ def session_at(moment: datetime, holidays: frozenset[date] = frozenset()) -> Ses
     local = _tokyo(moment)
     if not is_trading_day(local.date(), holidays):
         return Session.CLOSED
-    hours = _hours_on(local.date())
+    hours = trading_hours(local.date())
     now = local.time()
     if hours.pre_open <= now < hours.morning_open:
         return Session.PRE_OPEN
@@ -392,7 +402,7 @@ def is_closing_auction(moment: datetime, holidays: frozenset[date] = frozenset()
     """Whether ``moment`` is in the closing call period (15:25-15:30 since 2024-11-05),
     when orders are collected for the closing auction and nothing trades continuously."""
     local = _tokyo(moment)
-    hours = _hours_on(local.date())
+    hours = trading_hours(local.date())
     return (
         hours.closing_auction is not None
         and session_at(local, holidays) is Session.AFTERNOON
@@ -512,6 +522,26 @@ def _symbol_of(code: str) -> str:
     return code
 
 
+class ListedStock(Protocol):
+    """What a universe is built from: one listed stock and its base price.
+
+    The data layer's records (``inference.data.listings.Listing``) have this shape; so
+    do the bundled stocks. ``last_close`` is in yen (``Decimal``, decimal text or int,
+    at most one decimal): the raw close the day's price limits are based on.
+    """
+
+    @property
+    def code(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def sector33(self) -> str: ...
+    @property
+    def scale_category(self) -> str: ...
+    @property
+    def last_close(self) -> Decimal | str | int | None: ...
+
+
 class Universe:
     """The tradable instruments by symbol; read-only once built."""
 
@@ -528,6 +558,31 @@ class Universe:
             by_symbol[instrument.symbol] = instrument
         self._by_symbol = dict(sorted(by_symbol.items()))
         self.source = source
+
+    @classmethod
+    def from_listings(cls, listings: Iterable[ListedStock], source: str = "") -> Universe:
+        """Instruments from listing records: the tick table from the scale category, the
+        base price from the last close, TSE's 100-share unit. Listings without a close
+        (no trade yet: no base price, so no limits) are left out."""
+        instruments = []
+        for listing in listings:
+            if listing.last_close is None:
+                continue
+            code = str(listing.code).strip()
+            category = str(listing.scale_category or "")
+            instruments.append(
+                Instrument(
+                    symbol=_symbol_of(code),
+                    jquants_code=code,
+                    name=str(listing.name or code),
+                    sector33=str(listing.sector33 or ""),
+                    scale_category=category,
+                    tick_table=tick_table_for(category),
+                    lot_size=LOT_SIZE,
+                    base_price=_price_units(listing.last_close, f"{source or 'listing'} {code}"),
+                )
+            )
+        return cls(instruments, source=source)
 
     def get(self, symbol: str) -> Instrument:
         """The instrument for a 4-character symbol (a 5-digit J-Quants code also works)."""
@@ -560,98 +615,48 @@ class Universe:
         return f"Universe({len(self)} instruments from {self.source or 'memory'})"
 
 
-def _price_units(text: str, where: str) -> int:
-    """A decimal yen string ('2454.0', '2454.5') to price units, exactly (no float)."""
+def _price_units(close: Decimal | str | int, where: str) -> int:
+    """A yen amount (``Decimal('2454.5')``, ``'2454.0'``, ``2800``) to price units,
+    exactly (no float)."""
+    if isinstance(close, bool) or not isinstance(close, Decimal | str | int):
+        raise InstrumentRuleError(
+            "base_price", "decimal_yen", close,
+            f"{where}: price {close!r} must be a Decimal, str or int yen amount",
+        )
     try:
-        units = Decimal(text.strip()) * PRICE_SCALE
+        units = Decimal(close.strip() if isinstance(close, str) else close) * PRICE_SCALE
     except InvalidOperation:
         raise InstrumentRuleError(
-            "base_price", "decimal_yen", text, f"{where}: price {text!r} is not a number"
+            "base_price", "decimal_yen", close, f"{where}: price {close!r} is not a number"
         ) from None
-    if units != units.to_integral_value():
+    if not units.is_finite() or units != units.to_integral_value():
         raise InstrumentRuleError(
             "base_price",
             "tenth_of_yen",
-            text,
-            f"{where}: price {text!r} has finer precision than 0.1 yen",
+            close,
+            f"{where}: price {close!r} has finer precision than 0.1 yen",
         )
     return int(units)
 
 
-def _last_closes(quotes: Path, as_of: date | None) -> dict[str, int]:
-    """J-Quants code -> last raw Close (price units) on or before ``as_of``."""
-    import polars as pl  # heavy import, only when real data is read
+def bundled_universe() -> Universe:
+    """The 14 stocks of :mod:`aggregates.universe_small`: what the embedded deployment and
+    the tests trade when no J-Quants files are there."""
+    from aggregates.universe_small import BUNDLED_STOCKS
 
-    frame = pl.read_csv(
-        quotes,
-        columns=["Date", "Code", "Close"],
-        schema_overrides={"Date": pl.String, "Code": pl.String, "Close": pl.String},
-    ).filter(pl.col("Close").is_not_null() & (pl.col("Close") != ""))
-    if as_of is not None:
-        # ISO dates compare correctly as strings, which avoids parsing 900k dates.
-        frame = frame.filter(pl.col("Date") <= as_of.isoformat())
-    last = frame.group_by("Code").agg(pl.col("Close").sort_by("Date").last())
-    return {code: _price_units(close, f"{quotes.name} {code}") for code, close in last.iter_rows()}
+    return Universe.from_listings(BUNDLED_STOCKS, source="bundled universe_small")
 
 
-def _from_jquants(data_dir: Path, as_of: date | None) -> Universe:
-    listed = json.loads((data_dir / "jquants" / "listed_info.json").read_text("utf-8"))
-    closes = _last_closes(data_dir / "jquants" / "daily_quotes.csv.gz", as_of)
-    instruments = []
-    for row in listed["info"]:
-        code = str(row["Code"])
-        base = closes.get(code)
-        if base is None:
-            continue  # no trade on or before as_of: no base price, so no limits
-        category = str(row.get("ScaleCategory") or "")
-        instruments.append(
-            Instrument(
-                symbol=_symbol_of(code),
-                jquants_code=code,
-                name=str(row.get("CompanyNameEnglish") or row.get("CompanyName") or code),
-                sector33=str(row.get("Sector33Code") or ""),
-                scale_category=category,
-                tick_table=tick_table_for(category),
-                lot_size=LOT_SIZE,
-                base_price=base,
-            )
-        )
-    suffix = f" as of {as_of.isoformat()}" if as_of else ""
-    return Universe(instruments, source=f"{data_dir / 'jquants'}{suffix}")
+def load_universe(data_dir: None = None) -> Universe:
+    """The bundled universe (``load_universe(None)``, as tests call it).
 
-
-def _from_bundled(path: Path = BUNDLED_UNIVERSE) -> Universe:
-    document = json.loads(path.read_text("utf-8"))
-    instruments = []
-    for row in document["instruments"]:
-        code = str(row["code"])
-        category = str(row["scale_category"])
-        instruments.append(
-            Instrument(
-                symbol=_symbol_of(code),
-                jquants_code=code,
-                name=str(row["name"]),
-                sector33=str(row["sector33"]),
-                scale_category=category,
-                tick_table=tick_table_for(category),
-                lot_size=int(row.get("lot_size", LOT_SIZE)),
-                base_price=int(row["reference_price_yen"]) * PRICE_SCALE,
-            )
-        )
-    return Universe(instruments, source=f"bundled {path.name}")
-
-
-def load_universe(data_dir: Path | None, as_of: date | None = None) -> Universe:
-    """The universe from J-Quants files in ``data_dir/jquants`` (listed info for the
-    instruments, the last raw close on or before ``as_of`` as each base price; default:
-    the last date in the file), or the small bundled universe when ``data_dir`` is None
-    or lacks those files, so the embedded deployment starts with nothing installed.
-
-    Instruments with no close on or before ``as_of`` are left out: without a base price
-    the exchange sets no limits and accepts no orders.
+    Reading J-Quants files is not the domain's job: the composition root builds the
+    real universe (:func:`api.wiring.load_instruments`, from
+    ``inference.data.listings.read_listings`` records and :meth:`Universe.from_listings`).
     """
     if data_dir is not None:
-        jquants = Path(data_dir) / "jquants"
-        if (jquants / "listed_info.json").is_file() and (jquants / "daily_quotes.csv.gz").is_file():
-            return _from_jquants(Path(data_dir), as_of)
-    return _from_bundled()
+        raise TypeError(
+            "aggregates.instruments.load_universe reads no files: build a Universe from "
+            "J-Quants files with api.wiring.universe_from_files(data_dir, as_of)"
+        )
+    return bundled_universe()

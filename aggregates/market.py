@@ -42,7 +42,7 @@ class Market(TradingAggregate):
 
     @classmethod
     def create(cls, meta: Meta) -> Market:
-        return cls._create(cls.Created, id=MARKET_ID, **meta.fields())
+        return cls._create_with(cls.Created, meta, id=MARKET_ID)
 
     def halt(self, symbol: str, reason: str, meta: Meta) -> None:
         if symbol not in self.halted_symbols:

@@ -256,8 +256,9 @@ class Order(TradingAggregate):
         reserved_funds: int | None = None,
         reserved_shares: int | None = None,
     ) -> Order:
-        return cls._create(
+        return cls._create_with(
             cls.Placed,
+            meta,
             id=id,
             account_id=account_id,
             client_order_id=client_order_id,
@@ -269,7 +270,6 @@ class Order(TradingAggregate):
             price=price,
             reserved_funds=reserved_funds,
             reserved_shares=reserved_shares,
-            **meta.fields(),
         )
 
     # -- queries --------------------------------------------------------------------

@@ -66,8 +66,7 @@ class Position(TradingAggregate, Holds):
 
     @classmethod
     def open(cls, id: UUID, *, account_id: UUID, symbol: str, meta: Meta) -> Position:
-        return cls._create(cls.Opened, id=id, account_id=account_id, symbol=symbol,
-                           **meta.fields())
+        return cls._create_with(cls.Opened, meta, id=id, account_id=account_id, symbol=symbol)
 
     @property
     def available(self) -> int:
@@ -87,9 +86,6 @@ class Position(TradingAggregate, Holds):
         quantity = min(quantity, self.reserved_for(order_id))
         if quantity > 0:
             self._record(self.SharesReleased, meta, order_id=order_id, quantity=quantity)
-
-    def release_all(self, order_id: UUID, meta: Meta) -> None:
-        self.release(order_id, self.reserved_for(order_id), meta)
 
     def apply_fill(
         self, order_id: UUID, execution_id: str, side: str, price: int, quantity: int,

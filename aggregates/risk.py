@@ -1,18 +1,41 @@
 """Pre-trade risk: one function decides whether an order may go to the market and
 what it must reserve. The command handler runs it (so bad orders store nothing) and
 the saga runs it again at reservation time (state may have moved since).
+
+Session rules: with ``session_rules="enforce"`` (what a desk configures:
+``TRADECORE_SESSION_RULES=enforce``) an order or amend decided outside the TSE's
+continuous sessions (09:00-11:30 and 12:30-15:30 JST since 2024-11-05; the hours of
+the day in question before that), on a weekend or in the year-end break is refused,
+naming the session rule and the time. ``"ignore"`` (the default) lets the embedded
+deployment and its README walk-through work at any hour. Pre-open and lunch-break
+orders for the auctions are not modelled: they are refused like any other.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Final, Literal
 
 from aggregates.account import Account
 from aggregates.errors import RiskRejection, RuleViolation
 from aggregates.fees import CommissionSchedule
-from aggregates.instruments import PRICE_SCALE, Instrument
+from aggregates.instruments import (
+    PRICE_SCALE,
+    TOKYO,
+    Instrument,
+    Session,
+    is_trading_day,
+    session_at,
+    trading_hours,
+)
 from aggregates.order import OrderType, Side, TimeInForce
 from aggregates.position import Position
+
+SessionRules = Literal["ignore", "enforce"]
+_OPEN_SESSIONS: Final = frozenset({Session.MORNING, Session.AFTERNOON})
+_WEEKDAYS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
+                    "Sunday")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +93,45 @@ def worst_price(terms: OrderTerms, instrument: Instrument) -> int:
     return terms.price
 
 
+def check_session(
+    instrument: Instrument | str,
+    now: datetime,
+    rules: SessionRules = "enforce",
+    *,
+    holidays: frozenset[date] = frozenset(),
+) -> None:
+    """Raise :class:`RiskRejection` (field ``session``) when ``rules`` is ``"enforce"`` and
+    ``now`` (aware, any timezone) is outside the TSE's morning and afternoon sessions,
+    or on a day the exchange is closed (weekends, Dec 31-Jan 3, ``holidays``).
+
+    The rule names the hours in force that day (``within the TSE trading session
+    09:00-11:30, 12:30-15:30 JST``); the value is the moment, in JST. ``"ignore"`` checks
+    nothing. ``instrument`` (or its symbol) is named in the message; every TSE stock
+    shares one calendar.
+    """
+    if rules == "ignore":
+        return
+    if rules != "enforce":
+        raise RuleViolation("session_rules", "one of ignore, enforce", rules)
+    session = session_at(now, holidays)  # refuses a naive datetime (field "moment")
+    if session in _OPEN_SESSIONS:
+        return
+    local = now.astimezone(TOKYO)
+    symbol = instrument.symbol if isinstance(instrument, Instrument) else instrument
+    day = local.date()
+    rule = f"within the TSE trading session {trading_hours(day).describe()}"
+    stamp = local.strftime("%Y-%m-%d %H:%M:%S JST")
+    if not is_trading_day(day, holidays):
+        why = f"{day.isoformat()} ({_WEEKDAYS[day.weekday()]}) is not a TSE trading day"
+        why += f" (at {stamp})"
+    else:
+        why = f"it is {stamp} ({session.value.replace('_', ' ')})"
+    raise RiskRejection(
+        "session", rule, local.isoformat(),
+        f"orders for {symbol} are accepted only {rule} on trading days; {why}",
+    )
+
+
 def assess(
     terms: OrderTerms,
     *,
@@ -81,12 +143,20 @@ def assess(
     limits: RiskLimits,
     schedule: CommissionSchedule,
     already_reserved: Reservation = Reservation(0, 0),
+    now: datetime | None = None,
+    session_rules: SessionRules = "ignore",
+    holidays: frozenset[date] = frozenset(),
 ) -> Reservation:
     """Raise a :class:`DomainError` if the order may not trade; else what to reserve.
 
     ``already_reserved`` is what this order holds now (an amend needs only the delta).
+    ``now`` (the command's moment, from the caller's clock) with ``session_rules=
+    "enforce"`` refuses orders outside the TSE session (:func:`check_session`); without
+    ``now`` no session check is made.
     """
     check_terms(terms, instrument)
+    if now is not None:
+        check_session(instrument, now, session_rules, holidays=holidays)
     if account.halted:
         raise RiskRejection("account_id", "account not halted", str(account.id),
                             f"account {account.name} is halted by risk")

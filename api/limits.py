@@ -51,6 +51,7 @@ from limits.strategies import MovingWindowRateLimiter
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.problem_details import problem_document
 from api.security import Principal
 
 
@@ -146,8 +147,6 @@ class BodyTooLarge(HTTPException):
 
 def body_too_large_body(exc: BodyTooLarge) -> bytes:
     """The problem+json body for a 413 (also used when no handler is installed)."""
-    from api.problems import problem_document
-
     return json.dumps(
         problem_document(
             413,

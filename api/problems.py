@@ -18,13 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import re
 import uuid
-from collections.abc import Mapping
-from datetime import date, datetime, time
-from decimal import Decimal
-from enum import Enum
 from http import HTTPStatus
 from typing import Any
 
@@ -45,96 +40,21 @@ from aggregates.errors import (
     RiskRejection,
 )
 from api.limits import BodyTooLarge, RateLimited, RateLimiter, body_too_large_body
+
+# the document builder lives below api.limits and this module; re-exported for callers
+from api.problem_details import MEDIA_TYPE as MEDIA_TYPE
+from api.problem_details import TYPE_BASE as TYPE_BASE
+from api.problem_details import json_safe as json_safe
+from api.problem_details import problem_document as problem_document
+from api.problem_details import problem_type as problem_type
 from api.security import Forbidden, Unauthorized
 
 log = logging.getLogger(__name__)
 
-MEDIA_TYPE = "application/problem+json"
-TYPE_BASE = "https://tradecore.dev/problems/"
-_MAX_TEXT = 1000  # longest string echoed back in ``value``
-_MAX_DEPTH = 6
-_MAX_ITEMS = 50
 _LOCATIONS = ("body", "query", "path", "header", "cookie")
 
 
 # --------------------------------------------------------------------------- documents
-
-
-def problem_type(title: str) -> str:
-    """A stable ``type`` URI from the title: ``Risk rejection`` -> ``.../risk-rejection``."""
-    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "problem"
-    return TYPE_BASE + slug
-
-
-def json_safe(value: Any, _depth: int = 0) -> Any:
-    """``value`` as something ``json.dumps(allow_nan=False)`` accepts, whatever it was.
-
-    Problem bodies echo the offending input back, and the offending input is by nature
-    odd (NaN prices, bytes, huge strings, objects); answering must never fail on it.
-    """
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, str):
-        return value if len(value) <= _MAX_TEXT else value[:_MAX_TEXT] + "…"
-    if isinstance(value, bytes | bytearray | memoryview):
-        return json_safe(bytes(value).decode("utf-8", errors="replace"), _depth)
-    if isinstance(value, Enum):
-        return json_safe(value.value, _depth)
-    if isinstance(value, Decimal | uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if _depth >= _MAX_DEPTH:
-        return _text(value)
-    if isinstance(value, BaseModel):
-        try:
-            return json_safe(value.model_dump(mode="python"), _depth + 1)
-        except Exception:
-            return _text(value)
-    if isinstance(value, Mapping):
-        items = list(value.items())[:_MAX_ITEMS]
-        return {str(json_safe(k, _MAX_DEPTH)): json_safe(v, _depth + 1) for k, v in items}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [json_safe(v, _depth + 1) for v in list(value)[:_MAX_ITEMS]]
-    return _text(value)
-
-
-def _text(value: Any) -> str:
-    try:
-        text = str(value)
-    except Exception:
-        text = object.__repr__(value)
-    return json_safe(text)  # type: ignore[no-any-return]
-
-
-def problem_document(
-    status: int,
-    title: str,
-    detail: str,
-    *,
-    field: str | None = None,
-    rule: str | None = None,
-    value: Any = None,
-    errors: list[dict[str, Any]] | None = None,
-    instance: str | None = None,
-) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "type": problem_type(title),
-        "title": title,
-        "status": status,
-        "detail": json_safe(str(detail)),
-        "field": field,
-        "rule": rule,
-    }
-    if value is not None:
-        document["value"] = json_safe(value)
-    if errors is not None:
-        document["errors"] = json_safe(errors)
-    if instance is not None:
-        document["instance"] = instance
-    return document
 
 
 def problem_response(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
+from pathlib import Path
 from uuid import UUID
 
 from eventsourcing.application import Application
 
 from aggregates.application import TradingApplication
-from aggregates.instruments import Universe, load_universe
+from aggregates.instruments import Universe, bundled_universe
 from aggregates.risk import RiskLimits
 from infra.eventstore import eventsourcing_env
 from infra.locks import stage_fence
@@ -20,10 +22,31 @@ from streams.embedded import Stages
 from streams.matching import MatchingStage, make_engine, venue_snapshots
 
 
+def universe_from_files(data_dir: Path | None, as_of: date | None = None) -> Universe:
+    """The universe from J-Quants files in ``data_dir/jquants`` (listed info, and the last
+    raw close on or before ``as_of`` as each base price; default: the file's last date),
+    or the bundled 14 stocks when ``data_dir`` is None or lacks those files, so the
+    embedded deployment starts with nothing installed.
+
+    The data layer reads the files into plain records; the domain builds the universe
+    from them (polars is imported only when there are files to read).
+    """
+    if data_dir is not None:
+        jquants = Path(data_dir) / "jquants"
+        if jquants.is_dir():
+            from inference.data.listings import has_listings, read_listings
+
+            if has_listings(jquants):
+                suffix = f" as of {as_of.isoformat()}" if as_of else ""
+                return Universe.from_listings(
+                    read_listings(jquants, as_of), source=f"{jquants}{suffix}"
+                )
+    return bundled_universe()
+
+
 def load_instruments(settings: Settings) -> Universe:
     """The real TOPIX universe from the shared data when present, else the bundled one."""
-    data_dir = settings.data_dir if settings.data_dir.exists() else None
-    return load_universe(data_dir)
+    return universe_from_files(settings.data_dir if settings.data_dir.exists() else None)
 
 
 def trading_app(settings: Settings, *, universe: Universe | None = None) -> TradingApplication:

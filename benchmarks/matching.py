@@ -39,7 +39,7 @@ from infra.settings import get_settings
 from kernels.book import S_EVENTS
 from kernels.contract import Command, CommandKind, OrderType, Side, TickBand, TimeInForce
 from kernels.engine import KernelEngine
-from kernels.lobster import LOBSTER_TICK, load, replay
+from kernels.lobster import LOBSTER_TICK
 from kernels.matching import (
     COMMAND_FIELDS,
     EVENT_FIELDS,
@@ -49,6 +49,7 @@ from kernels.matching import (
     run_batch,
 )
 from kernels.reference import ReferenceEngine
+from streams.replay.lobster import load, replay
 
 GOOG = "lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip"
 MIX_OPS = 3_000_000

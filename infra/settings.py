@@ -71,6 +71,14 @@ class Settings(BaseSettings):
         default=10,
         description="Pre-trade risk: reject limit prices further than this % from last price.",
     )
+    session_rules: Literal["ignore", "enforce"] = Field(
+        default="ignore",
+        description=(
+            "Pre-trade risk: TSE session hours. `ignore` (dev default: orders at any hour) or "
+            "`enforce` (a desk sets this: orders outside 09:00-11:30, 12:30-15:30 JST, on "
+            "weekends or Dec 31-Jan 3 are refused)."
+        ),
+    )
     snapshot_interval: int = Field(
         default=200, description="Snapshot aggregates every N events (0 = never)."
     )

@@ -1,10 +1,11 @@
-"""Replay a LOBSTER NASDAQ order-book day through the matching kernels and check every step.
+"""Kernels that replay a LOBSTER NASDAQ order-book day through the matching book.
 
 LOBSTER ships two files per day: ``message`` rows (time, type, order id, size, price,
 direction) and ``orderbook`` rows (the top N levels after each message). Replaying the
 messages into our book and comparing its top N levels with the file after *every*
 message is a strict end-to-end check of the kernels' book keeping against a real
-exchange's order flow.
+exchange's order flow. This module holds only the kernels over those arrays; reading
+the files, timing and the ``python -m`` entry live in :mod:`streams.replay.lobster`.
 
 How messages map to the kernels:
 
@@ -17,7 +18,7 @@ Prices are dollars x 10,000 and NASDAQ quotes this stock in whole cents, so the 
 one band with a tick of 100 units: every submission is checked on tick (hidden
 executions, which are skipped, are the only off-cent prices in the sample).
 
-What the data cannot tell us, and how it is handled (all counted in the summary):
+What the data cannot tell us, and how it is handled (all counted in ``counts``):
 
 * The book before the first message is not given: it is seeded from orderbook row 0 as
   one *placeholder* order per level, and the replay starts at message 1.
@@ -29,19 +30,9 @@ What the data cannot tell us, and how it is handled (all counted in the summary)
   aligned to the file for those levels only (placeholders added or reduced). Any other
   mismatch is counted as ``unexplained`` (and also aligned, so one error is not counted
   on every later message).
-
-``python -m kernels.lobster FILE.zip`` prints the summary as JSON; it imports nothing
-outside numpy, numba and the standard library.
 """
 
 from __future__ import annotations
-
-import json
-import sys
-import time
-import zipfile
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from numba import njit
@@ -102,54 +93,6 @@ COUNTER_NAMES = (
     C_REJECTED,
     C_RESIZED,
 ) = range(len(COUNTER_NAMES))
-
-
-@dataclass(frozen=True)
-class LobsterDay:
-    """One day's files as integer arrays (times kept apart: they are not needed to replay)."""
-
-    name: str
-    times: np.ndarray  # float64[n]: seconds after midnight
-    messages: np.ndarray  # int64[n, 5]: type, order id, size, price, direction
-    orderbook: np.ndarray  # int64[n, 4 * levels]: ask p, ask size, bid p, bid size, ...
-
-    @property
-    def levels(self) -> int:
-        return int(self.orderbook.shape[1] // 4)
-
-
-def _parse(text: bytes, columns: int, dtype: type, what: str) -> np.ndarray:
-    flat: np.ndarray = np.fromstring(text.strip().replace(b"\n", b","), dtype=dtype, sep=",")
-    if flat.size % columns:
-        raise ValueError(f"{what}: {flat.size} values do not form rows of {columns} columns")
-    return flat.reshape(-1, columns)
-
-
-def load(path: str | Path) -> LobsterDay:
-    """Read a LOBSTER day from its zip, or from its message CSV (orderbook CSV beside it)."""
-    path = Path(path)
-    if path.suffix == ".zip":
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            message_name = next((n for n in names if "_message_" in n), None)
-            book_name = next((n for n in names if "_orderbook_" in n), None)
-            if message_name is None or book_name is None:
-                raise ValueError(f"{path}: no *_message_*/*_orderbook_* CSV pair inside")
-            message_text = archive.read(message_name)
-            book_text = archive.read(book_name)
-        name = message_name
-    else:
-        if "_message_" not in path.name:
-            raise ValueError(f"{path}: expected a LOBSTER *_message_*.csv or .zip file")
-        book_path = path.with_name(path.name.replace("_message_", "_orderbook_"))
-        message_text = path.read_bytes()
-        book_text = book_path.read_bytes()
-        name = path.name
-    raw = _parse(message_text, 6, np.float64, "message file")
-    book = _parse(book_text, 4, np.int64, "orderbook file")
-    book = book.reshape(raw.shape[0], -1)
-    messages = np.ascontiguousarray(raw[:, 1:6]).astype(np.int64)
-    return LobsterDay(name, raw[:, 0].copy(), messages, np.ascontiguousarray(book))
 
 
 @njit(cache=True, inline="always")
@@ -398,73 +341,18 @@ def replay_kernel(
             flags[i] = 2
 
 
-@dataclass(frozen=True)
-class ReplayResult:
-    counts: dict[str, int]
-    flags: np.ndarray  # per message: 0 match, 1 window mismatch, 2 unexplained
-    seconds: float
-    book: BookArrays
-
-    @property
-    def messages_per_second(self) -> float:
-        return self.counts["messages_compared"] / self.seconds if self.seconds else 0.0
-
-
-def new_book(day: LobsterDay) -> BookArrays:
+def new_book(messages: np.ndarray, levels: int) -> BookArrays:
     """An empty book sized for the whole day (the replay loop never grows it)."""
-    submissions = int((day.messages[:, M_TYPE] == 1).sum())
-    capacity = submissions + 4 * day.levels * 2 + 64
+    submissions = int((messages[:, M_TYPE] == 1).sum())
+    capacity = submissions + 4 * levels * 2 + 64
     return BookArrays.allocate(
         (TickBand(upper=1 << 62, tick=LOBSTER_TICK),), LOBSTER_TICK, 1 << 62, False, capacity
     )
 
 
-def replay(day: LobsterDay) -> ReplayResult:
-    """Replay the whole day in one kernel call; returns the counters and timing."""
-    arrays = new_book(day)
-    book = (
-        arrays.orders,
-        arrays.levels,
-        arrays.ladder,
-        arrays.ladder_keys,
-        arrays.id_map,
-        arrays.state,
-        arrays.bands,
-    )
-    ev = np.zeros((arrays.orders.shape[0] + 8, 11), dtype=np.int64)
+def replay_buffers(book: BookArrays, messages: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The scratch arrays :func:`replay_kernel` writes: events, ``counts`` and ``flags``."""
+    ev = np.zeros((book.orders.shape[0] + 8, 11), dtype=np.int64)
     counts = np.zeros(len(COUNTER_NAMES), dtype=np.int64)
-    flags = np.zeros(day.messages.shape[0], dtype=np.int8)
-    started = time.perf_counter()
-    replay_kernel(book, ev, day.messages, day.orderbook, counts, flags)
-    seconds = time.perf_counter() - started
-    return ReplayResult(
-        {name: int(counts[i]) for i, name in enumerate(COUNTER_NAMES)}, flags, seconds, arrays
-    )
-
-
-def summary(day: LobsterDay, result: ReplayResult) -> dict[str, object]:
-    types, kinds = np.unique(day.messages[:, M_TYPE], return_counts=True)
-    return {
-        "file": day.name,
-        "messages": int(day.messages.shape[0]),
-        "levels": day.levels,
-        "message_types": {int(t): int(k) for t, k in zip(types, kinds, strict=True)},
-        **result.counts,
-        "replay_seconds": round(result.seconds, 4),
-        "messages_per_second": round(result.messages_per_second),
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m kernels.lobster FILE.zip|FILE_message_N.csv", file=sys.stderr)
-        return 2
-    day = load(args[0])
-    replay(day)  # first call compiles (or loads the cache); time the second
-    print(json.dumps(summary(day, replay(day)), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    flags = np.zeros(messages.shape[0], dtype=np.int8)
+    return ev, counts, flags

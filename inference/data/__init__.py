@@ -6,7 +6,8 @@ Every source returns the J-Quants column names with exact types (see
 
 from inference.data.cache import ParquetCache
 from inference.data.client import JQuantsClient, JQuantsError
-from inference.data.files import load_daily_quotes, load_listed_info
+from inference.data.files import find_source, load_daily_quotes, load_listed_info
+from inference.data.listings import Listing, has_listings, last_closes, read_listings
 from inference.data.schema import (
     DAILY_QUOTE_COLUMNS,
     DAILY_QUOTES_SCHEMA,
@@ -23,9 +24,14 @@ __all__ = [
     "DataSchemaError",
     "JQuantsClient",
     "JQuantsError",
+    "Listing",
     "ParquetCache",
+    "find_source",
+    "has_listings",
+    "last_closes",
     "load_daily_quotes",
     "load_listed_info",
     "normalize_daily_quotes",
     "normalize_listed_info",
+    "read_listings",
 ]

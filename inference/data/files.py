@@ -32,7 +32,9 @@ def _find_in_folder(folder: Path, stem: str) -> Path:
     )
 
 
-def _resolve(source: str | Path, stem: str) -> Path:
+def find_source(source: str | Path, stem: str) -> Path:
+    """``source`` itself when it is a file, else the ``stem`` file in that folder (the
+    first of ``.parquet``, ``.csv.gz``, ``.csv``, ``.json``, ``.json.gz``)."""
     path = Path(source)
     if path.is_dir():
         return _find_in_folder(path, stem)
@@ -80,7 +82,7 @@ def load_daily_quotes(source: str | Path) -> pl.DataFrame:
 
     ``source`` is a file or a folder holding ``daily_quotes.{parquet,csv.gz,csv,json}``.
     """
-    path = _resolve(source, "daily_quotes")
+    path = find_source(source, "daily_quotes")
     suffix = _suffix(path)
     if suffix == ".parquet":
         raw = pl.read_parquet(path)
@@ -100,7 +102,7 @@ def load_daily_quotes(source: str | Path) -> pl.DataFrame:
 
 def load_listed_info(source: str | Path) -> pl.DataFrame:
     """Listed issues (Code, CompanyName, Sector17Code, Sector33Code, ScaleCategory, ...)."""
-    path = _resolve(source, "listed_info")
+    path = find_source(source, "listed_info")
     suffix = _suffix(path)
     if suffix == ".parquet":
         raw = pl.read_parquet(path)

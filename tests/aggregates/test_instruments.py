@@ -24,7 +24,9 @@ from aggregates.instruments import (
     PriceLimits,
     Session,
     TickTable,
+    Universe,
     UnknownSymbolError,
+    bundled_universe,
     is_closing_auction,
     is_continuous_trading,
     is_on_tick,
@@ -36,6 +38,7 @@ from aggregates.instruments import (
     tick_bands,
     tick_size,
 )
+from inference.data.listings import Listing, read_listings
 from kernels.contract import TickBand
 from tests.conftest import require_data
 
@@ -445,8 +448,8 @@ BUNDLED_SYMBOLS = {
 }
 
 
-def test_bundled_universe_when_no_data_dir(tmp_path: Path) -> None:
-    for universe in (load_universe(None), load_universe(tmp_path)):
+def test_bundled_universe() -> None:
+    for universe in (load_universe(None), bundled_universe()):
         assert set(universe.symbols) >= BUNDLED_SYMBOLS
         assert len(universe) == len(universe.symbols) == len(list(universe))
         toyota_ = universe.get("7203")
@@ -458,6 +461,55 @@ def test_bundled_universe_when_no_data_dir(tmp_path: Path) -> None:
             instrument = universe.get(symbol)
             # Each reference price is a price someone could actually trade at.
             instrument.check_price(instrument.base_price)
+    assert bundled_universe().get("7203").base_price == 2_800 * PRICE_SCALE
+
+
+def test_the_domain_reads_no_files(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="universe_from_files"):
+        load_universe(tmp_path)  # type: ignore[arg-type]
+
+
+def _listing(code: str, close: Decimal | str | int | None, category: str = "TOPIX Mid400"
+             ) -> Listing:
+    return Listing(code, f"name {code}", "3700", category, close, date(2015, 1, 5))  # type: ignore[arg-type]
+
+
+def test_universe_from_listing_records() -> None:
+    universe = Universe.from_listings(
+        [
+            _listing("72030", Decimal("2454.5"), "TOPIX Core30"),
+            _listing("67580", "3500.0", "TOPIX Large70"),
+            _listing("3197", 2900),  # a 4-digit code works too
+            _listing("99840", None),  # no close yet: no limits, not tradable
+        ],
+        source="test records",
+    )
+    assert universe.symbols == ("3197", "6758", "7203")
+    assert universe.source == "test records"
+    toyota_ = universe.get("7203")
+    assert (toyota_.jquants_code, toyota_.name, toyota_.sector33) == ("72030", "name 72030", "3700")
+    assert toyota_.base_price == 24_545 and toyota_.tick_table is TickTable.TOPIX100
+    assert universe.get("6758").tick_table is TickTable.TOPIX100
+    assert universe.get("3197").tick_table is TickTable.STANDARD
+    assert universe.get("3197").base_price == 29_000 and universe.get("3197").lot_size == LOT_SIZE
+
+
+@pytest.mark.parametrize(
+    ("close", "rule"),
+    [(Decimal("100.05"), "tenth_of_yen"), ("12x", "decimal_yen"), (12.5, "decimal_yen"),
+     (Decimal("NaN"), "tenth_of_yen")],
+)
+def test_listing_closes_must_be_exact_tenths_of_a_yen(close: object, rule: str) -> None:
+    with pytest.raises(InstrumentRuleError) as error:
+        Universe.from_listings([_listing("72030", close)], source="src")  # type: ignore[arg-type]
+    assert (error.value.field, error.value.rule) == ("base_price", rule)
+    assert "src 72030" in str(error.value)
+
+
+def test_a_symbol_listed_twice_is_refused() -> None:
+    with pytest.raises(InstrumentRuleError) as error:
+        Universe.from_listings([_listing("72030", 1), _listing("7203", 2)])
+    assert (error.value.field, error.value.rule) == ("symbol", "unique")
 
 
 def test_unknown_symbol_error_names_the_symbol_field() -> None:
@@ -499,12 +551,12 @@ def _last_closes_by_scan(
 def test_universe_from_the_shared_jquants_files() -> None:
     quotes = require_data("jquants/daily_quotes.csv.gz")
     require_data("jquants/listed_info.json")
-    data_dir = quotes.parent.parent
+    jquants = quotes.parent
     codes = {"72030", "67580", "99840"}
     as_of = date(2012, 6, 1)
 
-    latest = load_universe(data_dir)
-    dated = load_universe(data_dir, as_of=as_of)
+    latest = Universe.from_listings(read_listings(jquants))
+    dated = Universe.from_listings(read_listings(jquants, as_of=as_of))
 
     assert len(latest) > 400
     assert "7203" in latest and "6758" in latest
@@ -526,4 +578,4 @@ def test_universe_from_the_shared_jquants_files() -> None:
 def test_universe_before_the_first_quote_is_empty() -> None:
     quotes = require_data("jquants/daily_quotes.csv.gz")
     require_data("jquants/listed_info.json")
-    assert len(load_universe(quotes.parent.parent, as_of=date(2007, 12, 31))) == 0
+    assert read_listings(quotes.parent, as_of=date(2007, 12, 31)) == []

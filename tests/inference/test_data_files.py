@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -16,6 +17,7 @@ from inference.data import (
     load_daily_quotes,
     load_listed_info,
 )
+from inference.data.listings import Listing, has_listings, read_listings
 
 
 def _records(quotes: pl.DataFrame) -> list[dict[str, object]]:
@@ -101,3 +103,66 @@ def test_empty_file_gives_empty_frame_in_schema(tmp_path: Path) -> None:
     (tmp_path / "daily_quotes.json").write_text(json.dumps({"daily_quotes": []}))
     got = load_daily_quotes(tmp_path)
     assert got.is_empty() and dict(got.schema) == DAILY_QUOTES_SCHEMA
+
+
+# ---- listings: the records the write model's universe is built from ---------------------
+
+QUOTES_CSV = """\
+Date,Code,Open,High,Low,Close,Volume,AdjustmentClose
+2015-01-05,72030,7000.0,7100.0,6900.0,7050.0,100.0,7050.0
+2015-01-06,72030,7050.0,7100.0,6900.0,6990.5,100.0,6990.5
+2015-01-07,72030,,,,,0.0,
+2015-01-06,67580,2500.0,2600.0,2400.0,2454.5,100.0,2454.5
+2015-01-07,31970,1000.0,1000.0,1000.0,1000.0,100.0,1000.0
+"""
+LISTED = {
+    "info": [
+        {"Date": "2017-10-31", "Code": "72030", "CompanyName": "トヨタ自動車",
+         "CompanyNameEnglish": "TOYOTA MOTOR CORPORATION", "Sector33Code": "3700",
+         "ScaleCategory": "TOPIX Core30"},
+        {"Date": "2017-10-31", "Code": "6758", "CompanyName": "ソニー",
+         "Sector33Code": "3650", "ScaleCategory": "TOPIX Core30"},
+        {"Date": "2017-10-31", "Code": "31970", "CompanyName": "すかいらーく",
+         "CompanyNameEnglish": "SKYLARK", "Sector33Code": "6100",
+         "ScaleCategory": "TOPIX Mid400"},
+        {"Date": "2017-10-31", "Code": "99840", "CompanyName": "ソフトバンク",
+         "Sector33Code": "5250", "ScaleCategory": "TOPIX Core30"},  # never traded
+    ]
+}
+
+
+def _jquants_folder(folder: Path, quotes: str = QUOTES_CSV) -> Path:
+    folder.mkdir(exist_ok=True)
+    (folder / "listed_info.json").write_text(json.dumps(LISTED, ensure_ascii=False), "utf-8")
+    (folder / "daily_quotes.csv.gz").write_bytes(gzip.compress(quotes.encode()))
+    return folder
+
+
+def test_listings_carry_the_last_raw_close_exactly(tmp_path: Path) -> None:
+    folder = _jquants_folder(tmp_path / "jquants")
+    assert has_listings(folder) and not has_listings(tmp_path)
+    got = read_listings(folder)
+    assert [listing.code for listing in got] == ["31970", "67580", "72030"]
+    toyota = got[2]
+    assert toyota == Listing("72030", "TOYOTA MOTOR CORPORATION", "3700", "TOPIX Core30",
+                             Decimal("6990.5"), date(2015, 1, 6))  # the empty close skipped
+    assert isinstance(toyota.last_close, Decimal)
+    assert got[1].name == "ソニー"  # no English name: the Japanese one
+    dated = {listing.code: listing for listing in read_listings(folder, date(2015, 1, 5))}
+    assert set(dated) == {"72030"} and dated["72030"].last_close == Decimal("7050.0")
+    assert read_listings(folder, date(2014, 12, 31)) == []
+
+
+def test_listings_from_parquet_quotes_read_the_same(tmp_path: Path) -> None:
+    folder = _jquants_folder(tmp_path / "csv")
+    parquet = tmp_path / "parquet"
+    parquet.mkdir()
+    (parquet / "listed_info.json").write_bytes((folder / "listed_info.json").read_bytes())
+    load_daily_quotes(folder).write_parquet(parquet / "daily_quotes.parquet")
+    assert read_listings(parquet) == read_listings(folder)
+
+
+def test_a_close_that_is_not_a_number_names_the_file_and_code(tmp_path: Path) -> None:
+    folder = _jquants_folder(tmp_path, QUOTES_CSV.replace("2454.5", "24x4"))
+    with pytest.raises(DataSchemaError, match=r"daily_quotes.csv.gz: Close '24x4' .* 67580"):
+        read_listings(folder)
