@@ -18,6 +18,7 @@ Everything after that (routing, matching, fills, settlement) is done by the stag
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
@@ -29,13 +30,14 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ra
 from aggregates import ids
 from aggregates.account import Account
 from aggregates.base import Meta, TradingAggregate
+from aggregates.clock import Clock, SystemClock
 from aggregates.errors import Conflict, DomainError, NotFound, RuleViolation
 from aggregates.fees import DEFAULT_SCHEDULE, CommissionSchedule, get_schedule
 from aggregates.instruments import Universe
 from aggregates.market import Market
 from aggregates.order import Order, OrderType, Side, TimeInForce
 from aggregates.position import Position
-from aggregates.risk import OrderTerms, RiskLimits, assess
+from aggregates.risk import OrderTerms, RiskLimits, SessionRules, assess
 from aggregates.venue import Venue
 
 T = TypeVar("T")
@@ -90,6 +92,8 @@ class TradingApplication(Application[UUID]):
         limits: RiskLimits | None = None,
         schedule: CommissionSchedule | str = DEFAULT_SCHEDULE,
         snapshot_interval: int = 200,
+        clock: Clock | None = None,
+        session_rules: SessionRules = "ignore",
     ) -> None:
         self.snapshotting_intervals = (  # type: ignore[misc]
             {kind: snapshot_interval for kind in self.snapshotting_intervals}
@@ -98,6 +102,10 @@ class TradingApplication(Application[UUID]):
         self.universe = universe
         self.limits = limits or RiskLimits()
         self.schedule = get_schedule(schedule) if isinstance(schedule, str) else schedule
+        # Commands are stamped with this clock's time (simulated in replays and
+        # backtests) and, with session_rules="enforce", refused outside the TSE session.
+        self.clock: Clock = clock or SystemClock()
+        self.session_rules: SessionRules = session_rules
         # The newest notification this process stored, and who wants to hear of new ones
         # (stages following the log in this process): a command answers with the
         # position its reader can wait for (read-your-writes).
@@ -117,7 +125,7 @@ class TradingApplication(Application[UUID]):
                      ) -> UUID:
         account_id = ids.account_id(name)
         account = Account.open(account_id, name=name, owner=owner, allow_short=allow_short,
-                               meta=meta)
+                               meta=self._stamped(meta))
         try:
             self.store(account)  # the store's unique (id, version) finds a taken name
         except IntegrityError:
@@ -126,27 +134,34 @@ class TradingApplication(Application[UUID]):
         return account_id
 
     def deposit(self, account_id: UUID, amount: int, meta: Meta) -> None:
+        meta = self._stamped(meta)
         self._change(account_id, Account, "account_id", lambda a: a.deposit(amount, meta))
 
     def withdraw(self, account_id: UUID, amount: int, meta: Meta) -> None:
+        meta = self._stamped(meta)
         self._change(account_id, Account, "account_id", lambda a: a.withdraw(amount, meta))
 
     def halt_account(self, account_id: UUID, reason: str, meta: Meta) -> None:
+        meta = self._stamped(meta)
         self._change(account_id, Account, "account_id", lambda a: a.halt(reason, meta))
 
     def resume_account(self, account_id: UUID, meta: Meta) -> None:
+        meta = self._stamped(meta)
         self._change(account_id, Account, "account_id", lambda a: a.resume(meta))
 
     def halt_symbol(self, symbol: str, reason: str, meta: Meta) -> None:
         self.universe.get(symbol)
+        meta = self._stamped(meta)
         self._change(ids.MARKET_ID, Market, "market", lambda m: m.halt(symbol, reason, meta))
 
     def resume_symbol(self, symbol: str, meta: Meta) -> None:
         self.universe.get(symbol)
+        meta = self._stamped(meta)
         self._change(ids.MARKET_ID, Market, "market", lambda m: m.resume(symbol, meta))
 
     def close_session(self, session_date: str, meta: Meta) -> None:
         """End of the trading day: the venue expires the DAY orders still resting."""
+        meta = self._stamped(meta)
         self._change(ids.MARKET_ID, Market, "market",
                      lambda m: m.close_session(session_date, meta))
 
@@ -208,6 +223,7 @@ class TradingApplication(Application[UUID]):
         if not isinstance(r.client_order_id, str) or not 0 < len(r.client_order_id) <= 64:
             raise RuleViolation("client_order_id", "1..64 characters", r.client_order_id)
         order_id = ids.order_id(r.account_id, r.client_order_id)
+        meta = self._stamped(r.meta)
         if order_id in orders:
             return _resubmission(orders[order_id][0], r)
         if look_up:
@@ -228,6 +244,7 @@ class TradingApplication(Application[UUID]):
                 last_price=self.last_price(r.symbol),
                 symbol_halted=market is not None and r.symbol in market.halted_symbols,
                 limits=self.limits, schedule=self.schedule,
+                now=meta.at, session_rules=self.session_rules,
             )
         except DomainError:
             # Idempotency before risk: the same order placed earlier now holds the funds
@@ -237,24 +254,27 @@ class TradingApplication(Application[UUID]):
             if existing is not None:
                 return _resubmission(existing, r)
             raise
-        account.reserve(order_id, reservation.funds, r.meta)
+        account.reserve(order_id, reservation.funds, meta)
         if reservation.shares:
             assert position is not None  # assess counts shares only from a position
-            position.reserve(order_id, reservation.shares, r.meta)
+            position.reserve(order_id, reservation.shares, meta)
         order = Order.place(order_id, account_id=r.account_id,
                             client_order_id=r.client_order_id, symbol=r.symbol, side=side,
                             order_type=order_type, tif=tif, quantity=r.quantity,
-                            price=r.price, meta=r.meta, reserved_funds=reservation.funds,
+                            price=r.price, meta=meta, reserved_funds=reservation.funds,
                             reserved_shares=reservation.shares)
         orders[order_id] = (order, r)
         return Placement(order_id, created=True)
 
     def cancel_order(self, order_id: UUID, meta: Meta) -> None:
+        meta = self._stamped(meta)
         self._change(order_id, Order, "order_id", lambda o: o.request_cancel(meta))
 
     def amend_order(self, order_id: UUID, *, quantity: int, price: int, meta: Meta) -> None:
         """Ask for a new total ``quantity`` and/or ``price`` (risk on the change is
         assessed by the saga, against the reservation the order holds then)."""
+        meta = self._stamped(meta)
+
         def amend(order: Order) -> None:
             if order.order_type is OrderType.MARKET:
                 raise RuleViolation("order_id", "only limit orders can be amended", str(order_id))
@@ -342,6 +362,10 @@ class TradingApplication(Application[UUID]):
             listener(position)
 
     # == internals ========================================================================
+    def _stamped(self, meta: Meta) -> Meta:
+        """The command's metadata with the moment it is decided, from this app's clock."""
+        return meta if meta.at is not None else replace(meta, at=self.clock.now())
+
     def _after_command(self) -> None:
         if self.after_command is not None:
             self.after_command()
@@ -376,10 +400,8 @@ class TradingApplication(Application[UUID]):
     def _open_market(self) -> None:
         """The Market aggregate exists from the start, so no order looks it up in vain."""
         if self._market() is None:
-            try:
-                self.store(Market.create(Meta.command("system", "open-market")))
-            except IntegrityError:  # another process opened it first
-                pass
+            with suppress(IntegrityError):  # another process opened it first
+                self.store(Market.create(self._stamped(Meta.command("system", "open-market"))))
 
     def _market(self) -> Market | None:
         return self._find(ids.MARKET_ID)  # type: ignore[no-any-return]

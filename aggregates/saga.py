@@ -18,12 +18,13 @@ order's reservation is brought back to exactly what its open quantity still need
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 from uuid import UUID
 
 from aggregates.account import Account
 from aggregates.base import Meta
+from aggregates.clock import Clock, SystemClock
 from aggregates.errors import DomainError
 from aggregates.fees import CommissionSchedule
 from aggregates.ids import engine_id
@@ -52,6 +53,10 @@ class OrderSaga:
     last_price: Callable[[str], int | None]  # as the venue last published it
     limits: RiskLimits
     schedule: CommissionSchedule
+    clock: Clock = field(default_factory=SystemClock)
+
+    def _meta(self, event: Any, step: str) -> Meta:
+        return Meta.caused_by(event, step, at=self.clock.now())
 
     def handle(self, event: Any, uow: Aggregates) -> None:
         handler = self._handlers.get(type(event).__qualname__)
@@ -60,7 +65,7 @@ class OrderSaga:
 
     # -- routing --------------------------------------------------------------------
     def on_placed(self, e: Order.Placed, uow: Aggregates) -> None:
-        meta = Meta.caused_by(e, "route")
+        meta = self._meta(e, "route")
         order = uow.order(e.originator_id)
         if order.status is not OrderStatus.PLACED:
             return
@@ -98,7 +103,7 @@ class OrderSaga:
         return True
 
     def on_cancel_requested(self, e: Order.CancelRequested, uow: Aggregates) -> None:
-        meta = Meta.caused_by(e, "cancel")
+        meta = self._meta(e, "cancel")
         order = uow.order(e.originator_id)
         if order.is_open:
             order.route_cancel(meta)
@@ -106,7 +111,7 @@ class OrderSaga:
             order.reject_cancel(f"order is {order.status.value}", meta)
 
     def on_amend_requested(self, e: Order.AmendRequested, uow: Aggregates) -> None:
-        meta = Meta.caused_by(e, "amend")
+        meta = self._meta(e, "amend")
         order = uow.order(e.originator_id)
         account = uow.account(order.account_id)
         position = uow.position(order.account_id, order.symbol)
@@ -138,7 +143,7 @@ class OrderSaga:
 
     # -- venue reports ----------------------------------------------------------------
     def on_reported(self, e: Venue.Reported, uow: Aggregates) -> None:
-        meta = Meta.caused_by(e, "settle")
+        meta = self._meta(e, "settle")
         for report in e.reports:
             kind = report["kind"]
             if kind == "fill":

@@ -57,6 +57,7 @@ def trading_app(settings: Settings, *, universe: Universe | None = None) -> Trad
         limits=RiskLimits(settings.max_order_notional_yen, settings.fat_finger_pct),
         schedule=settings.commission_schedule,
         snapshot_interval=settings.snapshot_interval,
+        session_rules=settings.session_rules,
     )
 
 
@@ -64,7 +65,7 @@ def matching_stage(settings: Settings, app: TradingApplication) -> MatchingStage
     """The venue over ``app``'s store, its books snapshotted beside the events."""
     return MatchingStage(make_engine(settings.matching_engine), app.universe.get,
                          venue_snapshots(settings),
-                         snapshot_every=settings.venue_snapshot_every)
+                         snapshot_every=settings.venue_snapshot_every, clock=app.clock.now)
 
 
 def trading_stages(settings: Settings, *, universe: Universe | None = None,

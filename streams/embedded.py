@@ -112,7 +112,7 @@ def in_process(app: TradingApplication, *, engine: str = "kernel", fence_for: Fe
     from streams.matching import make_engine
 
     stages = Stages(app, MatchingStage(make_engine(engine), app.universe.get, snapshots,
-                                       snapshot_every=snapshot_every),
+                                       snapshot_every=snapshot_every, clock=app.clock.now),
                     fence_for=fence_for, saga_batch_size=saga_batch_size,
                     matching_batch_size=matching_batch_size)
     app.after_command = stages.settle

@@ -112,4 +112,4 @@ class SagaStage:
 def saga_for(app: TradingApplication) -> SagaStage:
     """The saga stage over ``app``'s store; last prices as the venue published them."""
     return SagaStage(app, OrderSaga(app.universe.get, app.last_price, app.limits,
-                                    app.schedule))
+                                    app.schedule, app.clock))

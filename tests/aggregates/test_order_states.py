@@ -65,7 +65,7 @@ LEGAL = {
     "request_cancel": {S.PLACED, S.ACCEPTED, S.WORKING, S.PARTIALLY_FILLED},
     "cancel": {S.ACCEPTED, S.WORKING, S.PARTIALLY_FILLED},
     "expire": {S.WORKING, S.PARTIALLY_FILLED},
-    "request_amend": {S.WORKING, S.PARTIALLY_FILLED},
+    "request_amend": {S.PLACED, S.ACCEPTED, S.WORKING, S.PARTIALLY_FILLED},
 }
 
 
