@@ -95,6 +95,9 @@ MAPPER_TOPIC = "infra.codec:CodecMapper"
 
 _PREFIX = b'{"' + SCHEMA_VERSION.encode() + b'":'
 _AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+_asdict = msgspec.structs.asdict
+_new = object.__new__
+_setattr = object.__setattr__
 
 
 class EventEncodingError(EventSourcingError, ValueError):
@@ -117,6 +120,7 @@ class EventSchema:
     tagged_fields: tuple[str, ...]  # values that keep their Python types (snapshot state)
     struct: type[msgspec.Struct]
     decoder: msgspec.json.Decoder[Any]
+    prefix: bytes  # how its current version's bytes start: b'{"schema_version":N,'
 
     @property
     def name(self) -> str:
@@ -207,18 +211,12 @@ class EventCodec:
         for the old form, whose bytes do not carry them; the contract's form does.
         """
         schema = self._by_topic.get(topic) or self.schema_for_topic(topic)
-        if data.__class__ is not bytes:
-            data = bytes(data)
         try:
-            if data.startswith(_PREFIX):
-                version = int(data[len(_PREFIX):data.index(b",", len(_PREFIX))])
-                if version == schema.version:
-                    state = msgspec.structs.asdict(schema.decoder.decode(data))
-                else:
-                    state = self._plain.decode(data)
-                    state = self._upgrade(schema, state, state.pop(SCHEMA_VERSION))
+            if data.__class__ is bytes and data.startswith(schema.prefix):  # the common case
+                state = _asdict(schema.decoder.decode(data))
             else:
-                state = self._decode_legacy(schema, data, originator_id, originator_version)
+                state = self._decode_other(schema, bytes(data), originator_id,
+                                           originator_version)
             for name in schema.tagged_fields:
                 state[name] = _untag(state[name])
         except EventDecodingError:
@@ -229,11 +227,23 @@ class EventCodec:
             raise EventDecodingError(
                 f"cannot read {schema.name}{where}: {_explain(exc)}"
             ) from exc
-        event = object.__new__(schema.cls)
-        object.__setattr__(event, "__dict__", state)
+        event = _new(schema.cls)
+        _setattr(event, "__dict__", state)
         return event
 
     # -- internals -----------------------------------------------------------------------
+    def _decode_other(
+        self, schema: EventSchema, data: bytes, originator_id: UUID | str | None,
+        originator_version: int | None,
+    ) -> dict[str, Any]:
+        """Another version of the contract's form, or the old form."""
+        if data.startswith(schema.prefix):
+            return _asdict(schema.decoder.decode(data))
+        if data.startswith(_PREFIX):
+            state = self._plain.decode(data)
+            return self._upgrade(schema, state, state.pop(SCHEMA_VERSION))
+        return self._decode_legacy(schema, data, originator_id, originator_version)
+
     def _decode_legacy(
         self, schema: EventSchema, data: bytes, originator_id: UUID | str | None,
         originator_version: int | None,
@@ -272,7 +282,7 @@ class EventCodec:
             )
             upcast(state)
             version += 1
-        return msgspec.structs.asdict(msgspec.convert(state, schema.struct))
+        return _asdict(msgspec.convert(state, schema.struct))
 
 
 # -- the eventsourcing seam --------------------------------------------------------------
@@ -361,7 +371,8 @@ def _build_schema(cls: type[Any]) -> EventSchema:
         decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(struct)
     except TypeError as exc:
         raise TypeError(f"{topic}: a field's annotation has no JSON form ({exc})") from exc
-    return EventSchema(cls, topic, version, fields, datetimes, tagged, struct, decoder)
+    prefix = _PREFIX + b"%d," % version
+    return EventSchema(cls, topic, version, fields, datetimes, tagged, struct, decoder, prefix)
 
 
 def _is_datetime(hint: Any) -> bool:
