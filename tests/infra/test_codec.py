@@ -80,6 +80,12 @@ def test_stored_form_is_flat_json_with_schema_version_first_and_canonical_values
     assert set(obj) == {SCHEMA_VERSION, *vars(e)}
 
 
+def test_enums_are_stored_as_their_values() -> None:
+    data = encode(placed(side=Side.SELL, tif=TimeInForce.IOC))
+    assert b'"side":"sell"' in data and b'"tif":"ioc"' in data
+    assert decode("aggregates.order:Order.Placed", data).side == "sell"
+
+
 @pytest.mark.parametrize("when", [
     datetime(2026, 11, 20, 0, 1, 2, tzinfo=UTC),  # microsecond 0: still six digits
     datetime(2026, 11, 20, 9, 1, 2, 5, tzinfo=timezone(timedelta(hours=9))),  # JST
@@ -129,6 +135,7 @@ def test_venue_report_keeps_its_lists_and_depth_as_json() -> None:
 @pytest.mark.parametrize(("field", "value", "rule"), [
     ("price", 25_000.5, "price: expected `int`, got `float`"),
     ("quantity", True, "quantity: expected `int`, got `bool`"),
+    ("quantity", "100", "quantity: expected `int`, got `str`"),
     ("account_id", 12, "account_id: expected `uuid`, got `int`"),
     ("timestamp", datetime(2026, 11, 20), "timestamp: a timezone-aware datetime"),
 ])
