@@ -18,11 +18,15 @@ from aggregates.holds import Holds
 
 class Account(TradingAggregate, Holds):
     class Opened(TradingAggregate.Created):
+        """A client account was opened, with no cash; ``allow_short`` permits short selling."""
+
         name: str
         owner: str
         allow_short: bool
 
     class Deposited(TradingAggregate.Event):
+        """Cash paid in (yen)."""
+
         amount: int
 
         def apply(self, account: Account) -> None:
@@ -30,6 +34,8 @@ class Account(TradingAggregate, Holds):
             account.deposited += self.amount
 
     class Withdrawn(TradingAggregate.Event):
+        """Cash paid out (yen), never more than was available."""
+
         amount: int
 
         def apply(self, account: Account) -> None:
@@ -37,6 +43,8 @@ class Account(TradingAggregate, Holds):
             account.withdrawn += self.amount
 
     class FundsReserved(TradingAggregate.Event):
+        """Cash held for an open buy order (notional and fees) or a sell's fees."""
+
         order_id: UUID
         amount: int
 
@@ -44,6 +52,8 @@ class Account(TradingAggregate, Holds):
             account._hold(self.order_id, self.amount)
 
     class FundsReleased(TradingAggregate.Event):
+        """Cash no longer held for an order (cancelled, expired, rejected, filled better)."""
+
         order_id: UUID
         amount: int
 
@@ -60,6 +70,8 @@ class Account(TradingAggregate, Holds):
         from_reservation: int
 
     class BuySettled(Settled):
+        """A buy fill's cash paid: ``notional + fee``, ``from_reservation`` of it from the hold."""
+
         def apply(self, account: Account) -> None:
             account._take_hold(self.order_id, self.from_reservation)
             account.cash -= self.notional + self.fee
@@ -67,6 +79,8 @@ class Account(TradingAggregate, Holds):
             account.fees += self.fee
 
     class SellSettled(Settled):
+        """A sell fill's cash received: ``notional - fee``; ``from_reservation`` of the fee held."""
+
         def apply(self, account: Account) -> None:
             account._take_hold(self.order_id, self.from_reservation)
             account.cash += self.notional - self.fee
@@ -74,12 +88,16 @@ class Account(TradingAggregate, Holds):
             account.fees += self.fee
 
     class Halted(TradingAggregate.Event):
+        """Risk stopped the account: new orders are refused until it resumes."""
+
         reason: str
 
         def apply(self, account: Account) -> None:
             account.halted = True
 
     class Resumed(TradingAggregate.Event):
+        """The account may trade again."""
+
         def apply(self, account: Account) -> None:
             account.halted = False
 

@@ -15,9 +15,11 @@ from aggregates.ids import MARKET_ID
 
 class Market(TradingAggregate):
     class Created(TradingAggregate.Created):
-        pass
+        """The venue-wide controls came into being (one per deployment)."""
 
     class SymbolHalted(TradingAggregate.Event):
+        """Trading in a symbol stopped: orders in it are refused."""
+
         symbol: str
         reason: str
 
@@ -25,12 +27,16 @@ class Market(TradingAggregate):
             market.halted_symbols.add(self.symbol)
 
     class SymbolResumed(TradingAggregate.Event):
+        """Trading in a symbol allowed again."""
+
         symbol: str
 
         def apply(self, market: Market) -> None:
             market.halted_symbols.discard(self.symbol)
 
     class SessionClosed(TradingAggregate.Event):
+        """A trading session (``YYYY-MM-DD``) closed: its DAY orders expire."""
+
         session_date: str
 
         def apply(self, market: Market) -> None:

@@ -21,10 +21,14 @@ from aggregates.holds import Holds
 
 class Position(TradingAggregate, Holds):
     class Opened(TradingAggregate.Created):
+        """An account's first holding of a symbol (no shares yet)."""
+
         account_id: UUID
         symbol: str
 
     class FillApplied(TradingAggregate.Event):
+        """One execution booked: shares and average cost after it, PnL realised by it."""
+
         order_id: UUID
         execution_id: str
         side: str
@@ -43,6 +47,8 @@ class Position(TradingAggregate, Holds):
             position._take_hold(self.order_id, self.from_reservation)
 
     class SharesReserved(TradingAggregate.Event):
+        """Shares held for an open sell order."""
+
         order_id: UUID
         quantity: int
 
@@ -50,6 +56,8 @@ class Position(TradingAggregate, Holds):
             position._hold(self.order_id, self.quantity)
 
     class SharesReleased(TradingAggregate.Event):
+        """Shares no longer held for an order (cancelled, expired, amended down)."""
+
         order_id: UUID
         quantity: int
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from infra.codec import MAPPER_TOPIC
 from infra.settings import Settings
 
 
@@ -20,18 +21,22 @@ def eventsourcing_env(settings: Settings, *, schema: str | None = None) -> dict[
 
     SQLite (embedded): one file at ``sqlite_path`` (``:memory:`` allowed for tests).
     PostgreSQL: the eventsourcing psycopg recorder, tables created on first use.
+    Either way events are stored in the versioned JSON form of :mod:`infra.codec`
+    (``MAPPER_TOPIC``); events stored in the library's default form still load.
     """
     if settings.persistence == "sqlite":
         path = str(settings.sqlite_path)
         if path != ":memory:":
             settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         return {
+            "MAPPER_TOPIC": MAPPER_TOPIC,
             "PERSISTENCE_MODULE": "infra.sqlite_store:SQLiteFactory",
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": "30",
             "SQLITE_SYNCHRONOUS": settings.sqlite_synchronous,
         }
     return {
+        "MAPPER_TOPIC": MAPPER_TOPIC,
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_HOST": settings.postgres_host,
         "POSTGRES_PORT": str(settings.postgres_port),
