@@ -37,6 +37,8 @@ class Venue(TradingAggregate):
     needs to load it (its state is the engine's book, snapshotted by the stage)."""
 
     class Reported(TradingAggregate.Event):
+        """What the venue did with one command: fills, removals, amends or refusals."""
+
         symbol: str
         sequence: int  # the engine's input sequence for the symbol after this command
         command: str  # "new" | "cancel" | "amend" | "expire"
