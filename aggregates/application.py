@@ -17,8 +17,9 @@ Everything after that (routing, matching, fills, settlement) is done by the stag
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
@@ -41,6 +42,7 @@ from aggregates.risk import OrderTerms, RiskLimits, SessionRules, assess
 from aggregates.venue import Venue
 
 T = TypeVar("T")
+DECISIONS_CACHED = 20_000
 
 # An optimistic-concurrency conflict means another writer moved an aggregate first:
 # decide again on fresh state. Many writers on one hot account can conflict repeatedly,
@@ -105,6 +107,10 @@ class TradingApplication(Application[UUID]):
         # Commands are stamped with this clock's time (simulated in replays and
         # backtests) and, with session_rules="enforce", refused outside the TSE session.
         self.clock: Clock = clock or SystemClock()
+        # Aggregates commands decide on, kept between commands of this process (see
+        # _current): changed only under the lock, dropped whole on any failure.
+        self._lock = threading.RLock()
+        self._decided: dict[UUID, Any] = {}
         self.session_rules: SessionRules = session_rules
         # The newest notification this process stored, and who wants to hear of new ones
         # (stages following the log in this process): a command answers with the
@@ -187,12 +193,14 @@ class TradingApplication(Application[UUID]):
         # first, the basket is decided again on fresh state, looking each order up.
         look_up = False
         for _attempt in range(50):
-            outcomes, changed = self._decide(requests, look_up)
-            try:
-                position = self.store(*changed) if changed else 0
-            except IntegrityError:
-                look_up = True
-                continue
+            with self._deciding():
+                outcomes, changed = self._decide(requests, look_up)
+                try:
+                    position = self.store(*changed) if changed else 0
+                except IntegrityError:
+                    self._decided = {}
+                    look_up = True
+                    continue
             self._after_command()
             return [replace(o, position=position) if isinstance(o, Placement) and o.created
                     else o for o in outcomes]
@@ -204,10 +212,11 @@ class TradingApplication(Application[UUID]):
         loaded: dict[UUID, Any] = {}
         orders: dict[UUID, tuple[Order, OrderRequest]] = {}
         outcomes: list[Placement | DomainError] = []
-        market = self._market()
+        market = self._current(ids.MARKET_ID)
+        prices: dict[str, int | None] = {}  # the venue's last price, read once per basket
         for request in requests:
             try:
-                outcomes.append(self._place(request, loaded, orders, market, look_up))
+                outcomes.append(self._place(request, loaded, orders, market, prices, look_up))
             except DomainError as err:
                 outcomes.append(err)
         changed: list[TradingAggregate] = [order for order, _ in orders.values()]
@@ -216,7 +225,7 @@ class TradingApplication(Application[UUID]):
 
     def _place(self, r: OrderRequest, loaded: dict[UUID, Any],
                orders: dict[UUID, tuple[Order, OrderRequest]], market: Market | None,
-               look_up: bool) -> Placement:
+               prices: dict[str, int | None], look_up: bool) -> Placement:
         side, order_type, tif = (_enum(Side, r.side, "side"),
                                  _enum(OrderType, r.order_type, "order_type"),
                                  _enum(TimeInForce, r.tif, "tif"))
@@ -231,17 +240,25 @@ class TradingApplication(Application[UUID]):
             if existing is not None:
                 return _resubmission(existing, r)
         if r.account_id not in loaded:
-            loaded[r.account_id] = self._get(r.account_id, Account, "account_id")
-        account: Account = loaded[r.account_id]
-        position_id = ids.position_id(r.account_id, r.symbol)
-        if position_id not in loaded:
-            loaded[position_id] = self._find(position_id)
-        position: Position | None = loaded[position_id]
+            account = self._current(r.account_id)
+            if not isinstance(account, Account):
+                raise NotFound("account_id", "exists", str(r.account_id),
+                               f"no account {r.account_id}")
+            loaded[r.account_id] = account
+        account = loaded[r.account_id]
+        position: Position | None = None
+        if side is Side.SELL:  # a buy neither needs nor holds shares
+            position_id = ids.position_id(r.account_id, r.symbol)
+            if position_id not in loaded:
+                loaded[position_id] = self._current(position_id)
+            position = loaded[position_id]
+        if r.symbol not in prices and r.symbol in self.universe:
+            prices[r.symbol] = self.last_price(r.symbol)
         try:
             reservation = assess(
                 OrderTerms(r.symbol, side, order_type, tif, r.quantity, r.price),
                 instrument=self.universe.get(r.symbol), account=account, position=position,
-                last_price=self.last_price(r.symbol),
+                last_price=prices.get(r.symbol),
                 symbol_halted=market is not None and r.symbol in market.halted_symbols,
                 limits=self.limits, schedule=self.schedule,
                 now=meta.at, session_rules=self.session_rules,
@@ -378,12 +395,43 @@ class TradingApplication(Application[UUID]):
 
     def _change_once(self, id: UUID, kind: type[T], field: str, change: Callable[[T], None]
                      ) -> None:
-        if kind is Market:
-            aggregate: Any = self._market() or Market.create(Meta.command("system"))
+        with self._deciding():
+            aggregate: Any = self._current(id)
+            if kind is Market and aggregate is None:
+                aggregate = Market.create(self._stamped(Meta.command("system")))
+            if not isinstance(aggregate, kind):
+                raise NotFound(field, "exists", str(id), f"no {kind.__name__.lower()} {id}")
+            change(aggregate)
+            self.store(aggregate)
+
+    @contextmanager
+    def _deciding(self) -> Iterator[None]:
+        """One command's decision at a time in this process, on the decisions cache; a
+        failure (a refusal halfway, a conflict, a broken store) drops the whole cache, so
+        an aggregate changed by a failed command is never used again."""
+        with self._lock:
+            try:
+                yield
+            except BaseException:
+                self._decided = {}
+                raise
+
+    def _current(self, id: UUID) -> Any:
+        """The aggregate as the store has it now, for a command to decide on: cached
+        between commands (only under the lock), brought up to date from the store before
+        every use. None when it does not exist."""
+        aggregate = self._decided.get(id)
+        if aggregate is None:
+            if len(self._decided) > DECISIONS_CACHED:
+                self._decided = {}
+            aggregate = self._find(id)  # the repository's copy: ours to change
+            if aggregate is None:
+                return None
         else:
-            aggregate = self._get(id, kind, field)
-        change(aggregate)
-        self.store(aggregate)
+            for event in self.events.get(id, gt=aggregate.version):
+                aggregate = event.mutate(aggregate)
+        self._decided[id] = aggregate
+        return aggregate
 
     def _get(self, id: UUID, kind: type[Any], field: str) -> Any:
         aggregate = self._find(id)

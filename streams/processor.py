@@ -144,23 +144,27 @@ class TrackedProcessor:
         batch = self.source.read(position, self.batch_size)
         if not batch:
             return 0
-        for attempt in range(100):
-            try:
-                self.step.process(self.key, batch)
-                break
-            except IntegrityError:
-                # Another writer moved an aggregate this batch changed: rebuild and decide
-                # the same inputs again on fresh state.
-                self.step.start(self.key, self.source)
-                if self.step.position(self.key) != position:
-                    return 0  # someone else stored this batch (a fence was bypassed)
-                time.sleep(min(0.001 * attempt, 0.05))
-        else:
+        try:
+            for attempt in range(100):
+                try:
+                    self.step.process(self.key, batch)
+                    return len(batch)
+                except IntegrityError:
+                    # Another writer moved an aggregate this batch changed: rebuild and
+                    # decide the same inputs again on fresh state.
+                    self.step.start(self.key, self.source)
+                    if self.step.position(self.key) != position:
+                        return 0  # someone else stored this batch (a fence was bypassed)
+                    time.sleep(min(0.001 * attempt, 0.05))
             raise RuntimeError(f"{self.key}: batch after {position} kept conflicting")
-        return len(batch)
+        except BaseException:
+            self.started = False  # memory may be ahead of the store: rebuild before more
+            raise
 
     def catch_up(self) -> int:
         done = 0
+        if not self.started:
+            self.open()
         while n := self.run_once():
             done += n
         return done
