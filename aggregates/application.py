@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.persistence import IntegrityError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
 
@@ -402,7 +402,7 @@ class TradingApplication(Application[UUID]):
             if not isinstance(aggregate, kind):
                 raise NotFound(field, "exists", str(id), f"no {kind.__name__.lower()} {id}")
             change(aggregate)
-            self.store(aggregate)
+            self.store(aggregate)  # type: ignore[arg-type]
 
     @contextmanager
     def _deciding(self) -> Iterator[None]:
@@ -428,8 +428,7 @@ class TradingApplication(Application[UUID]):
             if aggregate is None:
                 return None
         else:
-            for event in self.events.get(id, gt=aggregate.version):
-                aggregate = event.mutate(aggregate)
+            aggregate = project_aggregate(aggregate, self.events.get(id, gt=aggregate.version))
         self._decided[id] = aggregate
         return aggregate
 

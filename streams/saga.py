@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.application import AggregateNotFoundError, project_aggregate
 from eventsourcing.domain import Snapshot
 
 from aggregates import ids
@@ -62,9 +62,8 @@ class UnitOfWork:
                 self.loaded[id] = forwarded
 
     def _forward(self, aggregate: Any) -> Any:
-        for event in self._app.events.get(aggregate.id, gt=aggregate.version):
-            aggregate = event.mutate(aggregate)
-        return aggregate
+        return project_aggregate(aggregate,
+                                 self._app.events.get(aggregate.id, gt=aggregate.version))
 
     def _get(self, id: UUID, fresh: bool) -> Any:
         agg = self.loaded.get(id)
