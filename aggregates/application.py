@@ -24,13 +24,13 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
 
 from aggregates import ids
 from aggregates.account import Account
-from aggregates.base import Meta, TradingAggregate
+from aggregates.base import Meta, TradingAggregate, fast_forward
 from aggregates.clock import Clock, SystemClock
 from aggregates.errors import Conflict, DomainError, NotFound, RuleViolation
 from aggregates.fees import DEFAULT_SCHEDULE, CommissionSchedule, get_schedule
@@ -111,6 +111,7 @@ class TradingApplication(Application[UUID]):
         # _current): changed only under the lock, dropped whole on any failure.
         self._lock = threading.RLock()
         self._decided: dict[UUID, Any] = {}
+        self.conflicts = 0  # baskets decided again after another writer moved first
         self.session_rules: SessionRules = session_rules
         # The newest notification this process stored, and who wants to hear of new ones
         # (stages following the log in this process): a command answers with the
@@ -199,6 +200,7 @@ class TradingApplication(Application[UUID]):
                     position = self.store(*changed) if changed else 0
                 except IntegrityError:
                     self._decided = {}
+                    self.conflicts += 1
                     look_up = True
                     continue
             self._after_command()
@@ -428,7 +430,7 @@ class TradingApplication(Application[UUID]):
             if aggregate is None:
                 return None
         else:
-            aggregate = project_aggregate(aggregate, self.events.get(id, gt=aggregate.version))
+            aggregate = fast_forward(aggregate, self.events.get(id, gt=aggregate.version))
         self._decided[id] = aggregate
         return aggregate
 

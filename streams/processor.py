@@ -115,6 +115,7 @@ class TrackedProcessor:
         self.key = f"{step.name}@{source.name}:{source.partition}"
         self.started = False
         self.error: BaseException | None = None
+        self.conflicts = 0  # batches decided again after another writer moved first
 
     @property
     def name(self) -> str:
@@ -152,6 +153,7 @@ class TrackedProcessor:
                 except IntegrityError:
                     # Another writer moved an aggregate this batch changed: rebuild and
                     # decide the same inputs again on fresh state.
+                    self.conflicts += 1
                     self.step.start(self.key, self.source)
                     if self.step.position(self.key) != position:
                         return 0  # someone else stored this batch (a fence was bypassed)

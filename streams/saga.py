@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, project_aggregate
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Snapshot
 
 from aggregates import ids
 from aggregates.account import Account
 from aggregates.application import TradingApplication
-from aggregates.base import Meta, TradingAggregate
+from aggregates.base import Meta, TradingAggregate, fast_forward
 from aggregates.market import Market
 from aggregates.order import Order
 from aggregates.position import Position
@@ -62,8 +62,7 @@ class UnitOfWork:
                 self.loaded[id] = forwarded
 
     def _forward(self, aggregate: Any) -> Any:
-        return project_aggregate(aggregate,
-                                 self._app.events.get(aggregate.id, gt=aggregate.version))
+        return fast_forward(aggregate, self._app.events.get(aggregate.id, gt=aggregate.version))
 
     def _get(self, id: UUID, fresh: bool) -> Any:
         agg = self.loaded.get(id)
