@@ -253,7 +253,7 @@ class VenueBooks:
         """Everything needed to rebuild this state exactly (JSON-friendly)."""
         return {
             "engine": self.engine.snapshot().decode(),
-            "tickets": [t.row() for t in self.tickets.values()],
+            "tickets": [t.row() for _, t in sorted(self.tickets.items())],
             "last_prices": dict(self.last_prices),
             "symbols": list(self.sequences),
         }
@@ -467,7 +467,8 @@ class VenueBooks:
             if ticket is not None and ticket.open == 0 and tickets.get(ticket.engine_id) is ticket:
                 del tickets[ticket.engine_id]
             results[index] = (symbol, seq, reports, last)
-        self.sequences[symbol] = seq
+        if run.rows:
+            self.sequences[symbol] = seq
         if last is not None:
             self.last_prices[symbol] = last
 
@@ -581,7 +582,7 @@ class MatchingStage:
         image["format"] = SNAPSHOT_FORMAT
         image["position"] = self.position
         image["versions"] = dict(self.versions)
-        return json.dumps(image, separators=(",", ":")).encode()
+        return json.dumps(image, separators=(",", ":"), sort_keys=True).encode()
 
     def _load(self, image: dict[str, Any] | None) -> None:
         if image is not None and image.get("format") != SNAPSHOT_FORMAT:
