@@ -234,6 +234,9 @@ class VenueBooks:
         self._submit_arrays: Callable[[str, np.ndarray], np.ndarray] | None = getattr(
             engine, "submit_arrays", None
         )
+        self._depth_rows: Callable[[str, int], tuple[list[Any], list[Any]]] | None = getattr(
+            engine, "depth_rows", None
+        )
         self.tickets: dict[int, Ticket] = {}
         self.last_prices: dict[str, int] = {}
         self.sequences: dict[str, int] = {}  # symbols with a book -> their input sequence
@@ -272,8 +275,12 @@ class VenueBooks:
         self.sequences = {s: self.engine.sequence(s) for s in image["symbols"]}
 
     def depth(self, symbol: str, levels: int = DEPTH_LEVELS) -> dict[str, Any] | None:
+        """The book's top ``levels`` a side as ``Venue.Reported.depth`` (None: no book)."""
         if symbol not in self.sequences:
             return None
+        if self._depth_rows is not None:
+            bids, asks = self._depth_rows(symbol, levels)
+            return {"bids": bids, "asks": asks}
         return depth_dict(self.engine.depth(symbol, levels))
 
     def open_day_orders(self, symbol: str | None = None) -> list[Ticket]:
