@@ -41,6 +41,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -93,6 +94,7 @@ def make_engine(name: str) -> Engine:
 
 # --- the engine contract as plain ints (kernels.contract / kernels.matching) ---------------
 _NEW, _CANCEL, _AMEND = 0, 1, 3  # CommandKind
+_ROW = 8  # fields of a command row (kernels.contract.Command)
 _LIMIT, _MARKET = 0, 1  # OrderType
 _DAY = 0  # TimeInForce
 # event rows: the field order of kernels.contract.Event
@@ -405,8 +407,9 @@ class VenueBooks:
     def _engine_events(self, symbol: str, rows: list[tuple[int, ...]]) -> list[list[int]]:
         """Event rows (``kernels.contract.Event`` field order) for command rows."""
         if self._submit_arrays is not None:
-            out = self._submit_arrays(symbol, np.array(rows, dtype=np.int64))
-            return out.tolist()  # type: ignore[no-any-return]
+            # fromiter over the flattened rows: half the cost of np.array(list of tuples)
+            flat = np.fromiter(chain.from_iterable(rows), np.int64, len(rows) * _ROW)
+            return self._submit_arrays(symbol, flat.reshape(-1, _ROW)).tolist()  # type: ignore[no-any-return]
         events = self.engine.submit_batch(symbol, [Command(*r) for r in rows])  # type: ignore[arg-type]
         return [[int(e.kind), e.sequence, e.order_id, e.maker_id, int(e.side), e.price,
                  e.quantity, e.remaining, e.maker_remaining, e.fill_index, int(e.reason)]
