@@ -6,7 +6,8 @@ replays only the inputs after it, so start-up time does not grow with history.
 
 Snapshots live beside the event store, in the same SQLite file or PostgreSQL database
 and schema, in one table keyed by ``(stage, position)``; ``stage`` is the stage's
-tracking key (``"matching@trading:0"``), so each partition keeps its own. Only the newest
+tracking key (``"matching@trading:0"``, ``"matching@tradecore.matching.in:3"``), so each
+partition keeps its own, and every call names it. Only the newest
 ``keep`` (2) per stage are kept: the newest, and one to fall back on. A snapshot is
 written after its inputs' effects are committed, so it never stands for a position the
 store has not reached; readers still ask for ``at_most`` their tracked position.
@@ -34,38 +35,45 @@ def _check(stage: str, keep: int) -> None:
 
 
 class MemorySnapshots:
-    """Snapshots in a dict (tests, and stages that may always replay from the start)."""
+    """Snapshots in a dict: tests, and stores that do not outlive the process anyway."""
 
     def __init__(self, keep: int = KEEP) -> None:
         _check("memory", keep)
         self.keep = keep
-        self.saved: dict[int, bytes] = {}
+        self.saved: dict[str, dict[int, bytes]] = {}
 
-    def save(self, position: int, data: bytes) -> None:
-        self.saved[position] = bytes(data)
-        for old in sorted(self.saved)[: -self.keep]:
-            del self.saved[old]
+    def save(self, stage: str, position: int, data: bytes) -> None:
+        _check(stage, self.keep)
+        saved = self.saved.setdefault(stage, {})
+        saved[position] = bytes(data)
+        for old in sorted(saved)[: -self.keep]:
+            del saved[old]
 
-    def latest(self, at_most: int) -> tuple[int, bytes] | None:
-        usable = [p for p in self.saved if p <= at_most]
+    def latest(self, stage: str, at_most: int) -> tuple[int, bytes] | None:
+        saved = self.saved.get(stage, {})
+        usable = [p for p in saved if p <= at_most]
         if not usable:
             return None
         position = max(usable)
-        return position, self.saved[position]
+        return position, saved[position]
+
+    def positions(self, stage: str) -> list[int]:
+        return sorted(self.saved.get(stage, {}))
+
+    def close(self) -> None:
+        return None
 
 
 class SQLiteSnapshots:
     """Snapshots in a table of the event store's SQLite file, on their own connection
     (the store's recorder is not shared; WAL lets both write in turn)."""
 
-    def __init__(self, path: str | Path, stage: str, *, keep: int = KEEP,
-                 timeout_s: float = 30.0) -> None:
-        _check(stage, keep)
+    def __init__(self, path: str | Path, *, keep: int = KEEP, timeout_s: float = 30.0) -> None:
+        _check("sqlite", keep)
         if str(path) == ":memory:" or str(path).startswith("file::memory:"):
             raise ValueError("path: snapshots need the store's file; an in-memory SQLite "
                              "database is private to its connection (use MemorySnapshots)")
         self.path = Path(path)
-        self.stage = stage
         self.keep = keep
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None,
@@ -77,40 +85,41 @@ class SQLiteSnapshots:
             "PRIMARY KEY (stage, position))"
         )
 
-    def save(self, position: int, data: bytes) -> None:
+    def save(self, stage: str, position: int, data: bytes) -> None:
+        _check(stage, self.keep)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
                     f"INSERT OR REPLACE INTO {TABLE} (stage, position, data, created_at) "
                     "VALUES (?, ?, ?, ?)",
-                    (self.stage, position, data, datetime.now(UTC).isoformat()),
+                    (stage, position, data, datetime.now(UTC).isoformat()),
                 )
                 self._db.execute(
                     f"DELETE FROM {TABLE} WHERE stage = ? AND position NOT IN "
                     f"(SELECT position FROM {TABLE} WHERE stage = ? "
                     "ORDER BY position DESC LIMIT ?)",
-                    (self.stage, self.stage, self.keep),
+                    (stage, stage, self.keep),
                 )
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
-    def latest(self, at_most: int) -> tuple[int, bytes] | None:
+    def latest(self, stage: str, at_most: int) -> tuple[int, bytes] | None:
         with self._lock:
             row = self._db.execute(
                 f"SELECT position, data FROM {TABLE} WHERE stage = ? AND position <= ? "
                 "ORDER BY position DESC LIMIT 1",
-                (self.stage, at_most),
+                (stage, at_most),
             ).fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]))
 
-    def positions(self) -> list[int]:
+    def positions(self, stage: str) -> list[int]:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT position FROM {TABLE} WHERE stage = ? ORDER BY position",
-                (self.stage,),
+                (stage,),
             ).fetchall()
         return [int(r[0]) for r in rows]
 
@@ -122,10 +131,8 @@ class SQLiteSnapshots:
 class PostgresSnapshots:
     """Snapshots in a table of the event store's PostgreSQL database and schema."""
 
-    def __init__(self, conninfo: str, stage: str, *, schema: str = "public",
-                 keep: int = KEEP) -> None:
-        _check(stage, keep)
-        self.stage = stage
+    def __init__(self, conninfo: str, *, schema: str = "public", keep: int = KEEP) -> None:
+        _check("postgres", keep)
         self.keep = keep
         self._table = sql.Identifier(schema, TABLE)
         self._lock = threading.Lock()
@@ -142,7 +149,8 @@ class PostgresSnapshots:
             self._conn = psycopg.connect(self._conninfo, autocommit=True)
         return self._conn
 
-    def save(self, position: int, data: bytes) -> None:
+    def save(self, stage: str, position: int, data: bytes) -> None:
+        _check(stage, self.keep)
         with self._lock:
             conn = self._connection()
             with conn.transaction():
@@ -150,26 +158,26 @@ class PostgresSnapshots:
                     "INSERT INTO {} (stage, position, data) VALUES (%s, %s, %s) "
                     "ON CONFLICT (stage, position) DO UPDATE SET data = EXCLUDED.data, "
                     "created_at = now()"
-                ).format(self._table), (self.stage, position, data))
+                ).format(self._table), (stage, position, data))
                 conn.execute(sql.SQL(
                     "DELETE FROM {t} WHERE stage = %s AND position NOT IN "
                     "(SELECT position FROM {t} WHERE stage = %s ORDER BY position DESC "
                     "LIMIT %s)"
-                ).format(t=self._table), (self.stage, self.stage, self.keep))
+                ).format(t=self._table), (stage, stage, self.keep))
 
-    def latest(self, at_most: int) -> tuple[int, bytes] | None:
+    def latest(self, stage: str, at_most: int) -> tuple[int, bytes] | None:
         with self._lock:
             row = self._connection().execute(sql.SQL(
                 "SELECT position, data FROM {} WHERE stage = %s AND position <= %s "
                 "ORDER BY position DESC LIMIT 1"
-            ).format(self._table), (self.stage, at_most)).fetchone()
+            ).format(self._table), (stage, at_most)).fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]))
 
-    def positions(self) -> list[int]:
+    def positions(self, stage: str) -> list[int]:
         with self._lock:
             rows = self._connection().execute(sql.SQL(
                 "SELECT position FROM {} WHERE stage = %s ORDER BY position"
-            ).format(self._table), (self.stage,)).fetchall()
+            ).format(self._table), (stage,)).fetchall()
         return [int(r[0]) for r in rows]
 
     def close(self) -> None:
@@ -177,7 +185,7 @@ class PostgresSnapshots:
             self._conn.close()
 
 
-def snapshots_for_store(env: dict[str, str], stage: str, *, keep: int = KEEP
+def snapshots_for_store(env: dict[str, str], *, keep: int = KEEP
                         ) -> SQLiteSnapshots | PostgresSnapshots | MemorySnapshots:
     """Snapshots beside the event store that ``env`` (``infra.eventstore.eventsourcing_env``)
     configures: the same SQLite file, or the same PostgreSQL database and schema. An
@@ -189,9 +197,9 @@ def snapshots_for_store(env: dict[str, str], stage: str, *, keep: int = KEEP
             host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
             password=env["POSTGRES_PASSWORD"], dbname=env["POSTGRES_DBNAME"],
         )
-        return PostgresSnapshots(conninfo, stage, schema=env.get("POSTGRES_SCHEMA") or "public",
+        return PostgresSnapshots(conninfo, schema=env.get("POSTGRES_SCHEMA") or "public",
                                  keep=keep)
     path = env.get("SQLITE_DBNAME", "")
     if not path or path == ":memory:" or path.startswith("file::memory:"):
         return MemorySnapshots(keep)
-    return SQLiteSnapshots(path, stage, keep=keep)
+    return SQLiteSnapshots(path, keep=keep)

@@ -53,6 +53,9 @@ from aggregates.instruments import Instrument
 from aggregates.market import Market
 from aggregates.order import Order
 from aggregates.venue import Venue
+from infra.eventstore import eventsourcing_env
+from infra.settings import Settings
+from infra.snapshots import MemorySnapshots, snapshots_for_store
 from kernels.contract import Command, Depth, Engine, Reason
 from kernels.snapshot import encode as encode_books
 
@@ -493,17 +496,26 @@ SNAPSHOT_FORMAT = 1
 
 
 class VenueSnapshots(Protocol):
-    """Where the stage keeps its snapshots (newest few; see ``infra.snapshots``)."""
+    """Where the stage keeps its snapshots, the newest few per tracking key
+    (``infra.snapshots``: SQLite, PostgreSQL, memory)."""
 
-    def save(self, position: int, data: bytes) -> None:
-        """Store the state after every input up to ``position``."""
+    def save(self, stage: str, position: int, data: bytes) -> None:
+        """Store ``stage``'s state after every input up to ``position``."""
 
-    def latest(self, at_most: int) -> tuple[int, bytes] | None:
-        """The newest snapshot at a position ``<= at_most`` (None: there is none)."""
+    def latest(self, stage: str, at_most: int) -> tuple[int, bytes] | None:
+        """``stage``'s newest snapshot at a position ``<= at_most`` (None: none)."""
+
+
+def venue_snapshots(settings: Settings, *, schema: str | None = None) -> VenueSnapshots:
+    """Snapshots beside the event store the settings name: a table in the same SQLite
+    file, or in the same PostgreSQL database and schema (``schema`` as given to
+    ``infra.eventstore.eventsourcing_env``); in memory for an in-memory store."""
+    return snapshots_for_store(eventsourcing_env(settings, schema=schema))
 
 
 class Source(Protocol):
-    """What :meth:`MatchingStage.start` reads its tail from (``streams.bus.Source``)."""
+    """What :meth:`MatchingStage.start` reads its tail from (``streams.bus.Source``;
+    ``name`` and ``partition`` make the tracking key, as the processor's)."""
 
     def read(self, after: int, limit: int) -> list[tuple[int, Any]]: ...
 
@@ -514,11 +526,14 @@ class MatchingStage:
     ``apply`` turns a batch of venue commands into ``Venue.Reported`` events (input
     order; per symbol versions 1, 2, 3, ... on ``ids.venue_id(symbol)``; ``depth`` on
     the last report of each symbol in the batch). ``committed(position)`` snapshots
-    every ``snapshot_every`` inputs; ``start(tracked, source)`` restores the newest
-    snapshot at or before ``tracked`` and replays the inputs after it.
+    every ``snapshot_every`` inputs, under the tracking key
+    ``f"matching@{source.name}:{source.partition}"`` of the source ``start`` was given;
+    ``start(tracked, source)`` restores the newest snapshot at or before ``tracked`` and
+    replays the inputs after it (``replayed`` says how many).
 
-    Calls must alternate ``apply`` -> ``committed``; after a failed commit call
-    ``start`` again (the stage's memory is then ahead of the store).
+    Calls go ``start`` -> (``apply`` -> ``committed``)*; after a failed commit call
+    ``start`` again (the stage's memory is then ahead of the store). ``snapshots=None``
+    keeps them in memory (a process that replays from its start anyway).
     """
 
     name = "matching"
@@ -528,7 +543,7 @@ class MatchingStage:
         self,
         engine: Engine,
         instrument: Callable[[str], Instrument],
-        snapshots: VenueSnapshots,
+        snapshots: VenueSnapshots | None = None,
         *,
         snapshot_every: int = 10_000,
         clock: Callable[[], datetime] | None = None,
@@ -537,7 +552,8 @@ class MatchingStage:
         if snapshot_every <= 0:
             raise ValueError(f"snapshot_every: must be positive, got {snapshot_every}")
         self.books = VenueBooks(engine, instrument)
-        self.snapshots = snapshots
+        self.snapshots: VenueSnapshots = snapshots if snapshots is not None else MemorySnapshots()
+        self.key = f"{self.name}@trading:0"  # the tracking key; start() takes the source's
         self.snapshot_every = snapshot_every
         self.clock: Callable[[], datetime] = clock or _utc_now
         self.read_limit = read_limit
@@ -551,7 +567,9 @@ class MatchingStage:
     # -- Stage ------------------------------------------------------------------------
     def start(self, tracked: int, source: Source) -> None:
         """Rebuild memory up to ``tracked``: newest snapshot <= tracked, then the tail."""
-        found = self.snapshots.latest(tracked)
+        self.key = (f"{self.name}@{getattr(source, 'name', 'trading')}:"
+                    f"{getattr(source, 'partition', 0)}")
+        found = self.snapshots.latest(self.key, tracked)
         if found is None:
             self._load(None)
             self.position = 0
@@ -584,7 +602,7 @@ class MatchingStage:
     # -- snapshots --------------------------------------------------------------------
     def snapshot(self) -> None:
         """Store the state at ``self.position`` now."""
-        self.snapshots.save(self.position, self.state_bytes())
+        self.snapshots.save(self.key, self.position, self.state_bytes())
         self._since_snapshot = 0
 
     def state_bytes(self) -> bytes:

@@ -29,17 +29,24 @@ from aggregates.order import Order
 from aggregates.venue import Venue
 from infra.eventstore import eventsourcing_env
 from infra.settings import Settings
-from infra.snapshots import MemorySnapshots, SQLiteSnapshots, snapshots_for_store
+from infra.snapshots import (
+    MemorySnapshots,
+    PostgresSnapshots,
+    SQLiteSnapshots,
+    snapshots_for_store,
+)
 from streams.matching import (
     UNROUTED,
     VENUE_COMMAND_TOPICS,
     VENUE_PRINCIPAL,
     MatchingStage,
     make_engine,
+    venue_snapshots,
 )
 from tests.streams.venue_flow import T0, Flow, ListSource, order_uuid
 
 CLOCK = T0 + timedelta(hours=6)
+KEY = "matching@trading:0"  # the tracking key of the event log's partition 0
 A, B = "7203", "8306"  # 28,000 / 19,000 price units, tick 5 around there
 TICK = 5
 
@@ -322,13 +329,13 @@ def test_start_up_replays_only_the_tail_after_the_newest_snapshot(
         price = base - TICK * (1 + i % 5) if side == "buy" else base + TICK * (1 + i % 5)
         events.append(f.routed(i, symbol, side, 100, price, tif="gtc"))
     items = list(enumerate(events, 1))
-    snapshots = SQLiteSnapshots(tmp_path / "events.sqlite", "matching@trading:0")
+    snapshots = SQLiteSnapshots(tmp_path / "events.sqlite")
     first = stage(universe, snapshots=snapshots, every=250)
     for i in range(0, len(items), 100):
         first.apply(items[i:i + 100])
         first.committed(items[i:i + 100][-1][0])
     # due after 250 inputs, taken at the commit that gets there; the newest 2 kept
-    assert snapshots.positions() == [900, 1200]
+    assert snapshots.positions(KEY) == [900, 1200]
 
     source = ListSource(items)
     at_snapshot = stage(universe, snapshots=snapshots, every=250)
@@ -346,46 +353,62 @@ def test_start_up_replays_only_the_tail_after_the_newest_snapshot(
 
 
 def test_snapshots_share_the_event_stores_sqlite_file(tmp_path: Path) -> None:
-    env = eventsourcing_env(Settings(persistence="sqlite", sqlite_path=tmp_path / "e.sqlite"))
-    app: Application[Any] = Application(env=env)
-    snapshots = snapshots_for_store(env, "matching@trading:0")
-    assert isinstance(snapshots, SQLiteSnapshots)
-    snapshots.save(3, b"one")
+    settings = Settings(persistence="sqlite", sqlite_path=tmp_path / "e.sqlite")
+    app: Application[Any] = Application(env=eventsourcing_env(settings))
+    snapshots = venue_snapshots(settings)
+    assert isinstance(snapshots, SQLiteSnapshots) and snapshots.path == tmp_path / "e.sqlite"
+    snapshots.save(KEY, 3, b"one")
     app.save(Aggregate())  # the store writes beside it
-    snapshots.save(7, b"two")
-    snapshots.save(9, b"three")
-    assert snapshots.latest(8) == (7, b"two")
-    assert snapshots.latest(100) == (9, b"three")
-    assert snapshots.latest(6) is None  # only the newest 2 are kept
+    snapshots.save(KEY, 7, b"two")
+    snapshots.save(KEY, 9, b"three")
+    assert snapshots.latest(KEY, 8) == (7, b"two")
+    assert snapshots.latest(KEY, 100) == (9, b"three")
+    assert snapshots.latest(KEY, 6) is None  # only the newest 2 are kept
     assert app.recorder.max_notification_id() == 1  # type: ignore[attr-defined]
-    other = snapshots_for_store(env, "matching@tradecore.matching.in:3")
-    assert other.latest(100) is None  # each tracking key keeps its own
-    assert isinstance(snapshots_for_store(
-        eventsourcing_env(Settings(persistence="sqlite", sqlite_path=Path(":memory:"))),
-        "matching@trading:0"), MemorySnapshots)
+    assert snapshots.latest("matching@tradecore.matching.in:3", 100) is None  # per key
+    with pytest.raises(ValueError, match="stage"):
+        snapshots.save("", 1, b"x")
+    assert isinstance(venue_snapshots(Settings(persistence="sqlite",
+                                               sqlite_path=Path(":memory:"))),
+                      MemorySnapshots)
 
 
 @pytest.mark.postgres
 def test_snapshots_in_the_event_stores_postgres_schema() -> None:
     from tests.conftest import postgres_env
 
-    env = postgres_env()
-    snapshots = snapshots_for_store(env, "matching@trading:0")
+    snapshots = snapshots_for_store(postgres_env())
     try:
-        assert type(snapshots).__name__ == "PostgresSnapshots"
+        assert isinstance(snapshots, PostgresSnapshots)
         for position in (5, 10, 15):
-            snapshots.save(position, f"state {position}".encode())
-        assert snapshots.latest(14) == (10, b"state 10")
-        assert snapshots.latest(4) is None
-        assert snapshots.positions() == [10, 15]  # type: ignore[union-attr]
-        snapshots.save(15, b"again")
-        assert snapshots.latest(15) == (15, b"again")
+            snapshots.save(KEY, position, f"state {position}".encode())
+        assert snapshots.latest(KEY, 14) == (10, b"state 10")
+        assert snapshots.latest(KEY, 4) is None
+        assert snapshots.positions(KEY) == [10, 15]
+        snapshots.save(KEY, 15, b"again")
+        assert snapshots.latest(KEY, 15) == (15, b"again")
+        assert snapshots.latest("matching@tradecore.matching.in:3", 100) is None
     finally:
-        snapshots.close()  # type: ignore[union-attr]
+        snapshots.close()
+
+
+def test_snapshots_follow_the_sources_tracking_key(universe: Universe) -> None:
+    class Partition(ListSource):
+        name = "tradecore.matching.in"
+        partition = 3
+
+    snapshots = MemorySnapshots()
+    s = stage(universe, snapshots=snapshots, every=1)
+    events = [Flow().routed(1, A, "buy", 100, 28000)]
+    s.start(0, Partition([]))
+    s.apply(list(enumerate(events, 1)))
+    s.committed(1)
+    assert snapshots.positions("matching@tradecore.matching.in:3") == [1]
+    assert snapshots.positions(KEY) == []
 
 
 def test_clock_defaults_to_utc_now(universe: Universe) -> None:
-    s = MatchingStage(make_engine("reference"), universe.get, MemorySnapshots())
+    s = MatchingStage(make_engine("reference"), universe.get)
     [out] = s.apply([(1, Flow().routed(1, A, "buy", 100, 28000))])
     assert out.timestamp.tzinfo is UTC
     assert abs(out.timestamp - datetime.now(UTC)) < timedelta(seconds=60)
