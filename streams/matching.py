@@ -61,10 +61,10 @@ from kernels.snapshot import encode as encode_books
 
 VENUE_PRINCIPAL = "venue"
 DEPTH_LEVELS = 10
-UNROUTED = ""
-"""Symbol of the reports about a cancel or amend whose event names no symbol (logs
-written before venue commands carried one) for an order the venue does not hold: the
-venue cannot tell which book it was on. Stream: ``ids.venue_id(UNROUTED)``."""
+UNROUTED = "?"
+"""Symbol of the reports about a cancel, amend or expiry whose event names no symbol
+(today's ``CancelRouted``/``AmendRouted``/``ExpiryRouted``) for an order the venue does
+not hold: it cannot tell which book the order was on. Stream: ``ids.venue_id("?")``."""
 
 
 def _topic(cls: type) -> str:
