@@ -38,6 +38,7 @@ the property tests hold batch == one-by-one and kernel == reference.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,6 +59,8 @@ from infra.settings import Settings
 from infra.snapshots import MemorySnapshots, snapshots_for_store
 from kernels.contract import Command, Depth, Engine, Reason
 from kernels.snapshot import encode as encode_books
+
+log = logging.getLogger("tradecore.matching")
 
 VENUE_PRINCIPAL = "venue"
 DEPTH_LEVELS = 10
@@ -570,13 +573,18 @@ class MatchingStage:
         self.key = (f"{self.name}@{getattr(source, 'name', 'trading')}:"
                     f"{getattr(source, 'partition', 0)}")
         found = self.snapshots.latest(self.key, tracked)
-        if found is None:
-            self._load(None)
-            self.position = 0
-            self.restored_from = None
-        else:
-            self._load(json.loads(found[1]))
-            self.position = self.restored_from = found[0]
+        self._load(None)
+        self.position = 0
+        self.restored_from = None
+        if found is not None:
+            try:
+                self._load(json.loads(found[1]))
+            except (ValueError, KeyError, TypeError) as exc:  # an older format, say
+                log.warning("%s: snapshot at %d unusable (%s); replaying from the start",
+                            self.key, found[0], exc)
+                self._load(None)
+            else:
+                self.position = self.restored_from = found[0]
         self.replayed = 0
         self._since_snapshot = 0
         while self.position < tracked:

@@ -352,6 +352,18 @@ def test_start_up_replays_only_the_tail_after_the_newest_snapshot(
     assert between.state_bytes() == empty.state_bytes()
 
 
+def test_an_unusable_snapshot_means_a_full_replay_not_a_stuck_stage(
+        universe: Universe, caplog: pytest.LogCaptureFixture) -> None:
+    f = Flow()
+    items = list(enumerate([f.routed(i, A, "buy", 100, 27990) for i in range(1, 6)], 1))
+    snapshots = MemorySnapshots()
+    snapshots.save(KEY, 3, b'{"format": 0}')
+    s = stage(universe, snapshots=snapshots)
+    s.start(5, ListSource(items))
+    assert (s.restored_from, s.replayed, len(s.books.tickets)) == (None, 5, 5)
+    assert "snapshot at 3 unusable" in caplog.text
+
+
 def test_snapshots_share_the_event_stores_sqlite_file(tmp_path: Path) -> None:
     settings = Settings(persistence="sqlite", sqlite_path=tmp_path / "e.sqlite")
     app: Application[Any] = Application(env=eventsourcing_env(settings))
