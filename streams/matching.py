@@ -57,7 +57,17 @@ from aggregates.venue import Venue
 from infra.eventstore import eventsourcing_env
 from infra.settings import Settings
 from infra.snapshots import MemorySnapshots, snapshots_for_store
-from kernels.contract import Command, Depth, Engine, Reason
+from kernels.contract import (
+    Command,
+    CommandKind,
+    Depth,
+    Engine,
+    EventKind,
+    OrderType,
+    Reason,
+    Side,
+    TimeInForce,
+)
 from kernels.snapshot import encode as encode_books
 
 log = logging.getLogger("tradecore.matching")
@@ -98,20 +108,21 @@ def make_engine(name: str) -> Engine:
     raise ValueError(f"matching_engine={name!r}: expected 'reference' or 'kernel'")
 
 
-# --- the engine contract as plain ints (kernels.contract / kernels.matching) ---------------
-_NEW, _CANCEL, _AMEND = 0, 1, 3  # CommandKind
-_ROW = 8  # fields of a command row (kernels.contract.Command)
-_LIMIT, _MARKET = 0, 1  # OrderType
-_DAY = 0  # TimeInForce
-# event rows: the field order of kernels.contract.Event
-_ACCEPTED, _FILL, _RESTED, _CANCELLED, _REDUCED, _AMENDED, _REJECTED = range(7)
-_SIDES = {"buy": 1, "sell": -1}
+# --- the engine contract as plain ints (kernels.contract; rows as in kernels.matching) ---
+_NEW, _CANCEL, _AMEND = int(CommandKind.NEW), int(CommandKind.CANCEL), int(CommandKind.AMEND)
+_ROW = 8  # fields of a command row, in kernels.contract.Command's order
+_LIMIT, _MARKET = int(OrderType.LIMIT), int(OrderType.MARKET)
+_DAY = int(TimeInForce.DAY)
+# event rows: fields in kernels.contract.Event's order, kinds by value
+_ACCEPTED, _FILL, _RESTED, _CANCELLED = (int(k) for k in (
+    EventKind.ACCEPTED, EventKind.FILL, EventKind.RESTED, EventKind.CANCELLED))
+_AMENDED, _REJECTED = int(EventKind.AMENDED), int(EventKind.REJECTED)
+_SIDES = {"buy": int(Side.BUY), "sell": int(Side.SELL)}
 _TYPES = {"limit": _LIMIT, "market": _MARKET}
-_TIFS = {"day": 0, "gtc": 1, "ioc": 2, "fok": 3}
+_TIFS = {t.name.lower(): int(t) for t in TimeInForce}
 _REASONS = {int(r): r.name.lower() for r in Reason}
 _HIGHEST = 1 << 62  # above any price: a market buy may trade at any price
 _EXPIRED = "expired"
-_REQUESTED = _REASONS[int(Reason.REQUESTED)]
 _UNKNOWN_ORDER = _REASONS[int(Reason.UNKNOWN_ORDER)]
 _NOT_ABOVE_FILLED = "not_above_filled_quantity"
 _UNKNOWN_SYMBOL = "unknown_symbol"
@@ -162,8 +173,11 @@ def decode(event: Any) -> VenueCommand | None:
 
 
 def _decode_routed(e: Any) -> VenueCommand:
+    # an unknown side/type/time in force becomes a value the engine refuses
+    # (bad_command), never an exception that would stop the stage at this input
     return (NEW, e.symbol, e.engine_order_id, str(e.originator_id), e.quantity, e.price,
-            _SIDES[e.side], _TYPES[e.order_type], _TIFS[e.tif], e.owner)
+            _SIDES.get(e.side, 0), _TYPES.get(e.order_type, -1), _TIFS.get(e.tif, -1),
+            e.owner)
 
 
 def _decode_cancel(e: Any) -> VenueCommand:

@@ -188,12 +188,21 @@ def test_session_close_expires_day_orders_of_every_symbol(universe: Universe) ->
     assert (expired.command, expired.reports[0]["expired"]) == ("expire", True)
 
 
-def test_unknown_symbol_is_refused(universe: Universe) -> None:
+@pytest.mark.parametrize("engine", ["kernel", "reference"])
+def test_what_the_venue_cannot_take_is_refused_not_raised(universe: Universe,
+                                                         engine: str) -> None:
     f = Flow()
-    [out] = feed(stage(universe), [f.routed(1, "0000", "buy", 100, 1000)])
-    assert out.reports == [{"kind": "refused", "order_id": str(order_uuid(1)),
-                            "action": "new", "reason": "unknown_symbol"}]
-    assert out.sequence == 0
+    unknown, odd, off_tick = feed(stage(universe, engine), [
+        f.routed(1, "0000", "buy", 100, 1000),
+        f.routed(2, A, "buy", 100, 28000, tif="gtd"),
+        f.routed(3, A, "buy", 100, 28001),
+    ])
+    assert unknown.reports == [{"kind": "refused", "order_id": str(order_uuid(1)),
+                                "action": "new", "reason": "unknown_symbol"}]
+    assert unknown.sequence == 0
+    assert odd.reports[0]["reason"] == "bad_command"
+    assert off_tick.reports[0]["reason"] == "off_tick"
+    assert (odd.sequence, off_tick.sequence) == (1, 2)
 
 
 # --- property tests ---------------------------------------------------------------------
