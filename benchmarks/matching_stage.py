@@ -271,8 +271,9 @@ def main() -> None:
     n = len(events)
     results: dict[str, Any] = {
         "commands": n, "batch": args.batch, "symbols": len(universe.symbols),
-        "engine_path": "KernelEngine.submit_arrays, one call per run of commands per "
-                       "symbol (a run ends early only where exact state is needed)",
+        "engine_path": MatchingStage(make_engine("kernel"), universe.get).books.engine_path
+        + ": one call per run of commands of a symbol (a run ends early only where a "
+          "command needs the exact state between two others)",
         "repeats": REPEATS, "loadavg_before": list(os.getloadavg()),
     }
 
