@@ -150,16 +150,22 @@ class KernelEngine:
         return int(self._book(symbol).arrays.state[S_RESTING])
 
     def depth(self, symbol: str, levels: int = 10) -> Depth:
+        bids, asks = self.depth_rows(symbol, levels)
+        return Depth(bids=tuple(Level(p, q, n) for p, q, n in bids),
+                     asks=tuple(Level(p, q, n) for p, q, n in asks))
+
+    def depth_rows(self, symbol: str, levels: int = 10) -> tuple[list[list[int]], list[list[int]]]:
+        """:meth:`depth` as plain ``[price, quantity, orders]`` rows (bids, asks), best
+        first: what a publisher serialises, without a ``Level`` object per row (a sixth
+        of the cost; the matching stage publishes depth with every batch)."""
         if levels < 0:
             raise ValueError(f"levels: must be >= 0, got {levels}")
         arrays = self._book(symbol).arrays
-        out = np.zeros((2, max(levels, 0), 3), dtype=np.int64)
+        out = np.zeros((2, levels, 3), dtype=np.int64)
         top_levels(arrays.levels, arrays.ladder, arrays.state, out)
-        sides = []
-        for six in range(2):
-            shown = min(levels, int(arrays.state[S_LEVELS + six]))
-            sides.append(tuple(Level(p, q, n) for p, q, n in out[six, :shown].tolist()))
-        return Depth(bids=sides[0], asks=sides[1])
+        bids, asks = out.tolist()
+        state = arrays.state
+        return bids[: int(state[S_LEVELS])], asks[: int(state[S_LEVELS + 1])]
 
     # ----------------------------------------------------------------- commands
     def submit(self, symbol: str, command: Command) -> list[Event]:
