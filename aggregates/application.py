@@ -30,7 +30,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ra
 
 from aggregates import ids
 from aggregates.account import Account
-from aggregates.base import Meta, TradingAggregate, fast_forward
+from aggregates.base import Meta, TradingAggregate
 from aggregates.clock import Clock, SystemClock
 from aggregates.errors import Conflict, DomainError, NotFound, RuleViolation
 from aggregates.fees import DEFAULT_SCHEDULE, CommissionSchedule, get_schedule
@@ -107,10 +107,16 @@ class TradingApplication(Application[UUID]):
         # Commands are stamped with this clock's time (simulated in replays and
         # backtests) and, with session_rules="enforce", refused outside the TSE session.
         self.clock: Clock = clock or SystemClock()
-        # Aggregates commands decide on, kept between commands of this process (see
-        # _current): changed only under the lock, dropped whole on any failure.
-        self._lock = threading.RLock()
-        self._decided: dict[UUID, Any] = {}
+        # Held while a command decides and stores. Stages of this process that change
+        # the same aggregates (the saga) take it around their batch too: they would
+        # otherwise keep losing optimistic-concurrency races to this process's commands
+        # on hot accounts. Other processes are still decided by the store alone.
+        self.writing = threading.RLock()
+        # The aggregates this process decides on (commands, and the saga stage), kept
+        # between decisions and brought up to date from the log before each (see
+        # deciding): changed only under the lock, dropped whole on any failure.
+        self._cache: dict[UUID, Any] = {}
+        self._followed: int | None = None  # the log position the cache reflects
         self.conflicts = 0  # baskets decided again after another writer moved first
         self.session_rules: SessionRules = session_rules
         # The newest notification this process stored, and who wants to hear of new ones
@@ -194,12 +200,12 @@ class TradingApplication(Application[UUID]):
         # first, the basket is decided again on fresh state, looking each order up.
         look_up = False
         for _attempt in range(50):
-            with self._deciding():
+            with self.deciding():
                 outcomes, changed = self._decide(requests, look_up)
                 try:
                     position = self.store(*changed) if changed else 0
                 except IntegrityError:
-                    self._decided = {}
+                    self.forget()
                     self.conflicts += 1
                     look_up = True
                     continue
@@ -214,7 +220,7 @@ class TradingApplication(Application[UUID]):
         loaded: dict[UUID, Any] = {}
         orders: dict[UUID, tuple[Order, OrderRequest]] = {}
         outcomes: list[Placement | DomainError] = []
-        market = self._current(ids.MARKET_ID)
+        market = self.current(ids.MARKET_ID)
         prices: dict[str, int | None] = {}  # the venue's last price, read once per basket
         for request in requests:
             try:
@@ -242,7 +248,7 @@ class TradingApplication(Application[UUID]):
             if existing is not None:
                 return _resubmission(existing, r)
         if r.account_id not in loaded:
-            account = self._current(r.account_id)
+            account = self.current(r.account_id)
             if not isinstance(account, Account):
                 raise NotFound("account_id", "exists", str(r.account_id),
                                f"no account {r.account_id}")
@@ -252,7 +258,7 @@ class TradingApplication(Application[UUID]):
         if side is Side.SELL:  # a buy neither needs nor holds shares
             position_id = ids.position_id(r.account_id, r.symbol)
             if position_id not in loaded:
-                loaded[position_id] = self._current(position_id)
+                loaded[position_id] = self.current(position_id)
             position = loaded[position_id]
         if r.symbol not in prices and r.symbol in self.universe:
             prices[r.symbol] = self.last_price(r.symbol)
@@ -397,8 +403,8 @@ class TradingApplication(Application[UUID]):
 
     def _change_once(self, id: UUID, kind: type[T], field: str, change: Callable[[T], None]
                      ) -> None:
-        with self._deciding():
-            aggregate: Any = self._current(id)
+        with self.deciding():
+            aggregate: Any = self.current(id)
             if kind is Market and aggregate is None:
                 aggregate = Market.create(self._stamped(Meta.command("system")))
             if not isinstance(aggregate, kind):
@@ -406,33 +412,69 @@ class TradingApplication(Application[UUID]):
             change(aggregate)
             self.store(aggregate)  # type: ignore[arg-type]
 
+    # == the decision cache ==============================================================
     @contextmanager
-    def _deciding(self) -> Iterator[None]:
-        """One command's decision at a time in this process, on the decisions cache; a
-        failure (a refusal halfway, a conflict, a broken store) drops the whole cache, so
-        an aggregate changed by a failed command is never used again."""
-        with self._lock:
+    def deciding(self) -> Iterator[None]:
+        """Hold the lock, bring the decision cache up to date with the log, and drop the
+        whole cache if anything fails (a refusal halfway, a conflict, a broken store), so
+        an aggregate changed by a failed decision is never used again."""
+        with self.writing:
             try:
+                self._follow_log()
                 yield
             except BaseException:
-                self._decided = {}
+                self.forget()
                 raise
 
-    def _current(self, id: UUID) -> Any:
-        """The aggregate as the store has it now, for a command to decide on: cached
-        between commands (only under the lock), brought up to date from the store before
-        every use. None when it does not exist."""
-        aggregate = self._decided.get(id)
+    def current(self, id: UUID) -> Any:
+        """The aggregate as the store has it, for a decision (inside :meth:`deciding`);
+        None when it does not exist. Changes made to it are this decision's own."""
+        aggregate = self._cache.get(id)
         if aggregate is None:
-            if len(self._decided) > DECISIONS_CACHED:
-                self._decided = {}
+            if len(self._cache) > DECISIONS_CACHED:
+                self.forget()
+                self._follow_log()
             aggregate = self._find(id)  # the repository's copy: ours to change
             if aggregate is None:
                 return None
-        else:
-            aggregate = fast_forward(aggregate, self.events.get(id, gt=aggregate.version))
-        self._decided[id] = aggregate
+            self._cache[id] = aggregate
         return aggregate
+
+    def adopt(self, aggregate: TradingAggregate) -> None:
+        """Keep an aggregate a decision created (or built from its first event)."""
+        self._cache[aggregate.id] = aggregate
+
+    def forget(self) -> None:
+        """Drop the decision cache (after any failure: it may be ahead of the store)."""
+        self._cache = {}
+        self._followed = None
+
+    def _follow_log(self) -> None:
+        """Apply to the cached aggregates what other writers stored since the cache last
+        looked (this process's own writes are already in them and are skipped by
+        version, without decoding). One query when nobody else wrote, instead of one per
+        aggregate; the log is gapless and in commit order (SQLite serialises writers,
+        eventsourcing's PostgreSQL recorder locks the table to insert)."""
+        head = int(self.recorder.max_notification_id() or 0)
+        if self._followed is None or not self._cache:
+            self._followed = head
+            return
+        cache, to_event = self._cache, self.mapper.to_domain_event
+        start = self._followed + 1
+        while start <= head:
+            notifications = self.recorder.select_notifications(
+                start=start, limit=5000, stop=head)
+            if not notifications:
+                break
+            for n in notifications:
+                aggregate = cache.get(n.originator_id)  # type: ignore[arg-type]
+                if aggregate is not None and n.originator_version > aggregate.version:
+                    if n.originator_version == aggregate.version + 1:
+                        cache[aggregate.id] = to_event(n).mutate(aggregate)  # type: ignore[attr-defined]
+                    else:  # cannot happen in a gapless log; be safe rather than wrong
+                        del cache[aggregate.id]
+            start = notifications[-1].id + 1
+        self._followed = head
 
     def _get(self, id: UUID, kind: type[Any], field: str) -> Any:
         aggregate = self._find(id)

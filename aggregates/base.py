@@ -13,7 +13,6 @@ it (``None``) the library stamps events with the system time, as before.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
@@ -93,13 +92,3 @@ class TradingAggregate(Aggregate):
         # timestamp=None lets the library stamp the event with the system time
         self.trigger_event(event_class, **fields, **meta.fields(), timestamp=meta.at)
 
-
-def fast_forward(aggregate: Any, events: Iterable[Any]) -> Any:
-    """``aggregate`` with ``events`` (newer ones of its own, oldest first) applied.
-
-    What eventsourcing's ``project_aggregate`` does, without its per-event runtime
-    protocol check (``isinstance`` against a ``Protocol`` costs more than the mutation).
-    """
-    for event in events:
-        aggregate = event.mutate(aggregate)
-    return aggregate

@@ -45,7 +45,8 @@ class Stages:
 
         saga = saga_for(app)
         self.saga = TrackedProcessor(
-            EventStoreStep(saga, app), source(saga.topics), batch_size=saga_batch_size,
+            EventStoreStep(saga, app, guard=app.deciding), source(saga.topics),
+            batch_size=saga_batch_size,
             fence=fence_for(tracking_key(saga.name)))
         self.matching = TrackedProcessor(
             EventStoreStep(matching, app), source(matching.topics),

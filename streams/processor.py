@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -63,10 +64,14 @@ class EventStoreStep:
     """A :class:`Stage` whose events go to an eventsourcing application's store, with
     the tracking record in the same transaction (``events.put(..., tracking=)``)."""
 
-    def __init__(self, stage: Stage, app: Any) -> None:
+    def __init__(self, stage: Stage, app: Any, *,
+                 guard: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
         self.stage = stage
         self.name = stage.name
         self.app = app
+        # entered around apply + store when the stage decides on what this process's
+        # commands decide on too (TradingApplication.deciding: one lock, one cache)
+        self.guard = guard
         self._tracked: dict[str, int] = {}
 
     def position(self, key: str, fresh: bool = False) -> int:
@@ -79,10 +84,11 @@ class EventStoreStep:
         self.stage.start(self.position(key), source)
 
     def process(self, key: str, batch: list[tuple[int, Any]]) -> None:
-        events = self.stage.apply(batch)
         last = batch[-1][0]
         try:
-            recordings = self.app.events.put(events, tracking=Tracking(key, last))
+            with self.guard():
+                events = self.stage.apply(batch)
+                recordings = self.app.events.put(events, tracking=Tracking(key, last))
         except BaseException:
             self._tracked.pop(key, None)
             raise
@@ -106,7 +112,7 @@ class Lag:
 
 class TrackedProcessor:
     def __init__(self, step: Step, source: Source, *, batch_size: int = 256,
-                 fence: Fence | None = None, pending_cap: int = 100_000) -> None:
+                 fence: Fence | None = None, pending_cap: int = 10_000) -> None:
         self.step = step
         self.source = source
         self.batch_size = batch_size

@@ -20,7 +20,7 @@ from eventsourcing.domain import Snapshot
 from aggregates import ids
 from aggregates.account import Account
 from aggregates.application import TradingApplication
-from aggregates.base import Meta, TradingAggregate, fast_forward
+from aggregates.base import Meta, TradingAggregate
 from aggregates.market import Market
 from aggregates.order import Order
 from aggregates.position import Position
@@ -31,102 +31,79 @@ from streams.bus import Source
 class UnitOfWork:
     """Aggregates read and changed while processing one batch of notifications.
 
-    They come from the stage's own cache, kept between batches: only the saga thread
-    touches it, and it is dropped whenever a batch fails, so an aggregate changed by a
-    failed batch is never used again. What other writers stored meanwhile is read before
-    use: accounts, positions and the market (which commands change all the time) are
-    fast-forwarded from the store the first time a batch touches them; an order is
-    fast-forwarded when the event in hand is newer than the cached order. Anything still
-    stale makes the batch's save conflict, and the batch is decided again on fresh state.
+    They come from the application's decision cache (:meth:`TradingApplication.current`),
+    which the stage shares with this process's commands under one lock: it is brought up
+    to date with the log before every batch and dropped whole when a batch fails, so an
+    aggregate changed by a failed batch is never used again. Anything another process
+    changed after that makes the batch's save conflict, and the batch is decided again.
     """
 
-    def __init__(self, app: TradingApplication, cache: dict[UUID, Any], *,
-                 trust_placed: bool = True) -> None:
+    def __init__(self, app: TradingApplication, *, trust_placed: bool = True) -> None:
         self._app = app
-        self._cache = cache
         self._trust_placed = trust_placed
         self.loaded: dict[UUID, TradingAggregate] = {}
-        self.absent: set[UUID] = set()  # looked up in this batch and not found
 
     def seen(self, event: Any) -> None:
-        """Before handling ``event``: its aggregate is at least as new as the event."""
-        id = event.originator_id
-        cached = self.loaded.get(id) or self._cache.get(id)
-        if cached is None:
-            if self._trust_placed and isinstance(event, Order.Placed):
-                self._cache[id] = event.mutate(None)  # version 1, straight from the event
-        elif cached.version < event.originator_version and not cached.pending_events:
-            forwarded = self._forward(cached)
-            self._cache[id] = forwarded
-            if id in self.loaded:
-                self.loaded[id] = forwarded
+        """Before handling ``event``: a new order is built from its Placed event (its
+        version 1) rather than read back from the store."""
+        if (self._trust_placed and isinstance(event, Order.Placed)
+                and event.originator_id not in self.loaded):
+            order: Any = event.mutate(None)
+            self._app.adopt(order)
 
-    def _forward(self, aggregate: Any) -> Any:
-        return fast_forward(aggregate, self._app.events.get(aggregate.id, gt=aggregate.version))
-
-    def _get(self, id: UUID, fresh: bool) -> Any:
+    def _get(self, id: UUID) -> Any:
         agg = self.loaded.get(id)
         if agg is None:
-            agg = self._cache.get(id)
+            agg = self._app.current(id)
             if agg is None:
-                agg = self._app.repository.get(id)  # a copy: ours to change
-            elif fresh:
-                agg = self._forward(agg)
-            self._cache[id] = self.loaded[id] = agg
+                raise AggregateNotFoundError(id)
+            self.loaded[id] = agg
         return agg
 
     def order(self, id: UUID) -> Order:
-        return self._get(id, False)  # type: ignore[no-any-return]
+        return self._get(id)  # type: ignore[no-any-return]
 
     def account(self, id: UUID) -> Account:
-        return self._get(id, True)  # type: ignore[no-any-return]
+        return self._get(id)  # type: ignore[no-any-return]
 
     def position(self, account_id: UUID, symbol: str, meta: Meta | None = None
                  ) -> Position | None:
         pid = ids.position_id(account_id, symbol)
-        if pid not in self.absent:
-            try:
-                return self._get(pid, True)  # type: ignore[no-any-return]
-            except AggregateNotFoundError:
-                self.absent.add(pid)
+        found: Any = self.loaded.get(pid) or self._app.current(pid)
+        if found is not None:
+            self.loaded[pid] = found
+            return found  # type: ignore[no-any-return]
         if meta is None:
             return None
-        self.absent.discard(pid)
         position = Position.open(pid, account_id=account_id, symbol=symbol, meta=meta)
-        self.loaded[pid] = self._cache[pid] = position
+        self._app.adopt(position)
+        self.loaded[pid] = position
         return position
 
     def market(self) -> Market | None:
-        try:
-            return self._get(ids.MARKET_ID, True)  # type: ignore[no-any-return]
-        except AggregateNotFoundError:
-            return None
+        return self._app.current(ids.MARKET_ID)  # type: ignore[no-any-return]
 
 
 class SagaStage:
     name = "saga"
     topics: Sequence[str] = TOPICS
 
-    def __init__(self, app: TradingApplication, saga: OrderSaga,
-                 cache_size: int = 50_000) -> None:
+    def __init__(self, app: TradingApplication, saga: OrderSaga) -> None:
         self.app = app
         self.saga = saga
-        self.cache_size = cache_size
-        self._cache: dict[UUID, Any] = {}
         self._snapshot_due: list[TradingAggregate] = []
         self._careful = True  # the next batch reads every order from the store
 
     def start(self, tracked: int, source: Source) -> None:
-        """Nothing to rebuild: drop the cache (after a failure it may be ahead), and read
-        the next batch's orders from the store rather than from their Placed events."""
-        self._cache = {}
+        """Nothing to rebuild: drop the decision cache (after a failure it may be ahead),
+        and read the next batch's orders from the store, not from their Placed events."""
+        self.app.forget()
         self._snapshot_due.clear()
         self._careful = True
 
     def apply(self, batch: list[tuple[int, Any]]) -> list[Any]:
-        if len(self._cache) > self.cache_size:
-            self._cache = {}
-        uow = UnitOfWork(self.app, self._cache, trust_placed=not self._careful)
+        """Run inside the application's ``deciding()`` (see ``EventStoreStep.guard``)."""
+        uow = UnitOfWork(self.app, trust_placed=not self._careful)
         for _, event in batch:
             uow.seen(event)
             self.saga.handle(event, uow)
