@@ -25,6 +25,7 @@ from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Snapshot
 from eventsourcing.persistence import IntegrityError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
 
@@ -370,14 +371,32 @@ class TradingApplication(Application[UUID]):
 
     # == storing ==========================================================================
     def store(self, *aggregates: TradingAggregate) -> int:
-        """Save, then tell this process's listeners how far the log now reaches; the
-        position of the last event stored."""
-        recordings = self.save(*aggregates)
-        if not recordings:
+        """Store the aggregates' new events in one transaction, snapshot those due, and
+        tell this process's listeners how far the log now reaches; the position of the
+        last event stored (0: nothing was new)."""
+        events = [event for aggregate in aggregates for event in aggregate.collect_events()]
+        if not events:
             return 0
+        recordings = self.events.put(events)
+        self.take_snapshots(aggregates, events)
         position = int(recordings[-1].notification.id)
         self.published(position)
         return position
+
+    def take_snapshots(self, aggregates: Sequence[Any], events: Sequence[Any]) -> None:
+        """Snapshot, from memory, each aggregate one of whose new ``events`` reached a
+        multiple of its type's snapshot interval (they are what was just stored)."""
+        if self.snapshots is None or not self.snapshotting_intervals:
+            return
+        by_id = {aggregate.id: aggregate for aggregate in aggregates}
+        due: dict[UUID, Any] = {}
+        for event in events:
+            aggregate = by_id.get(event.originator_id)
+            every = self.snapshotting_intervals.get(type(aggregate))
+            if every and event.originator_version % every == 0:
+                due[aggregate.id] = aggregate  # type: ignore[union-attr]
+        if due:
+            self.snapshots.put([Snapshot.take(a) for a in due.values()])
 
     def published(self, position: int) -> None:
         """Something in this process stored events up to ``position``."""
@@ -434,10 +453,24 @@ class TradingApplication(Application[UUID]):
             if len(self._cache) > DECISIONS_CACHED:
                 self.forget()
                 self._follow_log()
-            aggregate = self._find(id)  # the repository's copy: ours to change
+            aggregate = self._load(id)
             if aggregate is None:
                 return None
             self._cache[id] = aggregate
+        return aggregate
+
+    def _load(self, id: UUID) -> Any:
+        """Rebuild from the newest snapshot and the events after it (what the library's
+        repository does, minus its cache, copy and per-event protocol checks: the
+        decision cache is the only cache commands use)."""
+        aggregate: Any = None
+        after = None
+        if self.snapshots is not None:
+            for snapshot in self.snapshots.get(id, desc=True, limit=1):
+                aggregate = snapshot.mutate(None)  # type: ignore[attr-defined]
+                after = snapshot.originator_version
+        for event in self.events.get(id, gt=after):
+            aggregate = event.mutate(aggregate)  # type: ignore[attr-defined]
         return aggregate
 
     def adopt(self, aggregate: TradingAggregate) -> None:

@@ -15,7 +15,6 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.domain import Snapshot
 
 from aggregates import ids
 from aggregates.account import Account
@@ -91,14 +90,14 @@ class SagaStage:
     def __init__(self, app: TradingApplication, saga: OrderSaga) -> None:
         self.app = app
         self.saga = saga
-        self._snapshot_due: list[TradingAggregate] = []
+        self._changed: tuple[list[Any], list[Any]] = ([], [])
         self._careful = True  # the next batch reads every order from the store
 
     def start(self, tracked: int, source: Source) -> None:
         """Nothing to rebuild: drop the decision cache (after a failure it may be ahead),
         and read the next batch's orders from the store, not from their Placed events."""
         self.app.forget()
-        self._snapshot_due.clear()
+        self._changed = ([], [])
         self._careful = True
 
     def apply(self, batch: list[tuple[int, Any]]) -> list[Any]:
@@ -107,26 +106,15 @@ class SagaStage:
         for _, event in batch:
             uow.seen(event)
             self.saga.handle(event, uow)
-        events: list[Any] = []
-        due: list[TradingAggregate] = []
-        every = self.app.snapshotting_intervals
-        for aggregate in uow.loaded.values():
-            pending = aggregate.collect_events()
-            if not pending:
-                continue
-            events.extend(pending)
-            interval = every.get(type(aggregate))
-            if interval and any(e.originator_version % interval == 0 for e in pending):
-                due.append(aggregate)
-        self._snapshot_due = due
+        events = [e for aggregate in uow.loaded.values() for e in aggregate.collect_events()]
+        self._changed = (list(uow.loaded.values()), events)
         return events
 
     def committed(self, position: int) -> None:
         """Snapshot from the aggregates in memory (they are what was just stored)."""
         self._careful = False
-        if self._snapshot_due and self.app.snapshots is not None:
-            self.app.snapshots.put([Snapshot.take(a) for a in self._snapshot_due])
-        self._snapshot_due = []
+        self.app.take_snapshots(*self._changed)
+        self._changed = ([], [])
 
 
 def saga_for(app: TradingApplication) -> SagaStage:
