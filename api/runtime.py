@@ -153,15 +153,23 @@ class Runtime:
         self._progress = threading.Condition()
         self.projector.committed.append(self._projected)
         self.run_stages = run_stages
+        self._stopping = threading.Event()
+        self._projection_names = [p.name for p in self.projector.projections]
+        self._feed = threading.Thread(target=self._follow_read_models, name="stream-feed",
+                                      daemon=True)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         if self.run_stages:
             self.stages.start()
+        self._feed.start()
 
     def stop(self) -> None:
+        self._stopping.set()
         self.intake.stop()
         self.stages.stop()
+        if self._feed.is_alive():
+            self._feed.join(timeout=5)
         self.reads.close()
         self.projector.store.close()
         self.app.close()
@@ -170,6 +178,28 @@ class Runtime:
     def projector_error(self) -> BaseException | None:
         """The first stage of this process that is failing (readiness reports it)."""
         return next((p.error for p in self.stages.processors if p.error is not None), None)
+
+    def _follow_read_models(self, poll_s: float = 0.02) -> None:
+        """The stream's updates when another process projects (``serve --workers N``):
+        whatever the read models gained since the last look, for the clients of this
+        process. In the process whose projector runs, the projector tells them itself."""
+        processor = self.stages.projections
+        assert processor is not None
+        seen: int | None = None
+        while not self._stopping.wait(poll_s):
+            if processor.started or not self.broadcaster.has_clients():
+                seen = None  # told by our own projector, or nobody to tell
+                continue
+            try:
+                upto = self.read_models().projected(self._projection_names)
+                if seen is not None and upto > seen:
+                    self.broadcaster.publish([
+                        Update(account, kind, data)
+                        for account, kind, data in self.read_models().changes(seen, upto)])
+                seen = upto
+            except Exception:  # the read models are busy or down: try again
+                log.exception("stream feed failed; retrying")
+                seen = None
 
     # -- read-your-writes --------------------------------------------------------------
     def _projected(self, position: int) -> None:
@@ -182,7 +212,9 @@ class Runtime:
         that is its own last commit; another worker reads it from the read models."""
         processor = self.stages.projections
         assert processor is not None
-        return self.projector.position(fresh=not processor.started)
+        if processor.started:
+            return self.projector.position()
+        return self.read_models().projected(self._projection_names)
 
     def head(self) -> int:
         """The newest notification in the event store."""

@@ -142,6 +142,30 @@ class ReadModels:
             f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders WHERE order_id = %s", (order_id,)))
         return rows[0] if rows else None
 
+    def projected(self, names: Sequence[str]) -> int:
+        """The log position every one of these projections has reached (0: not begun)."""
+        found = dict(self.store.fetchall("SELECT name, position FROM projection_tracking"))
+        return min((int(found.get(name, 0)) for name in names), default=0)
+
+    def changes(self, after: int, upto: int) -> list[tuple[str, str, dict[str, Any]]]:
+        """What changed in the log positions (after, upto], as the stream tells clients:
+        ``(account_id, "order", the order's row)`` for every order with a new event, then
+        ``(account_id, "fill", the fill's row)`` per fill, rows as stored (the same
+        shape the projector sends when it runs in this process)."""
+        store = self.store
+        orders = store.fetchall(
+            f"SELECT {', '.join('o.' + c for c in ORDER_COLUMNS)} FROM orders o WHERE "
+            "o.order_id IN (SELECT order_id FROM order_events WHERE seq > %s AND seq <= %s) "
+            "ORDER BY o.updated_at", (after, upto))
+        fills = store.fetchall(
+            f"SELECT {', '.join(FILL_COLUMNS)} FROM fills WHERE seq > %s AND seq <= %s "
+            "ORDER BY seq", (after, upto))
+        out = [(str(row[2]), "order", dict(zip(ORDER_COLUMNS, row, strict=True)))
+               for row in orders]
+        out += [(str(row[4]), "fill", dict(zip(FILL_COLUMNS, row, strict=True)))
+                for row in fills]
+        return out
+
     def order_events(self, order_id: str) -> list[dict[str, Any]]:
         return self._rows(EVENT_COLUMNS, self.store.fetchall(
             f"SELECT {', '.join(EVENT_COLUMNS)} FROM order_events WHERE order_id = %s "

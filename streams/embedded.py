@@ -4,9 +4,10 @@ or stepped in the caller's thread (the CLI after a command, tests, backtests).
     command API / CLI -> event store -> saga -> matching -> saga -> projections
 
 Each stage is a :class:`streams.processor.TrackedProcessor` reading the store's
-notification log (the in-process bus). The saga and the matching stage are fenced
-(one of each per store, across processes); the projector guards its read-model
-database itself (inside each batch's transaction).
+notification log (the in-process bus). Each is fenced: one of each per store runs, in
+whichever process took the fence first; the others wait and take over when it dies.
+(The projector also checks, inside each batch's transaction, that nobody moved its
+positions, so a rebuild from the CLI never races it into applying a batch twice.)
 """
 
 from __future__ import annotations
@@ -54,8 +55,11 @@ class Stages:
         self.processors = [self.saga, self.matching]
         self.projections: TrackedProcessor | None = None
         if projector is not None:
-            self.projections = TrackedProcessor(projector, source(()),
-                                                batch_size=projection_batch_size)
+            # fenced too: one projector per read-model database does the work (a second
+            # would only lose every batch to the first); the others follow the read models
+            self.projections = TrackedProcessor(
+                projector, source(()), batch_size=projection_batch_size,
+                fence=fence_for(tracking_key(projector.name)))
             self.processors.append(self.projections)
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()

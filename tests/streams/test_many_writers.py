@@ -325,3 +325,44 @@ def test_concurrent_sells_of_one_position_one_wins_the_rest_are_422(
     assert state["failed"] == [], state["failed"]
     sells = [o for o in state["orders"] if o.client_order_id.startswith("sell-")]
     assert len(sells) == 1 and sells[0].status.value == "working", (sells, before)
+
+
+def test_every_http_worker_streams_the_fills(tmp_path: Path) -> None:
+    """With `serve --workers 2`, one worker projects; a stream client of either worker
+    still sees its order move and its fill (the others follow the read models)."""
+    from websockets.sync.client import connect
+
+    app = trading_app(settings_for(tmp_path))
+    symbol = app.universe.symbols[0]
+    price = priced(app, symbol)
+    app.close()
+    with served(tmp_path, "--workers", "2") as server:
+        http = server.http
+        ids_ = {}
+        for name, short in (("buyer", False), ("seller", True)):
+            account = http.post("/v1/accounts", json={"name": name, "owner": name,
+                                                      "allow_short": short}).json()
+            http.post(f"/v1/accounts/{account['account_id']}/deposits", json={"amount": 10**9})
+            ids_[name] = account["account_id"]
+        token = http.headers["Authorization"]
+        url = f"ws://127.0.0.1:{server.port}/v1/stream"
+        sockets = [connect(url, additional_headers={"Authorization": token})
+                   for _ in range(6)]  # spread over both workers
+        try:
+            time.sleep(0.5)
+            for who, side in (("seller", "sell"), ("buyer", "buy")):
+                r = http.post("/v1/orders", json={"account_id": ids_[who], "symbol": symbol,
+                                                  "client_order_id": f"x-{who}", "side": side,
+                                                  "quantity": 100, "price": price})
+                assert r.status_code == 201, r.text
+            for socket in sockets:
+                fills: set[str] = set()
+                deadline = time.monotonic() + 15
+                while len(fills) < 2 and time.monotonic() < deadline:
+                    message = json.loads(socket.recv(timeout=15))
+                    if message["kind"] == "fill":
+                        fills.add(message["data"]["side"])
+                assert fills == {"buy", "sell"}
+        finally:
+            for socket in sockets:
+                socket.close()
