@@ -67,6 +67,7 @@ from kernels.contract import (
     Reason,
     Side,
     TimeInForce,
+    execution_id,
 )
 from kernels.snapshot import encode as encode_books
 
@@ -473,7 +474,7 @@ class VenueBooks:
                         del tickets[ev[3]]
                     last = ev[5]
                     reports.append({"kind": "fill",
-                                    "execution_id": f"{symbol}:{ev[1]}:{ev[9]}",
+                                    "execution_id": execution_id(symbol, ev[1], ev[9]),
                                     "price": last, "quantity": ev[6],
                                     "taker": taker.order_id, "maker": maker.order_id})
                 elif k == _CANCELLED:

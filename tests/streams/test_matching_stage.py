@@ -35,6 +35,7 @@ from infra.snapshots import (
     SQLiteSnapshots,
     snapshots_for_store,
 )
+from kernels.contract import execution_id
 from streams.matching import (
     UNROUTED,
     VENUE_COMMAND_TOPICS,
@@ -110,9 +111,10 @@ def test_fills_carry_deterministic_execution_ids_and_the_last_price(
     assert (taker.symbol, taker.sequence, taker.command, taker.order_id) == (
         A, 3, "new", order_uuid(3))
     assert taker.reports == [
-        {"kind": "fill", "execution_id": f"{A}:3:0", "price": 28000, "quantity": 100,
+        {"kind": "fill", "execution_id": execution_id(A, 3, 0), "price": 28000, "quantity": 100,
          "taker": str(order_uuid(3)), "maker": str(order_uuid(1))},
-        {"kind": "fill", "execution_id": f"{A}:3:1", "price": 28005, "quantity": 150,
+        {"kind": "fill", "execution_id": execution_id(A, 3, 1), "price": 28005,
+         "quantity": 150,
          "taker": str(order_uuid(3)), "maker": str(order_uuid(2))},
     ]
     assert [r.last_price for r in out] == [None, None, 28005]
