@@ -375,6 +375,28 @@ def test_an_unusable_snapshot_means_a_full_replay_not_a_stuck_stage(
     assert "snapshot at 3 unusable" in caplog.text
 
 
+def test_a_snapshot_that_cannot_be_stored_is_tried_again_later(
+        universe: Universe, caplog: pytest.LogCaptureFixture) -> None:
+    class Flaky(MemorySnapshots):
+        down = True
+
+        def save(self, stage: str, position: int, data: bytes) -> None:
+            if self.down:
+                raise OSError("disk full")
+            super().save(stage, position, data)
+
+    snapshots = Flaky()
+    s = stage(universe, snapshots=snapshots, every=2)
+    f = Flow()
+    s.apply([(1, f.routed(1, A, "buy", 100, 27990)), (2, f.routed(2, A, "buy", 100, 27990))])
+    s.committed(2)
+    assert "snapshot at 2 not stored" in caplog.text and snapshots.positions(KEY) == []
+    snapshots.down = False
+    s.apply([(3, f.routed(3, A, "buy", 100, 27990))])
+    s.committed(3)
+    assert snapshots.positions(KEY) == [3]
+
+
 def test_snapshots_share_the_event_stores_sqlite_file(tmp_path: Path) -> None:
     settings = Settings(persistence="sqlite", sqlite_path=tmp_path / "e.sqlite")
     app: Application[Any] = Application(env=eventsourcing_env(settings))
