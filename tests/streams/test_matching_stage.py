@@ -10,6 +10,7 @@ gives).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -422,7 +423,14 @@ def test_snapshots_share_the_event_stores_sqlite_file(tmp_path: Path) -> None:
 def test_snapshots_in_the_event_stores_postgres_schema() -> None:
     from tests.conftest import postgres_env
 
-    snapshots = snapshots_for_store(postgres_env())
+    env = postgres_env()
+    # first use from several processes at once: the table is created once, no race
+    many = [snapshots_for_store(env) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda s: s.latest(KEY, 100), many)) == [None] * 4
+    for other in many:
+        other.close()
+    snapshots = snapshots_for_store(env)
     try:
         assert isinstance(snapshots, PostgresSnapshots)
         for position in (5, 10, 15):
