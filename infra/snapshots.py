@@ -129,7 +129,11 @@ class SQLiteSnapshots:
 
 
 class PostgresSnapshots:
-    """Snapshots in a table of the event store's PostgreSQL database and schema."""
+    """Snapshots in a table of the event store's PostgreSQL database and schema.
+
+    Connects on first use (a CLI process that never snapshots opens no connection) and
+    creates the table under an advisory lock: two processes starting at once would
+    otherwise race on ``CREATE TABLE IF NOT EXISTS``."""
 
     def __init__(self, conninfo: str, *, schema: str = "public", keep: int = KEEP) -> None:
         _check("postgres", keep)
@@ -137,17 +141,22 @@ class PostgresSnapshots:
         self._table = sql.Identifier(schema, TABLE)
         self._lock = threading.Lock()
         self._conninfo = conninfo
-        self._conn = psycopg.connect(conninfo, autocommit=True)
-        self._conn.execute(sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (stage text NOT NULL, position bigint NOT NULL, "
-            "data bytea NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), "
-            "PRIMARY KEY (stage, position))"
-        ).format(self._table))
+        self._conn: psycopg.Connection | None = None
 
     def _connection(self) -> psycopg.Connection:
-        if self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self._conninfo, autocommit=True)
-        return self._conn
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            conn = psycopg.connect(self._conninfo, autocommit=True)
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (TABLE,))
+                conn.execute(sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (stage text NOT NULL, "
+                    "position bigint NOT NULL, data bytea NOT NULL, "
+                    "created_at timestamptz NOT NULL DEFAULT now(), "
+                    "PRIMARY KEY (stage, position))"
+                ).format(self._table))
+            self._conn = conn
+        return conn
 
     def save(self, stage: str, position: int, data: bytes) -> None:
         _check(stage, self.keep)
@@ -182,7 +191,9 @@ class PostgresSnapshots:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 def snapshots_for_store(env: dict[str, str], *, keep: int = KEEP

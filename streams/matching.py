@@ -67,6 +67,7 @@ from kernels.contract import (
     Reason,
     Side,
     TimeInForce,
+    execution_id,
 )
 from kernels.snapshot import encode as encode_books
 
@@ -473,7 +474,7 @@ class VenueBooks:
                         del tickets[ev[3]]
                     last = ev[5]
                     reports.append({"kind": "fill",
-                                    "execution_id": f"{symbol}:{ev[1]}:{ev[9]}",
+                                    "execution_id": execution_id(symbol, ev[1], ev[9]),
                                     "price": last, "quantity": ev[6],
                                     "taker": taker.order_id, "maker": maker.order_id})
                 elif k == _CANCELLED:
@@ -615,12 +616,18 @@ class MatchingStage:
         return self._apply(batch, publish=True)
 
     def committed(self, position: int) -> None:
-        """After the commit of everything up to ``position``: snapshot when due."""
+        """After the commit of everything up to ``position``: snapshot when due.
+
+        A snapshot that cannot be stored is logged and tried again at the next commit:
+        it only shortens restarts, and the batch is stored already."""
         if position < self.position:  # apply ran ahead of the commit: not this state
             return
         self.position = position
         if self._since_snapshot >= self.snapshot_every:
-            self.snapshot()
+            try:
+                self.snapshot()
+            except Exception:
+                log.exception("%s: snapshot at %d not stored", self.key, position)
 
     # -- snapshots --------------------------------------------------------------------
     def snapshot(self) -> None:
@@ -630,8 +637,8 @@ class MatchingStage:
 
     def state_bytes(self) -> bytes:
         """The snapshot: one line of JSON (the venue's state, the position, the stream
-        versions), a newline, then the engine's own snapshot bytes as they are (nested in
-        a JSON string they would be escaped, a third bigger and slower both ways)."""
+        versions), a newline, then the engine's own snapshot bytes as they are (not
+        nested in a JSON string, to be escaped and parsed twice)."""
         image, engine = self.books.image()
         image["format"] = SNAPSHOT_FORMAT
         image["position"] = self.position

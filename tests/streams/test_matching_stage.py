@@ -10,6 +10,7 @@ gives).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from infra.snapshots import (
     SQLiteSnapshots,
     snapshots_for_store,
 )
+from kernels.contract import execution_id
 from streams.matching import (
     UNROUTED,
     VENUE_COMMAND_TOPICS,
@@ -110,9 +112,10 @@ def test_fills_carry_deterministic_execution_ids_and_the_last_price(
     assert (taker.symbol, taker.sequence, taker.command, taker.order_id) == (
         A, 3, "new", order_uuid(3))
     assert taker.reports == [
-        {"kind": "fill", "execution_id": f"{A}:3:0", "price": 28000, "quantity": 100,
+        {"kind": "fill", "execution_id": execution_id(A, 3, 0), "price": 28000, "quantity": 100,
          "taker": str(order_uuid(3)), "maker": str(order_uuid(1))},
-        {"kind": "fill", "execution_id": f"{A}:3:1", "price": 28005, "quantity": 150,
+        {"kind": "fill", "execution_id": execution_id(A, 3, 1), "price": 28005,
+         "quantity": 150,
          "taker": str(order_uuid(3)), "maker": str(order_uuid(2))},
     ]
     assert [r.last_price for r in out] == [None, None, 28005]
@@ -373,6 +376,28 @@ def test_an_unusable_snapshot_means_a_full_replay_not_a_stuck_stage(
     assert "snapshot at 3 unusable" in caplog.text
 
 
+def test_a_snapshot_that_cannot_be_stored_is_tried_again_later(
+        universe: Universe, caplog: pytest.LogCaptureFixture) -> None:
+    class Flaky(MemorySnapshots):
+        down = True
+
+        def save(self, stage: str, position: int, data: bytes) -> None:
+            if self.down:
+                raise OSError("disk full")
+            super().save(stage, position, data)
+
+    snapshots = Flaky()
+    s = stage(universe, snapshots=snapshots, every=2)
+    f = Flow()
+    s.apply([(1, f.routed(1, A, "buy", 100, 27990)), (2, f.routed(2, A, "buy", 100, 27990))])
+    s.committed(2)
+    assert "snapshot at 2 not stored" in caplog.text and snapshots.positions(KEY) == []
+    snapshots.down = False
+    s.apply([(3, f.routed(3, A, "buy", 100, 27990))])
+    s.committed(3)
+    assert snapshots.positions(KEY) == [3]
+
+
 def test_snapshots_share_the_event_stores_sqlite_file(tmp_path: Path) -> None:
     settings = Settings(persistence="sqlite", sqlite_path=tmp_path / "e.sqlite")
     app: Application[Any] = Application(env=eventsourcing_env(settings))
@@ -398,7 +423,14 @@ def test_snapshots_share_the_event_stores_sqlite_file(tmp_path: Path) -> None:
 def test_snapshots_in_the_event_stores_postgres_schema() -> None:
     from tests.conftest import postgres_env
 
-    snapshots = snapshots_for_store(postgres_env())
+    env = postgres_env()
+    # first use from several processes at once: the table is created once, no race
+    many = [snapshots_for_store(env) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda s: s.latest(KEY, 100), many)) == [None] * 4
+    for other in many:
+        other.close()
+    snapshots = snapshots_for_store(env)
     try:
         assert isinstance(snapshots, PostgresSnapshots)
         for position in (5, 10, 15):
