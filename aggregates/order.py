@@ -139,7 +139,16 @@ class Order(TradingAggregate):
             order.cancel_pending = True
 
     class CancelRouted(TradingAggregate.Event):
+        """The cancel was sent to the venue: to the symbol's book (version 2)."""
+
+        class_version = 2
+
         engine_order_id: int
+        symbol: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            state["symbol"] = None  # version 1 named no book; the venue looks it up
 
     class CancelRejected(TradingAggregate.Event):
         reason: str
@@ -157,7 +166,17 @@ class Order(TradingAggregate):
             order.cancel_reason = self.reason
 
     class ExpiryRouted(TradingAggregate.Event):
+        """Legacy: the venue was asked to expire a DAY order (the venue now expires DAY
+        orders itself at the session close). Version 2 names the symbol's book."""
+
+        class_version = 2
+
         engine_order_id: int
+        symbol: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            state["symbol"] = None  # version 1 named no book; the venue looks it up
 
     class Expired(TradingAggregate.Event):
         quantity: int
@@ -173,10 +192,19 @@ class Order(TradingAggregate):
             order.amend_pending = True
 
     class AmendRouted(TradingAggregate.Event):
+        """The amend was sent to the venue: to the symbol's book (version 2)."""
+
+        class_version = 2
+
         engine_order_id: int
         quantity: int
         price: int
         reserved_funds: int
+        symbol: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, object]) -> None:
+            state["symbol"] = None  # version 1 named no book; the venue looks it up
 
         def apply(self, order: Order) -> None:
             order.reserved_funds = self.reserved_funds
@@ -358,7 +386,8 @@ class Order(TradingAggregate):
         self._record(self.CancelRequested, meta)
 
     def route_cancel(self, meta: Meta) -> None:
-        self._record(self.CancelRouted, meta, engine_order_id=self.engine_order_id)
+        self._record(self.CancelRouted, meta, engine_order_id=self.engine_order_id,
+                     symbol=self.symbol)
 
     def reject_cancel(self, reason: str, meta: Meta) -> None:
         self._record(self.CancelRejected, meta, reason=reason)
@@ -369,7 +398,8 @@ class Order(TradingAggregate):
 
     def route_expiry(self, meta: Meta) -> None:
         self._require(OPEN_STATUSES, "expire")
-        self._record(self.ExpiryRouted, meta, engine_order_id=self.engine_order_id)
+        self._record(self.ExpiryRouted, meta, engine_order_id=self.engine_order_id,
+                     symbol=self.symbol)
 
     def expire(self, quantity: int, meta: Meta) -> None:
         self._require(OPEN_STATUSES, "expire")
@@ -387,7 +417,7 @@ class Order(TradingAggregate):
     def route_amend(self, quantity: int, price: int, reserved_funds: int, meta: Meta) -> None:
         self._record(
             self.AmendRouted, meta, engine_order_id=self.engine_order_id,
-            quantity=quantity, price=price, reserved_funds=reserved_funds,
+            quantity=quantity, price=price, reserved_funds=reserved_funds, symbol=self.symbol,
         )
 
     def reject_amend(

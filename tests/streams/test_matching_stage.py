@@ -160,8 +160,7 @@ def test_cancel_amend_and_remainders(universe: Universe) -> None:
 def test_a_cancel_naming_its_symbol_is_refused_on_that_symbols_stream(
         universe: Universe) -> None:
     f = Flow()
-    cancel = f.cancel(9)
-    cancel.__dict__["symbol"] = A  # venue commands that name their book (recommended)
+    cancel = f.cancel(9, symbol=A)  # version 2: the saga names the order's book
     [refused] = feed(stage(universe), [cancel])
     assert (refused.symbol, refused.originator_id, refused.reports[0]["reason"]) == (
         A, ids.venue_id(A), "unknown_order")

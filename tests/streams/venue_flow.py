@@ -45,21 +45,23 @@ class Flow:
             engine_order_id=ids.engine_id(oid), owner=owner,
         )
 
-    def cancel(self, key: int | str) -> Order.CancelRouted:
+    # symbol=None is how version-1 events (before they named the book) read
+    def cancel(self, key: int | str, symbol: str | None = None) -> Order.CancelRouted:
         oid = order_uuid(key)
         return Order.CancelRouted(  # type: ignore[call-arg]
-            **self._meta(oid), engine_order_id=ids.engine_id(oid))
+            **self._meta(oid), engine_order_id=ids.engine_id(oid), symbol=symbol)
 
-    def expiry(self, key: int | str) -> Order.ExpiryRouted:
+    def expiry(self, key: int | str, symbol: str | None = None) -> Order.ExpiryRouted:
         oid = order_uuid(key)
         return Order.ExpiryRouted(  # type: ignore[call-arg]
-            **self._meta(oid), engine_order_id=ids.engine_id(oid))
+            **self._meta(oid), engine_order_id=ids.engine_id(oid), symbol=symbol)
 
-    def amend(self, key: int | str, quantity: int, price: int) -> Order.AmendRouted:
+    def amend(self, key: int | str, quantity: int, price: int,
+              symbol: str | None = None) -> Order.AmendRouted:
         oid = order_uuid(key)
         return Order.AmendRouted(  # type: ignore[call-arg]
             **self._meta(oid), engine_order_id=ids.engine_id(oid), quantity=quantity,
-            price=price, reserved_funds=0)
+            price=price, reserved_funds=0, symbol=symbol)
 
     def close(self, session_date: str = "2024-06-03") -> Market.SessionClosed:
         self.market_version += 1
