@@ -13,6 +13,7 @@ worker takes commands (optimistic concurrency decides them against the store).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import queue
 import threading
@@ -137,6 +138,18 @@ class Broadcaster:
                 client.loop.call_soon_threadsafe(client.offer, mine)
 
 
+def tune_gc() -> None:
+    """For a long-running process, once its start-up objects exist: move them out of the
+    collector's sight (``gc.freeze``) and collect the young generation less often. The
+    stages create many short-lived events per batch; with the default thresholds, full
+    collections over everything loaded at start-up (Numba's compiled kernels included)
+    were the matching stage's largest cost (the venue stage's profile: 114k -> 165k
+    commands/s)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 class Runtime:
     def __init__(self, settings: Settings, *, universe: Universe | None = None,
                  run_stages: bool = True) -> None:
@@ -160,6 +173,7 @@ class Runtime:
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
+        tune_gc()
         if self.run_stages:
             self.stages.start()
         self._feed.start()

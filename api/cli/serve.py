@@ -47,6 +47,7 @@ STAGES = ("saga", "matching", "projections")
 def worker(stage: str = typer.Argument(..., help=f"One of: {', '.join(STAGES)}.")) -> None:
     """Run one stage of the order flow in this process until SIGTERM/SIGINT (it waits for
     its fence while another process runs the same stage)."""
+    from api.runtime import tune_gc
     from api.wiring import trading_stages
 
     if stage not in STAGES:
@@ -65,6 +66,7 @@ def worker(stage: str = typer.Argument(..., help=f"One of: {', '.join(STAGES)}."
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stopping)
+    tune_gc()
     typer.echo(f"worker {processor.key}: waiting for its fence, then following the log")
     try:
         processor.run(stop)  # drains the batch in hand, then returns
