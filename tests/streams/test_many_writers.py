@@ -8,6 +8,7 @@ waited for the next command, and refused orders were answered 201.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -346,9 +347,10 @@ def test_every_http_worker_streams_the_fills(tmp_path: Path) -> None:
             ids_[name] = account["account_id"]
         token = http.headers["Authorization"]
         url = f"ws://127.0.0.1:{server.port}/v1/stream"
-        sockets = [connect(url, additional_headers={"Authorization": token})
-                   for _ in range(6)]  # spread over both workers
-        try:
+        with contextlib.ExitStack() as open_sockets:
+            sockets = [open_sockets.enter_context(
+                connect(url, additional_headers={"Authorization": token}))
+                for _ in range(6)]  # spread over both workers
             time.sleep(0.5)
             for who, side in (("seller", "sell"), ("buyer", "buy")):
                 r = http.post("/v1/orders", json={"account_id": ids_[who], "symbol": symbol,
@@ -363,6 +365,3 @@ def test_every_http_worker_streams_the_fills(tmp_path: Path) -> None:
                     if message["kind"] == "fill":
                         fills.add(message["data"]["side"])
                 assert fills == {"buy", "sell"}
-        finally:
-            for socket in sockets:
-                socket.close()
