@@ -50,15 +50,25 @@ def load_instruments(settings: Settings) -> Universe:
 
 
 def trading_app(settings: Settings, *, universe: Universe | None = None) -> TradingApplication:
-    """The command side over the configured event store."""
-    return TradingApplication(
-        eventsourcing_env(settings),
-        universe=universe or load_instruments(settings),
-        limits=RiskLimits(settings.max_order_notional_yen, settings.fat_finger_pct),
-        schedule=settings.commission_schedule,
-        snapshot_interval=settings.snapshot_interval,
-        session_rules=settings.session_rules,
-    )
+    """The command side over the configured event store.
+
+    Opening it creates the store's tables when they are missing; processes starting
+    together (``serve --workers N``, workers) take turns, since the library's table
+    creation (and its tracking-table migration) is not safe to run concurrently."""
+    universe = universe or load_instruments(settings)
+    schema_fence = stage_fence(settings, "schema")
+    schema_fence.acquire(blocking=True, timeout=120)
+    try:
+        return TradingApplication(
+            eventsourcing_env(settings),
+            universe=universe,
+            limits=RiskLimits(settings.max_order_notional_yen, settings.fat_finger_pct),
+            schedule=settings.commission_schedule,
+            snapshot_interval=settings.snapshot_interval,
+            session_rules=settings.session_rules,
+        )
+    finally:
+        schema_fence.release()
 
 
 def matching_stage(settings: Settings, app: TradingApplication) -> MatchingStage:
