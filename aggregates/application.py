@@ -17,7 +17,9 @@ Everything after that (routing, matching, fills, settlement) is done by the stag
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -200,7 +202,9 @@ class TradingApplication(Application[UUID]):
         # when the save finds one taken, or another writer moved an account or position
         # first, the basket is decided again on fresh state, looking each order up.
         look_up = False
-        for _attempt in range(50):
+        for attempt in range(50):
+            if attempt:  # another process won the race: let it finish before trying again
+                time.sleep(random.uniform(0, min(0.002 * attempt, 0.05)))
             with self.deciding():
                 outcomes, changed = self._decide(requests, look_up)
                 try:
