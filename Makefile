@@ -55,6 +55,7 @@ bench-tools:
 
 bench: install db-start bench-tools
 	$(BIN)/python benchmarks/write_path.py
+	$(BIN)/python benchmarks/restart.py
 	$(BIN)/python benchmarks/matching.py
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/inference.py
