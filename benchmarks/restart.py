@@ -30,7 +30,7 @@ Checks (exit 1 when one fails): the loaded store holds the orders asked for; eac
 server became ready with nothing behind; each CLI call exited 0 and showed the account.
 
     python benchmarks/restart.py                    # first run generates (minutes)
-    python benchmarks/restart.py --quick            # 2,000 orders, smoke (< 20 s cached)
+    python benchmarks/restart.py --quick            # 1,000 orders, one repeat (smoke)
     python benchmarks/restart.py --orders 20000 --repeats 1
 """
 
@@ -339,10 +339,10 @@ def main() -> int:
     parser.add_argument("--regenerate", action="store_true", help="rebuild the cached store")
     parser.add_argument("--timeout-s", type=float, default=600,
                         help="longest a server may take to become ready")
-    parser.add_argument("--quick", action="store_true", help="2,000 orders, one repeat")
+    parser.add_argument("--quick", action="store_true", help="1,000 orders, one repeat (smoke)")
     args = parser.parse_args()
     if args.quick:
-        args.orders, args.repeats = min(args.orders, 2000), 1
+        args.orders, args.repeats = min(args.orders, 1000), 1
     out: dict[str, Any] = {"benchmark": "restart", "commit": commit(),
                            "load_avg_start": load_avg(), "calibration": calibration(),
                            "args": {k: str(v) if isinstance(v, Path) else v
