@@ -579,7 +579,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (< 20 s)")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
-    parser.add_argument("--rates", default="100,250,500,750,1000,1250,1500,2000",
+    parser.add_argument("--rates", default="100,200,300,400,500,750,1000,1500,2000",
                         help="target orders/s per step; the ramp stops once saturated")
     parser.add_argument("--step-s", type=float, default=8.0)
     parser.add_argument("--runs", type=int, default=3)
