@@ -144,6 +144,7 @@ AREAS: list[tuple[str, re.Pattern[str]]] = [
         ("eventsourcing mapper/recorder", r"eventsourcing/(persistence|mapper|sqlite|postgres)"),
         ("eventsourcing domain/application", r"eventsourcing/"),
         ("copy.deepcopy (aggregate cache)", r"copy\.py|deepcopy"),
+        ("typing Protocol isinstance checks", r"typing\.py"),
         ("uuid", r"uuid"),
         ("datetime/zoneinfo", r"datetime|zoneinfo"),
         ("threading/locks", r"threading|lock|acquire"),
@@ -173,26 +174,66 @@ def _where(func: tuple[str, int, str]) -> str:
     return f"{'/'.join(parts)}:{line}({name})"
 
 
+HOT_PATHS: list[tuple[str, re.Pattern[str]]] = [
+    (label, re.compile(pattern)) for label, pattern in [
+        ("command side: place_orders (decide + store a basket)",
+         r"^aggregates/application\.py:\d+\(place_orders\)"),
+        ("saga stage: apply (load aggregates, decide)", r"^streams/saga\.py:\d+\(apply\)"),
+        ("matching stage: apply (engine, reports)", r"^streams/matching\.py:\d+\(apply\)"),
+        ("stage reads: EventLogSource.read (select + decode)",
+         r"^streams/bus\.py:\d+\(read\)"),
+        ("stage writes: events.put with tracking (encode + insert + commit)",
+         r"^eventsourcing/persistence\.py:\d+\(put\)"),
+        ("repository.get (cache, fast-forward query, deepcopy)",
+         r"^eventsourcing/application\.py:\d+\(get\)"),
+        ("  of which copy.deepcopy (DEEPCOPY_FROM_AGGREGATE_CACHE)",
+         r"^python3\.\d+/copy\.py:\d+\(deepcopy\)"),
+        ("  of which project_aggregate (events applied)",
+         r"^eventsourcing/application\.py:\d+\(project_aggregate\)"),
+        ("isinstance against a runtime Protocol (typing __instancecheck__)",
+         r"^python3\.\d+/typing\.py:\d+\(__instancecheck__\)"),
+        ("mapper.to_domain_event (decode)", r"\(to_domain_event\)$"),
+        ("mapper.to_stored_event (encode)", r"\(to_stored_event\)$"),
+        ("aggregates.save (command side store)", r"^eventsourcing/application\.py:\d+\(save\)"),
+        ("snapshots taken", r"\(take_snapshot|_take_snapshots\)"),
+    ]
+]
+
+
 def profile_summary(stats: pstats.Stats, top: int = 10) -> dict[str, Any]:
-    """Own time by function (``top``), own time by area, and the project's functions by
-    inclusive time: where a run spent its time, as shares of the profiled total."""
+    """Where a profiled run spent its time, as shares of the profiled total: own time by
+    function (``top``, with each one's heaviest callers), own time by area, inclusive
+    time of the named hot paths, and the project's functions by inclusive time."""
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     total = sum(own for _cc, _nc, own, _cum, _callers in raw.values()) or 1.0
-    rows = sorted(((own, cum, calls, _where(func)) for func, (_cc, calls, own, cum, _c)
+    rows = sorted(((own, cum, calls, _where(func), func) for func, (_cc, calls, own, cum, _c)
                    in raw.items()), reverse=True)
     areas: Counter[str] = Counter()
-    for own, _cum, _calls, where in rows:
+    for own, _cum, _calls, where, _func in rows:
         area = next((name for name, pattern in AREAS if pattern.search(where)), "other")
         areas[area] += own
-    project = sorted(((cum, where) for own, cum, calls, where in rows
-                      if re.match(r"(aggregates|streams|api|infra|projections|kernels)/",
-                                  where)), reverse=True)
+    hot = {}
+    for label, pattern in HOT_PATHS:
+        cums = [cum for _own, cum, _calls, where, _f in rows if pattern.search(where)]
+        if cums:
+            hot[label] = round(max(cums) / total, 3)
+    project = sorted(((cum, where) for _own, cum, _calls, where, _f in rows
+                      if re.match(r"(aggregates|streams|api|infra|projections|kernels)/", where)
+                      and not re.search(r"<(genexpr|listcomp|lambda)>", where)), reverse=True)
+
+    def callers(func: Any) -> list[str]:
+        by = raw[func][4]
+        heaviest = sorted(by.items(), key=lambda item: item[1][3], reverse=True)[:2]
+        return [f"{_where(caller)} ({round(figures[3] / total, 3)})"
+                for caller, figures in heaviest]
+
     return {
         "profiled_s": round(total, 2),
         "top_own_time": [{"function": where, "share": round(own / total, 3),
-                          "own_s": round(own, 3), "calls": calls}
-                         for own, _cum, calls, where in rows[:top]],
+                          "own_s": round(own, 3), "calls": calls, "called_by": callers(func)}
+                         for own, _cum, calls, where, func in rows[:top]],
         "by_area": {name: round(share / total, 3) for name, share in areas.most_common()},
+        "hot_paths_inclusive": hot,
         "project_inclusive": [{"function": where, "share": round(cum / total, 3)}
                               for cum, where in project[:top]],
     }
