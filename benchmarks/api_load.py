@@ -5,7 +5,8 @@ stream, positions reads under the order load; ``tradecore serve --workers 1`` an
 What runs, per worker count:
 
 1. ``tradecore serve --workers N`` as a separate process (embedded deployment: SQLite
-   event store and read models in a temporary folder, fresh signing keys, the rate
+   event store and read models in a temporary folder, created beforehand because two
+   workers racing to create them fail (see ``initialise``), fresh signing keys, the rate
    limit raised so it never refuses, ``PYTHONPATH`` = this checkout), polled on
    ``/readyz``;
 2. seeding through the API (accounts, deposits, crossing orders: every account holds
@@ -69,7 +70,7 @@ if str(_HERE.parent) not in sys.path:
 import aiohttp
 
 from api.security import KeyRing, Role, issue_token
-from api.wiring import load_instruments
+from api.wiring import load_instruments, trading_stages
 from benchmarks.support import ROOT, calibration, commit, load_avg, tree_cpu_seconds
 from infra.settings import Settings
 
@@ -91,6 +92,20 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 # -- the server --------------------------------------------------------------------------
+def initialise(settings: Settings) -> None:
+    """Create the event store's tables and the read models before the server starts.
+
+    ``tradecore serve --workers 2`` on a store that does not exist yet fails: both
+    worker processes create the SQLite tables at once, one gets eventsourcing's
+    ``IntegrityError: Failed to record tracking for __migration__ 1`` and uvicorn stops
+    the server. Reported; until it is fixed the benchmark starts every server (any
+    worker count, so they compare) on an initialised store."""
+    stages, store = trading_stages(settings, projector=True)
+    stages.app.close()
+    if store is not None:
+        store.close()
+
+
 class Server:
     """``tradecore serve --workers N`` as a child process, on its own temporary folder."""
 
@@ -112,6 +127,7 @@ class Server:
             "TRADECORE_DATA_DIR": str(self.settings.data_dir),
             **extra_env,
         }
+        initialise(self.settings)
         tradecore = Path(sys.executable).with_name("tradecore")
         command = [str(tradecore), "serve", "--host", "127.0.0.1", "--port", str(port),
                    "--workers", str(workers), "--log-level", "warning"]
@@ -578,8 +594,9 @@ async def main_async(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (< 20 s)")
-    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
-    parser.add_argument("--rates", default="100,200,300,400,500,750,1000,1500,2000",
+    parser.add_argument("--workers", default=None,
+                        help="comma-separated worker counts (default 1,2; --quick: 1)")
+    parser.add_argument("--rates", default="25,50,100,200,300,400,500,750,1000,1500,2000",
                         help="target orders/s per step; the ramp stops once saturated")
     parser.add_argument("--step-s", type=float, default=8.0)
     parser.add_argument("--runs", type=int, default=3)
@@ -601,10 +618,11 @@ def main() -> int:
                         help="extra environment for the server")
     args = parser.parse_args()
     if args.quick:
-        args.workers, args.rates, args.step_s = "1", "50,100", 2.0
+        args.workers = args.workers or "1"
+        args.rates, args.step_s = "50,100", 2.0
         args.runs, args.run_s, args.warmup_s = 1, 2.0, 1.0
         args.accounts, args.symbols, args.positions_rate = 5, 4, 50.0
-    args.workers = [int(w) for w in str(args.workers).split(",") if w]
+    args.workers = [int(w) for w in str(args.workers or "1,2").split(",") if w]
     args.rates = [float(r) for r in str(args.rates).split(",") if r]
     if shutil.which("wrk") is None:
         print(json.dumps({"benchmark": "api_load", "skipped":
