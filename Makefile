@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run serve demo test test-fast lint typecheck bench db-start db-stop clean
+.PHONY: install run serve demo test test-fast lint typecheck bench bench-tools db-start db-stop clean
 
 install: $(STAMP)
 
@@ -50,8 +50,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy aggregates kernels streams inference projections api infra
 
-bench: install db-start
+# wrk drives benchmarks/api_load.py (apt as root; without it that benchmark skips).
+bench-tools:
+	@command -v wrk >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq \
+		&& apt-get install -y -qq wrk; } || echo "wrk missing: api_load.py will skip"
+
+bench: install db-start bench-tools
 	$(BIN)/python benchmarks/write_path.py
+	$(BIN)/python benchmarks/restart.py
 	$(BIN)/python benchmarks/matching.py
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/inference.py

@@ -1,40 +1,48 @@
 # ruff: noqa: E402  (imports follow the sys.path fix below)
-"""HTTP API under open-loop load: orders/s at a p95 latency bound, and positions reads.
+"""HTTP API under load from wrk: orders/s at a p95 bound, order-to-fill latency on the
+stream, positions reads under the order load; ``tradecore serve --workers 1`` and ``2``.
 
-Why open loop: a closed-loop client (send, wait, send) slows down with the server and
-hides queueing (coordinated omission). Here each request has a scheduled send time at a
-fixed target rate; its latency runs from that scheduled time to the response, so time
-spent waiting for a connection or in the server's queue counts.
+What runs, per worker count:
 
-What runs:
+1. ``tradecore serve --workers N`` as a separate process (embedded deployment: SQLite
+   event store and read models in a temporary folder, created beforehand because two
+   workers racing to create them fail (see ``initialise``), fresh signing keys, the rate
+   limit raised so it never refuses, ``PYTHONPATH`` = this checkout), polled on
+   ``/readyz``;
+2. seeding through the API (accounts, deposits, crossing orders: every account holds
+   positions);
+3. a WebSocket client on ``/v1/stream`` with one token covering every account. With
+   several workers only the one running the projections stage publishes updates, so
+   the client opens up to ``--stream-probes`` connections, places a probe order and
+   keeps the first connection that sees it (how many did is reported);
+4. the load: ``wrk`` (C, not the bottleneck) with ``benchmarks/wrk_load.lua`` POSTing
+   orders at a constant target rate per step. wrk has no rate option (wrk2 is not
+   packaged), so the script paces each thread with ``delay()`` over enough keep-alive
+   connections (``rate x --conn-s``) that one is free when a request is due: open loop
+   while the server keeps up; when every connection is busy the request goes late and
+   the lateness is reported (``late``, ``max_late_ms``). Latency is wrk's, from each
+   request's send to its answer. Steps rise until one saturates (achieved < 90% of
+   target or p95 > 1 s); between steps the benchmark waits until every stage and
+   projection is idle, so steps do not inherit each other's backlog;
+5. ``orders_per_s_at_p95_100ms`` / ``..._50ms``: the highest achieved rate of a step with
+   that p95, no errors and >= 90% of its target. Then ``--runs`` (3) runs at that step's
+   target rate, each with a second wrk reading ``GET /v1/accounts/{id}/positions`` at
+   ``--positions-rate`` meanwhile: per run the orders' p95, ``fill_p95_ms`` (from the
+   order's send, carried in its client order id, to the first fill message for it on
+   the stream, taker fills: the order that crossed) and ``positions_p95_ms``;
+6. checks: every order answered 201 is listed by ``GET /v1/orders`` after idle, and the
+   listed orders that were not answered are at most the requests wrk left in flight
+   when a step ended; no 5xx; the server still running. Other refusals (a 409 when
+   optimistic concurrency gives up under contention) and timeouts are counted in each
+   step's ``errors`` (a step with errors does not count for the p95 figures).
 
-1. ``tradecore serve`` in a separate process (embedded deployment: SQLite event store
-   and read models in a temporary folder, fresh signing keys, rate limit raised so the
-   limiter never refuses), started and polled on ``/readyz``;
-2. seeding through the API: accounts (admin), deposits, and crossing orders so every
-   account holds positions in several symbols;
-3. a warm-up, then steps at rising target rates of ``POST /v1/orders``: alternating
-   buy/sell limit orders that cross on several symbols, from several traders (one token
-   per account, as real clients would hold), unique client order ids. Between steps
-   the benchmark waits until the projections have caught up, so steps do not inherit
-   each other's backlog;
-4. ``GET /v1/accounts/{id}/positions`` at a fixed rate with nothing else running.
+    python benchmarks/api_load.py                     # workers 1 and 2, ~8-10 minutes
+    python benchmarks/api_load.py --quick             # smoke, < 20 s (workers 1)
+    python benchmarks/api_load.py --workers 2 --rates 400,800,1200 --step-s 10
 
-Per step: target and achieved rate, p50/p95/p99/max latency, errors (non-2xx and
-transport failures), timeouts, CPU seconds the server and this generator used. The
-generator and the server share the machine's cores; the load average before each
-phase is in the JSON.
-
-``orders_per_s_at_p95_50ms``: the highest achieved rate of a step with p95 < 50 ms and
-no errors or timeouts (likewise ``..._100ms``); null when no step met it.
-
-    python benchmarks/api_load.py                 # 1-3 minutes (stops once saturated)
-    python benchmarks/api_load.py --quick         # smoke, < 1 minute
-    python benchmarks/api_load.py --rates 500,1000 --step-s 10 --py-spy prof.json
-
-Exits 1 when the server answers a non-2xx status, fails to start or dies, or when an
-account's order list does not hold the orders the API accepted for it; a missed latency
-target is a figure, not a failure.
+Needs ``wrk`` (``apt-get install -y wrk``; ``make bench`` installs it): without it the
+script prints ``{"skipped": ...}`` and exits 0. Exits 1 when a check fails; a missed
+latency target is a figure, not a failure.
 """
 
 from __future__ import annotations
@@ -42,8 +50,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
-import re
 import shutil
 import signal
 import socket
@@ -51,16 +59,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-# `python benchmarks/api_load.py` puts benchmarks/ first on sys.path, where
-# benchmarks/projections.py would shadow the `projections` package: drop that entry (the
-# project root stays importable through the editable install).
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 if str(_HERE.parent) not in sys.path:
@@ -69,12 +72,12 @@ if str(_HERE.parent) not in sys.path:
 import aiohttp
 
 from api.security import KeyRing, Role, issue_token
-from api.wiring import load_instruments
+from api.wiring import load_instruments, trading_stages
+from benchmarks.support import ROOT, calibration, commit, load_avg, tree_cpu_seconds
 from infra.settings import Settings
 
-TARGET_ORDERS_PER_S = 1500
-TARGET_POSITIONS_P95_MS = 20.0
-REQUEST_TIMEOUT_S = 20.0
+LUA = _HERE / "wrk_load.lua"
+TARGETS = {"orders_per_s_at_p95_100ms": 1000, "fill_p95_ms": 250, "positions_p95_ms": 20}
 
 
 def free_port() -> int:
@@ -83,43 +86,41 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def commit() -> str | None:
-    """The checkout measured (``git describe``; ``-dirty`` when files are changed)."""
-    try:
-        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=_HERE.parent,
-                              capture_output=True, text=True, timeout=10, check=False)
-    except OSError:
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
         return None
-    return done.stdout.strip() or None
-
-
-def load_avg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` and its threads (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
 
 # -- the server --------------------------------------------------------------------------
-class Server:
-    """``tradecore serve`` as a child process, on its own temporary folder."""
+def initialise(settings: Settings) -> None:
+    """Create the event store's tables and the read models before the server starts.
 
-    def __init__(self, folder: Path, port: int, *, rate_limit: str,
+    ``tradecore serve --workers 2`` on a store that does not exist yet fails: both
+    worker processes create the SQLite tables at once, one gets eventsourcing's
+    ``IntegrityError: Failed to record tracking for __migration__ 1`` and uvicorn stops
+    the server. Reported; until it is fixed the benchmark starts every server (any
+    worker count, so they compare) on an initialised store."""
+    stages, store = trading_stages(settings, projector=True)
+    stages.app.close()
+    if store is not None:
+        store.close()
+
+
+class Server:
+    """``tradecore serve --workers N`` as a child process, on its own temporary folder."""
+
+    def __init__(self, folder: Path, port: int, workers: int, rate_limit: str,
                  extra_env: dict[str, str]) -> None:
         self.folder = folder
-        self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.settings = Settings(
             persistence="sqlite", sqlite_path=folder / "events.sqlite",
             readmodel_sqlite_path=folder / "readmodels.sqlite",
             jwt_keys_path=folder / "jwt-keys.json", rate_limit=rate_limit, api_port=port)
         env = {
+            "PYTHONPATH": str(ROOT),  # this checkout's code, also in uvicorn's workers
             "TRADECORE_PERSISTENCE": "sqlite",
             "TRADECORE_SQLITE_PATH": str(self.settings.sqlite_path),
             "TRADECORE_READMODEL_SQLITE_PATH": str(self.settings.readmodel_sqlite_path),
@@ -128,29 +129,31 @@ class Server:
             "TRADECORE_DATA_DIR": str(self.settings.data_dir),
             **extra_env,
         }
+        initialise(self.settings)
         tradecore = Path(sys.executable).with_name("tradecore")
         command = [str(tradecore), "serve", "--host", "127.0.0.1", "--port", str(port),
-                   "--log-level", "warning"]
-        # `env NAME=value ... cmd`: the child inherits this process's environment (PATH)
-        # with the server's settings on top; this script never reads os.environ.
+                   "--workers", str(workers), "--log-level", "warning"]
+        # `env NAME=value ... cmd`: the child inherits this environment (PATH) with the
+        # server's settings on top; this script never reads os.environ.
         self.log = (folder / "server.log").open("w")
+        self.started = time.monotonic()
         self.process = subprocess.Popen(
             ["env", *(f"{k}={v}" for k, v in env.items()), *command],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    async def ready(self, session: aiohttp.ClientSession, timeout_s: float = 90) -> None:
+    async def ready(self, session: aiohttp.ClientSession, timeout_s: float = 120) -> float:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"tradecore serve exited with {self.process.returncode}:\n"
-                                   f"{self.tail()}")
+                raise RuntimeError(f"tradecore serve exited with {self.process.returncode}:"
+                                   f"\n{self.tail()}")
             try:
                 async with session.get(f"{self.base_url}/readyz") as response:
                     if response.status == 200:
-                        return
+                        return round(time.monotonic() - self.started, 2)
             except aiohttp.ClientError:
                 pass
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
         raise RuntimeError(f"tradecore serve not ready after {timeout_s} s:\n{self.tail()}")
 
     def tail(self, lines: int = 30) -> str:
@@ -165,149 +168,36 @@ class Server:
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.log.close()
 
 
-# -- the traffic ---------------------------------------------------------------------------
+# -- the desk ----------------------------------------------------------------------------
 @dataclass
 class Desk:
-    """Accounts, their tokens and the instruments the load trades."""
-
     accounts: list[UUID]
     tokens: dict[UUID, str]
     admin: str
+    stream_token: str
     symbols: list[tuple[str, int, int, int]]  # symbol, lot, buy price, sell price
-    accepted: Counter[UUID] = field(default_factory=Counter)
+    accepted: set[str] = field(default_factory=set)  # order ids answered 201
+    in_flight_at_stop: int = 0  # requests wrk sent and never saw answered
+    seeded: int = 0  # orders placed before the stream client connected
     last_position: int = 0
-    sequence: int = 0
 
-    def order(self, i: int, tag: str) -> tuple[UUID, dict[str, Any]]:
-        """The i-th order of a run: buys and sells alternate on the same symbol and
-        cross (the buy is priced a tick above the sell), from neighbouring accounts."""
-        account = self.accounts[i % len(self.accounts)]
-        symbol, lot, buy_price, sell_price = self.symbols[(i // 2) % len(self.symbols)]
-        side = "buy" if i % 2 == 0 else "sell"
-        return account, {
-            "account_id": str(account), "client_order_id": f"{tag}-{i}", "symbol": symbol,
-            "side": side, "quantity": lot, "price": buy_price if side == "buy" else sell_price,
-            "order_type": "limit", "tif": "day"}
-
-
-@dataclass
-class Outcome:
-    latency_s: float
-    status: int  # 0: transport error, -1: timeout
+    def config(self, path: Path) -> Path:
+        lines = [f"A {a} {self.tokens[a]}" for a in self.accounts]
+        lines += [f"S {s} {lot} {buy} {sell}" for s, lot, buy, sell in self.symbols]
+        path.write_text("\n".join(lines) + "\n")
+        return path
 
 
 async def send(session: aiohttp.ClientSession, method: str, url: str, token: str,
                body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"}
-    async with session.request(method, url, json=body, headers=headers) as response:
-        data = await response.json(content_type=None)
-        return response.status, data
-
-
-async def open_loop(rate: float, seconds: float,
-                    request: Callable[[int], Any]) -> tuple[list[Outcome], float]:
-    """Send ``request(k)`` at ``t0 + k / rate``; latency from the scheduled time.
-
-    Returns the outcomes and the time from the first scheduled send to the last answer.
-    """
-    loop = asyncio.get_running_loop()
-    total = max(1, int(rate * seconds))
-    outcomes: list[Outcome] = []
-    t0 = loop.time() + 0.05
-
-    async def one(k: int, at: float) -> None:
-        try:
-            status = await asyncio.wait_for(request(k), REQUEST_TIMEOUT_S)
-        except TimeoutError:
-            status = -1
-        except (aiohttp.ClientError, OSError):
-            status = 0
-        outcomes.append(Outcome(loop.time() - at, status))
-
-    tasks = []
-    k = 0
-    while k < total:
-        now = loop.time()
-        while k < total and t0 + k / rate <= now:  # every send that is due (none skipped)
-            tasks.append(asyncio.create_task(one(k, t0 + k / rate)))
-            k += 1
-        if k < total:
-            await asyncio.sleep(max(0.0, t0 + k / rate - loop.time()))
-    await asyncio.gather(*tasks)
-    return outcomes, loop.time() - t0
-
-
-def summarise(target: float, outcomes: list[Outcome], span_s: float) -> dict[str, Any]:
-    ok = sorted(o.latency_s for o in outcomes if 200 <= o.status < 300)
-    every = sorted(o.latency_s for o in outcomes)
-    statuses = Counter(o.status for o in outcomes if not 200 <= o.status < 300)
-
-    def pct(q: float) -> float | None:
-        if not every:
-            return None
-        return round(every[min(len(every) - 1, int(q * len(every)))] * 1000, 2)
-
-    return {
-        "target_per_s": target, "sent": len(outcomes),
-        "achieved_per_s": round(len(ok) / span_s, 1) if span_s > 0 else 0.0,
-        "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
-        "max_ms": round(every[-1] * 1000, 2) if every else None,
-        "errors": sum(n for s, n in statuses.items() if s != -1),
-        "timeouts": statuses.get(-1, 0),
-        "statuses": {str(s): n for s, n in statuses.items()},
-    }
-
-
-async def place_orders(session: aiohttp.ClientSession, base: str, desk: Desk, rate: float,
-                       seconds: float, tag: str) -> tuple[list[Outcome], float]:
-    first = desk.sequence
-    desk.sequence += max(1, int(rate * seconds))
-
-    async def request(k: int) -> int:
-        account, body = desk.order(first + k, tag)
-        status, data = await send(session, "POST", f"{base}/v1/orders", desk.tokens[account],
-                                  body)
-        if status in (200, 201):
-            desk.accepted[account] += status == 201
-            desk.last_position = max(desk.last_position, int(data["position"]))
-        return status
-
-    return await open_loop(rate, seconds, request)
-
-
-async def read_positions(session: aiohttp.ClientSession, base: str, desk: Desk, rate: float,
-                         seconds: float) -> tuple[list[Outcome], float, int]:
-    rows = 0
-
-    async def request(k: int) -> int:
-        nonlocal rows
-        account = desk.accounts[k % len(desk.accounts)]
-        status, data = await send(session, "GET", f"{base}/v1/accounts/{account}/positions",
-                                  desk.tokens[account])
-        if status == 200:
-            rows += len(data)
-        return status
-
-    outcomes, span = await open_loop(rate, seconds, request)
-    return outcomes, span, rows
-
-
-async def caught_up(session: aiohttp.ClientSession, base: str, timeout_s: float = 120
-                    ) -> float:
-    """Seconds until /readyz shows every projection at the log's head."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        async with session.get(f"{base}/readyz") as response:
-            health = await response.json(content_type=None)
-        if response.status == 200 and all(p["behind"] == 0 for p in health["projections"]):
-            return round(time.monotonic() - started, 2)
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"projections still behind after {timeout_s} s: {health}")
+    async with session.request(method, url, json=body,
+                               headers={"Authorization": f"Bearer {token}"}) as response:
+        return response.status, await response.json(content_type=None)
 
 
 async def seed(session: aiohttp.ClientSession, server: Server, accounts: int,
@@ -334,228 +224,424 @@ async def seed(session: aiohttp.ClientSession, server: Server, accounts: int,
                                   admin, {"amount": 1_000_000_000_000})
         if status != 201:
             raise RuntimeError(f"deposit: {status} {data}")
-    universe = load_instruments(settings)
     chosen = []
-    for inst in list(universe.instruments)[:symbols]:
+    for inst in list(load_instruments(settings).instruments)[:symbols]:
         tick = inst.tick_size(inst.base_price)
         chosen.append((inst.symbol, inst.lot_size, inst.base_price + tick,
                        inst.base_price - tick))
     tokens = {a: token(Role.trader, f"trader-{i}", [a]) for i, a in enumerate(ids)}
-    desk = Desk(ids, tokens, admin, chosen)
-    # every account buys and sells with its neighbours on each symbol: positions exist
-    for k in range(2 * accounts * min(symbols, 4)):
-        account, body = desk.order(k, "seed")
-        status, data = await send(session, "POST", f"{base}/v1/orders", tokens[account], body)
+    desk = Desk(ids, tokens, admin, token(Role.trader, "bench-stream", ids), chosen)
+    for k in range(2 * accounts * min(symbols, 4)):  # every account holds positions
+        account = ids[k % len(ids)]
+        symbol, lot, buy, sell = chosen[(k // 2) % len(chosen)]
+        side = "buy" if k % 2 == 0 else "sell"
+        status, data = await send(session, "POST", f"{base}/v1/orders", tokens[account], {
+            "account_id": str(account), "client_order_id": f"seed-{k}", "symbol": symbol,
+            "side": side, "quantity": lot, "price": buy if side == "buy" else sell,
+            "order_type": "limit", "tif": "day"})
         if status != 201:
             raise RuntimeError(f"seed order: {status} {data}")
-        desk.accepted[account] += 1
+        desk.accepted.add(data["order_id"])
         desk.last_position = max(desk.last_position, int(data["position"]))
-    desk.sequence = 0
+    desk.seeded = len(desk.accepted)
     return desk
 
 
-async def count_orders(session: aiohttp.ClientSession, base: str, desk: Desk,
-                       account: UUID) -> int:
-    """Orders the read model lists for ``account``, after every accepted one is projected."""
-    total, cursor = 0, None
-    while True:
-        url = (f"{base}/v1/orders?account_id={account}&limit=1000"
-               f"&min_position={desk.last_position}")
-        if cursor is not None:
-            url += f"&cursor={cursor}"
-        status, page = await send(session, "GET", url, desk.tokens[account])
-        if status != 200:
-            raise RuntimeError(f"list orders: {status} {page}")
-        total += len(page["items"])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return total
-
-
-class Sampler:
-    """py-spy attached to the server while the order steps run.
-
-    ``--gil`` samples only the thread holding the GIL: in a GIL-bound server that is
-    where the time goes (waiting threads are left out).
-    """
-
-    def __init__(self, pid: int, raw: Path) -> None:
-        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        self.raw = raw
-        self.process = subprocess.Popen(
-            [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250", "--gil",
-             "--threads", "--nonblocking", "--output", str(raw)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop(self) -> dict[str, Any]:
-        self.process.send_signal(signal.SIGINT)  # py-spy writes what it sampled
+async def idle(session: aiohttp.ClientSession, base: str, timeout_s: float = 180) -> float:
+    """Seconds until /readyz shows every stage and projection with nothing behind."""
+    started = time.monotonic()
+    health: Any = None
+    while time.monotonic() - started < timeout_s:
         try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        return py_spy_summary(self.raw) if self.raw.exists() else {"samples": 0}
+            async with session.get(f"{base}/readyz") as response:
+                health = await response.json(content_type=None)
+            if (response.status == 200
+                    and all(s["behind"] == 0 for s in health.get("stages", []))
+                    and all(p["behind"] == 0 for p in health.get("projections", []))):
+                return round(time.monotonic() - started, 2)
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"not idle after {timeout_s} s: {health}")
 
 
-PROJECT_FRAME = re.compile(r"\((api|projections|aggregates|infra|kernels)/")
-LINE = re.compile(r":\d+\)$")
+# -- the stream client --------------------------------------------------------------------
+class Stream:
+    """Order and fill messages from /v1/stream: when each order's first fill arrived."""
+
+    def __init__(self) -> None:
+        self.client_order_id: dict[str, str] = {}  # order id -> client order id
+        self.first_fill: dict[str, tuple[float, str]] = {}  # order id -> (time, liquidity)
+        self.messages = 0
+        self.closed: list[str] = []
+        self.delivering = 0
+        self.probes = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _read(self, socket: aiohttp.ClientWebSocketResponse, seen: list[int],
+                    index: int) -> None:
+        async for message in socket:
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                self.closed.append(f"connection {index}: {message.type.name} "
+                                   f"{message.data!r} {message.extra!r}")
+                break
+            now = time.time()
+            update = json.loads(message.data)
+            seen[index] += 1
+            self.messages += 1
+            data = update.get("data", {})
+            order_id = data.get("order_id")
+            if update.get("kind") == "order":
+                self.client_order_id.setdefault(order_id, data.get("client_order_id"))
+            elif update.get("kind") == "fill" and order_id not in self.first_fill:
+                self.first_fill[order_id] = (now, data.get("liquidity", ""))
+        self.closed.append(f"connection {index}: code {socket.close_code} "
+                           f"({socket.exception()!r})")
+
+    async def open(self, session: aiohttp.ClientSession, base: str, desk: Desk,
+                   probes: int) -> None:
+        """Open ``probes`` connections, place a probe order, keep one that sees it."""
+        url = base.replace("http", "ws", 1) + "/v1/stream"
+        headers = {"Authorization": f"Bearer {desk.stream_token}"}
+        sockets = [await session.ws_connect(url, headers=headers, heartbeat=None)
+                   for _ in range(probes)]
+        seen = [0] * probes
+        tasks = [asyncio.create_task(self._read(s, seen, i)) for i, s in enumerate(sockets)]
+        account = desk.accounts[0]
+        symbol, lot, buy, _sell = desk.symbols[0]
+        status, data = await send(session, "POST", f"{base}/v1/orders", desk.tokens[account], {
+            "account_id": str(account), "client_order_id": f"probe-{time.time_ns()}",
+            "symbol": symbol, "side": "buy", "quantity": lot, "price": buy,
+            "order_type": "limit", "tif": "day"})
+        if status != 201:
+            raise RuntimeError(f"probe order: {status} {data}")
+        desk.accepted.add(data["order_id"])
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and data["order_id"] not in self.client_order_id:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # let the other connections see it too, if they will
+        self.probes = probes
+        self.delivering = sum(1 for n in seen if n)
+        keep = next((i for i, n in enumerate(seen) if n), None)
+        for i, (connection, task) in enumerate(zip(sockets, tasks, strict=True)):
+            if i == keep:
+                self._tasks.append(task)
+            else:
+                task.cancel()
+                await connection.close()
+
+    def fills(self, tag: str) -> dict[str, Any]:
+        """Send -> first fill on the stream for the orders of one wrk run (``tag``)."""
+        taker: list[float] = []
+        every: list[float] = []
+        orders = 0
+        prefix = f"{tag}-"
+        for order_id, client_order_id in self.client_order_id.items():
+            if not client_order_id or not client_order_id.startswith(prefix):
+                continue
+            orders += 1
+            fill = self.first_fill.get(order_id)
+            if fill is None:
+                continue
+            sent_us = int(client_order_id.rsplit("-", 1)[1])
+            latency_ms = (fill[0] * 1e6 - sent_us) / 1000
+            every.append(latency_ms)
+            if fill[1] == "taker":
+                taker.append(latency_ms)
+        return {"orders_on_stream": orders, "filled": len(every), "taker_filled": len(taker),
+                "fill_p50_ms": pct(taker, 0.5), "fill_p95_ms": pct(taker, 0.95),
+                "fill_p99_ms": pct(taker, 0.99), "fill_max_ms": pct(taker, 1.0),
+                "any_fill_p95_ms": pct(every, 0.95)}
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
 
 
-def py_spy_summary(raw: Path, top: int = 25) -> dict[str, Any]:
-    """Collapsed stacks (py-spy ``--format raw``) as self and inclusive sample shares."""
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    threads: Counter[str] = Counter()
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        frames = stack.split(";")
-        total += n
-        threads[frames[0].split(": ", 1)[-1]] += n  # "thread (tid): name"
-        own[frames[-1]] += n
-        for frame in {LINE.sub(")", f) for f in frames[1:]}:  # by function, not line
-            if PROJECT_FRAME.search(frame):
-                inclusive[frame] += n
-    if not total:
-        return {"samples": 0}
-
-    def share(counter: Counter[str]) -> list[str]:
-        return [f"{100 * n / total:5.1f}%  {frame}" for frame, n in counter.most_common(top)]
-
-    return {"samples": total, "threads": share(threads), "self": share(own),
-            "inclusive_project": share(inclusive)}
+# -- wrk -----------------------------------------------------------------------------------
+async def wrk(base: str, config: Path, rate: float, seconds: float, tag: str, mode: str,
+              *, threads: int, conn_s: float) -> dict[str, Any]:
+    connections = max(threads, min(1024, math.ceil(rate * conn_s)))
+    duration = f"{max(1, round(seconds))}s"  # wrk takes whole seconds
+    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", duration,
+               "--timeout", "30s", "-s", str(LUA), base, "--", str(config),
+               str(rate / threads), tag, mode]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate()
+    text = out.decode(errors="replace")
+    line = next((ln for ln in text.splitlines() if ln.startswith("WRKJSON ")), None)
+    if process.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({process.returncode}): {text[-800:]} "
+                           f"{err.decode(errors='replace')[-800:]}")
+    figures = json.loads(line[len("WRKJSON "):])
+    figures["accepted_ids"] = [ln.split()[1] for ln in text.splitlines()
+                               if ln.startswith("ACCEPTED ")]
+    figures["connections"] = connections
+    return figures
 
 
-# -- main ----------------------------------------------------------------------------------
-async def run(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
-    folder = Path(tempfile.mkdtemp(prefix="bench-api-"))
-    extra_env = dict(item.split("=", 1) for item in args.server_env)
-    out: dict[str, Any] = {"commit": commit(), "cpus": os.cpu_count(),
-                           "load_avg_start": load_avg(),
-                           "note": "load generator and server share the same cores"}
-    server = Server(folder, free_port(), rate_limit=args.rate_limit, extra_env=extra_env)
-    profile: dict[str, Any] | None = None
+def step_figures(target: float, w: dict[str, Any]) -> dict[str, Any]:
+    seconds = w["duration_us"] / 1e6
+    latency = w["latency_us"]
+    return {
+        "target_per_s": target,
+        "achieved_per_s": round(w["accepted"] / seconds, 1) if seconds else 0.0,
+        "p50_ms": round(latency["p50"] / 1000, 2), "p90_ms": round(latency["p90"] / 1000, 2),
+        "p95_ms": round(latency["p95"] / 1000, 2), "p99_ms": round(latency["p99"] / 1000, 2),
+        "max_ms": round(latency["max"] / 1000, 2),
+        "sent": w["sent"], "answered": w["requests"], "accepted": w["accepted"],
+        "errors": sum(w["errors"].values()) - w["errors"]["status"] + w["other"],
+        "error_detail": {**w["errors"], "statuses": w["statuses"]},
+        "late": w["late"], "max_late_ms": round(w["max_late_us"] / 1000, 1),
+        "connections": w["connections"],
+    }
+
+
+def record(desk: Desk, w: dict[str, Any]) -> None:
+    desk.accepted.update(w["accepted_ids"])
+    desk.in_flight_at_stop += max(0, w["sent"] - w["requests"])
+    desk.last_position = max(desk.last_position, int(w["max_position"]))
+
+
+def server_failed(step: dict[str, Any]) -> bool:
+    """A 5xx answer fails the benchmark; 4xx (e.g. 409 when optimistic concurrency gives
+    up under contention), timeouts and socket errors are figures of the step."""
+    return any(code.startswith("5") for code in step["error_detail"]["statuses"])
+
+
+def usable(step: dict[str, Any], bound_ms: float) -> bool:
+    return (step["p95_ms"] < bound_ms and not step["errors"]
+            and step["achieved_per_s"] >= 0.9 * step["target_per_s"])
+
+
+# -- one server ----------------------------------------------------------------------------
+async def list_orders(session: aiohttp.ClientSession, base: str, desk: Desk) -> set[str]:
+    found: set[str] = set()
+    for account in desk.accounts:
+        cursor = None
+        while True:
+            url = (f"{base}/v1/orders?account_id={account}&limit=1000"
+                   f"&min_position={desk.last_position}")
+            if cursor is not None:
+                url += f"&cursor={cursor}"
+            status, page = await send(session, "GET", url, desk.admin)
+            if status != 200:
+                raise RuntimeError(f"list orders: {status} {page}")
+            found.update(item["order_id"] for item in page["items"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    return found
+
+
+async def one_server(args: argparse.Namespace, workers: int) -> tuple[dict[str, Any], bool]:
+    folder = Path(tempfile.mkdtemp(prefix=f"bench-api-w{workers}-"))
+    out: dict[str, Any] = {"workers": workers, "load_avg_start": load_avg()}
+    server = Server(folder, free_port(), workers, args.rate_limit,
+                    dict(item.split("=", 1) for item in args.server_env))
     failed = False
-    connector = aiohttp.TCPConnector(limit=args.connections, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    stream = Stream()
+    connector = aiohttp.TCPConnector(limit=64)
     try:
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            started = time.monotonic()
-            await server.ready(session)
-            out["server_start_s"] = round(time.monotonic() - started, 2)
-            pid = server.process.pid
-            desk = await seed(session, server, args.accounts, args.symbols)
+        async with aiohttp.ClientSession(connector=connector,
+                                         timeout=aiohttp.ClientTimeout(total=60)) as session:
+            out["server_ready_s"] = await server.ready(session)
             base = server.base_url
-            await place_orders(session, base, desk, args.warmup_rate, args.warmup_s, "warm")
-            await caught_up(session, base)
+            desk = await seed(session, server, args.accounts, args.symbols)
+            config = desk.config(folder / "wrk.conf")
+            await stream.open(session, base, desk, args.stream_probes if workers > 1 else 1)
+            out["stream"] = {"connections_tried": stream.probes,
+                             "connections_delivering": stream.delivering}
+            await idle(session, base)
 
-            steps = []
-            sampler = Sampler(pid, folder / "py-spy.txt") if args.py_spy else None
-            for rate in args.rates:
+            async def orders(rate: float, seconds: float, tag: str) -> dict[str, Any]:
+                pid = server.process.pid
+                cpu0, client0 = tree_cpu_seconds(pid), time.process_time()
                 load = load_avg()
-                server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
-                outcomes, span = await place_orders(session, base, desk, rate, args.step_s,
-                                                    f"r{rate}")
-                step = summarise(rate, outcomes, span)
-                server_after = cpu_seconds(pid)
-                if server_cpu is not None and server_after is not None:
-                    step["server_cpu_s"] = round(server_after - server_cpu, 2)
+                w = await wrk(base, config, rate, seconds, tag, "orders",
+                              threads=args.wrk_threads, conn_s=args.conn_s)
+                record(desk, w)
+                step = step_figures(rate, w)
+                cpu1 = tree_cpu_seconds(pid)
+                if cpu0 is not None and cpu1 is not None:
                     step["server_cpu_ms_per_order"] = round(
-                        1000 * (server_after - server_cpu) / max(1, step["sent"]), 2)
-                step["client_cpu_s"] = round(time.process_time() - client_cpu, 2)
+                        1000 * (cpu1 - cpu0) / max(1, w["accepted"]), 2)
+                step["client_cpu_s"] = round(time.process_time() - client0, 2)
                 step["load_avg_before"] = load
-                step["drain_s"] = await caught_up(session, base)
+                step["drain_s"] = await idle(session, base)
+                step.update(stream.fills(tag))
+                return step
+
+            await orders(args.warmup_rate, args.warmup_s, "warm")
+            steps = []
+            for rate in args.rates:
+                step = await orders(rate, args.step_s, f"r{int(rate)}")
                 steps.append(step)
-                print(json.dumps({"step": step}), file=sys.stderr, flush=True)
-                if set(step["statuses"]) - {"-1"}:
-                    failed = True
-                if (step["p95_ms"] or 0) > 1000 or step["achieved_per_s"] < 0.8 * rate:
+                print(json.dumps({"workers": workers, "step": step}), file=sys.stderr,
+                      flush=True)
+                failed = failed or server_failed(step)
+                if step["p95_ms"] > 1000 or step["achieved_per_s"] < 0.9 * rate:
                     break  # saturated: higher rates only queue more
             out["order_steps"] = steps
-            if sampler is not None:
-                profile = sampler.stop()
 
-            out["load_avg_positions"] = load_avg()
-            outcomes, span, rows = await read_positions(session, base, desk,
-                                                        args.positions_rate, args.positions_s)
-            positions = summarise(args.positions_rate, outcomes, span)
-            positions["rows_per_response"] = round(rows / max(1, len(outcomes)), 1)
-            if positions["errors"] or positions["timeouts"]:
-                failed = True
-            out["positions"] = positions
+            def best(bound_ms: float) -> dict[str, Any] | None:
+                met = [s for s in steps if usable(s, bound_ms)]
+                return max(met, key=lambda s: s["achieved_per_s"]) if met else None
 
-            account = desk.accounts[0]
-            listed = await count_orders(session, base, desk, account)
-            out["check"] = {"account": str(account), "accepted": desk.accepted[account],
-                            "listed": listed}
-            if listed != desk.accepted[account]:
-                failed = True
-            if server.process.poll() is not None:
-                failed = True
+            at100, at50 = best(100), best(50)
+            out["orders_per_s_at_p95_100ms"] = at100["achieved_per_s"] if at100 else None
+            out["orders_per_s_at_p95_50ms"] = at50["achieved_per_s"] if at50 else None
+            chosen = at100 or steps[0]
+            out["runs_rate_per_s"] = chosen["target_per_s"]
+            out["runs_rate_note"] = ("the target of the best step with p95 < 100 ms" if at100
+                                     else "no step met p95 < 100 ms: the first step's rate")
+            runs = []
+            for k in range(args.runs):
+                tag = f"run{k}"
+                positions_task = asyncio.create_task(wrk(
+                    base, config, args.positions_rate, args.run_s, f"pos{k}", "positions",
+                    threads=1, conn_s=max(args.conn_s, 0.1)))
+                run = await orders(chosen["target_per_s"], args.run_s, tag)
+                positions = await positions_task
+                pos = step_figures(args.positions_rate, positions)
+                run["positions"] = {key: pos[key] for key in (
+                    "target_per_s", "achieved_per_s", "p50_ms", "p95_ms", "p99_ms",
+                    "max_ms", "errors", "late")}
+                run["positions_p95_ms"] = pos["p95_ms"]
+                failed = failed or server_failed(run) or server_failed(pos)
+                runs.append(run)
+                print(json.dumps({"workers": workers, "run": run}), file=sys.stderr,
+                      flush=True)
+            out["runs"] = runs
+            out["fill_p95_ms"] = [r["fill_p95_ms"] for r in runs]
+            out["positions_p95_ms"] = [r["positions_p95_ms"] for r in runs]
+            out["orders_p95_ms_in_runs"] = [r["p95_ms"] for r in runs]
+
+            await idle(session, base)
+            listed = await list_orders(session, base, desk)
+            missing = desk.accepted - listed
+            unanswered = listed - desk.accepted
+            out["check"] = {
+                "accepted": len(desk.accepted), "listed": len(listed),
+                "accepted_not_listed": len(missing),
+                "listed_not_answered": len(unanswered),
+                "in_flight_when_wrk_stopped": desk.in_flight_at_stop,
+                "stream_messages": stream.messages,
+                # orders answered 201 after the stream client connected, and how many of
+                # them it was told of (a figure: a stream that misses updates is reported,
+                # not failed)
+                "orders_after_stream_opened": len(desk.accepted) - desk.seeded,
+                "orders_seen_on_stream": len(stream.client_order_id),
+                "stream_closed_early": list(stream.closed),
+                "server_running": server.process.poll() is None,
+            }
+            out["check"]["ok"] = (not missing and len(unanswered) <= desk.in_flight_at_stop
+                                  and out["check"]["server_running"])
+            failed = failed or not out["check"]["ok"]
+    except RuntimeError as err:
+        out["error"] = str(err)[-2000:]
+        failed = True
     finally:
+        await stream.close()
         server.stop()
-    if profile is not None and args.py_spy is not None:
-        args.py_spy.write_text(json.dumps(profile, indent=2))
-        if (folder / "py-spy.txt").exists():
-            shutil.copy(folder / "py-spy.txt", args.py_spy.with_suffix(".collapsed.txt"))
-        out["py_spy"] = {"written_to": str(args.py_spy), "samples": profile.get("samples")}
-    out["server_log_tail"] = server.tail(5).splitlines()
-
-    def best(bound_ms: float) -> float | None:
-        met = [s["achieved_per_s"] for s in out.get("order_steps", [])
-               if s["p95_ms"] is not None and s["p95_ms"] < bound_ms
-               and not s["errors"] and not s["timeouts"]]
-        return max(met) if met else None
-
-    out["orders_per_s_at_p95_50ms"] = best(50)
-    out["orders_per_s_at_p95_100ms"] = best(100)
-    out["positions_p95_ms"] = out.get("positions", {}).get("p95_ms")
-    out["targets"] = {"orders_per_s_at_p95_50ms": TARGET_ORDERS_PER_S,
-                      "positions_p95_ms": TARGET_POSITIONS_P95_MS}
+    out["server_log_tail"] = server.tail(40).splitlines()
     out["load_avg_end"] = load_avg()
-    if not failed:
-        shutil.rmtree(folder, ignore_errors=True)
-    else:
+    if failed:
         out["kept_folder"] = str(folder)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+    return out, failed
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The issue's figures per worker count, against the targets."""
+    out = {}
+    for key, r in results.items():
+        fills = [f for f in r.get("fill_p95_ms", []) if f is not None]
+        positions = [p for p in r.get("positions_p95_ms", []) if p is not None]
+        rate = r.get("orders_per_s_at_p95_100ms")
+        out[key] = {
+            "orders_per_s_at_p95_100ms": rate,
+            "orders_per_s_at_p95_50ms": r.get("orders_per_s_at_p95_50ms"),
+            "fill_p95_ms": r.get("fill_p95_ms"),
+            "positions_p95_ms": r.get("positions_p95_ms"),
+            "met": {
+                "orders_per_s_at_p95_100ms": rate is not None and rate >= TARGETS[
+                    "orders_per_s_at_p95_100ms"],
+                "fill_p95_ms": bool(fills) and len(fills) == len(r.get("runs", []))
+                and max(fills) < TARGETS["fill_p95_ms"],
+                "positions_p95_ms_every_run": bool(positions)
+                and max(positions) < TARGETS["positions_p95_ms"],
+            },
+        }
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    out: dict[str, Any] = {
+        "benchmark": "api_load", "commit": commit(), "load_avg_start": load_avg(),
+        "calibration": calibration(), "targets": TARGETS,
+        "method": "wrk (C) with benchmarks/wrk_load.lua: constant target rate per thread "
+                  "paced by delay() over rate x conn_s keep-alive connections (open loop "
+                  "while a connection is free; lateness reported); latency from send to "
+                  "answer; fills timed from the send time in the client order id to the "
+                  "first fill message on /v1/stream",
+        "args": {k: v for k, v in vars(args).items()},
+        "note": "server, wrk and the stream client share the machine's cores",
+    }
+    failed = False
+    results = {}
+    for workers in args.workers:
+        result, bad = await one_server(args, workers)
+        results[f"workers_{workers}"] = result
+        failed = failed or bad
+    out.update(results)
+    out["summary"] = summary(results)
+    out["calibration_end"] = calibration()
+    out["load_avg_end"] = load_avg()
+    out["ok"] = not failed
     return out, failed
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (< 1 minute)")
-    parser.add_argument("--rates", default="50,100,150,250,500,750,1000,1500,2000",
-                        help="target orders/s per step, comma-separated; the ramp stops "
-                             "at the first saturated step")
-    parser.add_argument("--step-s", type=float, default=10.0)
-    parser.add_argument("--warmup-rate", type=float, default=200.0)
+    parser.add_argument("--quick", action="store_true", help="smoke run (< 20 s)")
+    parser.add_argument("--workers", default=None,
+                        help="comma-separated worker counts (default 1,2; --quick: 1)")
+    parser.add_argument("--rates", default="25,50,100,150,200,300,400,500,750,1000,1500,2000",
+                        help="target orders/s per step; the ramp stops once saturated")
+    parser.add_argument("--step-s", type=float, default=8.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--run-s", type=float, default=10.0)
+    parser.add_argument("--warmup-rate", type=float, default=100.0)
     parser.add_argument("--warmup-s", type=float, default=3.0)
-    parser.add_argument("--positions-rate", type=float, default=200.0)
-    parser.add_argument("--positions-s", type=float, default=10.0)
-    parser.add_argument("--accounts", type=int, default=25,
-                        help="odd, so each account alternates buys and sells")
+    parser.add_argument("--positions-rate", type=float, default=100.0,
+                        help="positions reads/s during each run")
+    parser.add_argument("--accounts", type=int, default=25)
     parser.add_argument("--symbols", type=int, default=8)
-    parser.add_argument("--connections", type=int, default=256,
-                        help="keep-alive connection pool of the generator")
-    parser.add_argument("--rate-limit", default="1000000/second",
-                        help="server's per-principal limit (high: never the bottleneck)")
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--conn-s", type=float, default=0.25,
+                        help="connections = rate x this (seconds of latency before a "
+                             "request has to wait for a free connection)")
+    parser.add_argument("--stream-probes", type=int, default=6,
+                        help="stream connections tried with several workers")
+    parser.add_argument("--rate-limit", default="1000000/second")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment for the server (e.g. PYTHONPATH=...)")
-    parser.add_argument("--py-spy", type=Path, default=None, metavar="FILE",
-                        help="sample the server (GIL holder) with py-spy during the order "
-                             "steps; JSON summary to FILE, collapsed stacks beside it")
+                        help="extra environment for the server")
     args = parser.parse_args()
     if args.quick:
-        args.rates, args.step_s, args.warmup_s = "50,100", 3.0, 1.0
-        args.positions_s, args.accounts = 3.0, 5
-    args.rates = [float(r) for r in args.rates.split(",") if r]
-    try:
-        out, failed = asyncio.run(run(args))
-    except RuntimeError as err:
-        print(json.dumps({"error": str(err)}, indent=2))
-        return 1
+        args.workers = args.workers or "1"
+        args.rates, args.step_s = "50,100", 2.0
+        args.runs, args.run_s, args.warmup_s = 1, 2.0, 1.0
+        args.accounts, args.symbols, args.positions_rate = 5, 4, 50.0
+    args.workers = [int(w) for w in str(args.workers or "1,2").split(",") if w]
+    args.rates = [float(r) for r in str(args.rates).split(",") if r]
+    if shutil.which("wrk") is None:
+        print(json.dumps({"benchmark": "api_load", "skipped":
+                          "wrk not found: apt-get install -y wrk (make bench does)"}))
+        return 0
+    out, failed = asyncio.run(main_async(args))
     print(json.dumps(out, indent=2))
     return 1 if failed else 0
 
