@@ -106,8 +106,9 @@ class Lag:
     position: int
     behind: int
     head: int
-    running: bool = True
+    running: bool = True  # this process runs it (else another process holds its fence)
     error: str | None = None
+    state: str = "running"  # waiting (for its fence) | starting | running | failed
 
 
 class TrackedProcessor:
@@ -120,6 +121,7 @@ class TrackedProcessor:
         self.pending_cap = pending_cap
         self.key = f"{step.name}@{source.name}:{source.partition}"
         self.started = False
+        self.starting = False  # fence taken, memory being rebuilt
         self.error: BaseException | None = None
         self.conflicts = 0  # batches decided again after another writer moved first
 
@@ -134,7 +136,11 @@ class TrackedProcessor:
         if (self.fence is not None and not self.fence.held
                 and not self.fence.acquire(blocking, timeout)):
             return False
-        self.step.start(self.key, self.source)
+        self.starting = True
+        try:
+            self.step.start(self.key, self.source)
+        finally:
+            self.starting = False
         self.started = True
         return True
 
@@ -204,9 +210,11 @@ class TrackedProcessor:
     # -- reporting -----------------------------------------------------------------------
     def lag(self) -> Lag:
         position = self.step.position(self.key, fresh=not self.started)
+        state = ("failed" if self.error is not None else "running" if self.started
+                 else "starting" if self.starting else "waiting")
         return Lag(self.key, position, self.source.pending(position, self.pending_cap),
                    self.source.head(), self.started,
-                   None if self.error is None else repr(self.error))
+                   None if self.error is None else repr(self.error), state)
 
 
 def tracking_key(stage: str, source: str = "trading", partition: int = 0) -> str:

@@ -78,14 +78,16 @@ def create_app(settings: Settings, *, universe: Universe | None = None) -> FastA
     @app.get("/readyz", response_model=Health, tags=["operations"],
              responses={503: {"description": "Not ready", "model": Health}})
     def readyz(response: Response) -> Health:
-        """Ready when the write model is open and no stage of this process is failing;
-        lists every stage's and projection's real lag."""
+        """Ready when the write model is open and no stage of this process is starting
+        or failing (a stage another process runs is fine); lists every stage's and
+        projection's real lag."""
         runtime = context.runtime
         if runtime is None:
             response.status_code = 503
             return Health(status="starting")
         stages = [StageLag(name=lag.name, position=lag.position, behind=lag.behind,
-                           running=lag.running, error=lag.error) for lag in runtime.lags()]
+                           running=lag.running, state=lag.state, error=lag.error)
+                  for lag in runtime.lags()]
         lags = [ProjectionLag(name=lag.name, position=lag.position, head=lag.head,
                               behind=lag.behind) for lag in runtime.projection_lags()]
         failing = [stage for stage in stages if stage.error]
@@ -93,6 +95,11 @@ def create_app(settings: Settings, *, universe: Universe | None = None) -> FastA
             response.status_code = 503
             return Health(status=f"stage {failing[0].name} failing: {failing[0].error}",
                           projections=lags, stages=stages)
+        starting = [stage.name for stage in stages if stage.state == "starting"]
+        if starting:  # restoring its books or reading its position: not serving yet
+            response.status_code = 503
+            return Health(status=f"starting: {', '.join(starting)}", projections=lags,
+                          stages=stages)
         return Health(status="ready", projections=lags, stages=stages)
 
     @app.get("/metrics", tags=["operations"], response_class=Response,

@@ -242,6 +242,8 @@ class StageLag(BaseModel):
     position: int
     behind: int
     running: bool = Field(description="this process runs it (else another process does)")
+    state: str = Field(description="waiting (another process holds its fence), starting "
+                                   "(rebuilding its memory), running, or failed")
     error: str | None = None
 
 
