@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (imports follow the sys.path fix)
 """The matching stage on its own: venue commands in, ``Venue.Reported`` out; prints JSON.
 
 What is timed (storage excluded, as the issue asks), best of ``REPEATS`` runs:
@@ -10,7 +11,8 @@ What is timed (storage excluded, as the issue asks), best of ``REPEATS`` runs:
   bytes into its domain event, and every report event encoded to bytes, with the event
   codec (``infra/codec.py``) when the checkout has it, else a msgspec stand-in that
   decodes the same way (typed, in C).
-* ``baseline``: today's path in the same run: ``aggregates.matching.MatchingDesk`` over
+* ``baseline``: the old path in the same run: d07d3ea's ``aggregates.matching.MatchingDesk``
+  (loaded from git) over
   the same kernel engine, called per command from the domain events as
   ``OrderSaga.to_venue`` does (the facade's object path), reports as Python objects and
   no events built (its objects die at once, so the collector's settings hardly move
@@ -53,13 +55,16 @@ import time
 import typing
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from eventsourcing.utils import get_topic
 
+_ROOT = Path(__file__).resolve().parent.parent  # its event factory lives with the tests
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
 from aggregates.instruments import Universe, load_universe, tick_size
-from aggregates.matching import MatchingDesk
-from aggregates.matching import make_engine as desk_engine
 from infra.snapshots import MemorySnapshots
 from streams.matching import MatchingStage, make_engine
 from tests.streams.venue_flow import Flow
@@ -222,7 +227,28 @@ def time_stage_json(universe: Universe, stored: list[list[tuple[int, tuple[str, 
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+BASELINE_COMMIT = "d07d3ea"
+
+
+def baseline_desk_module() -> Any:
+    """The matching port as commit d07d3ea had it (``aggregates/matching.py``, since
+    removed: the venue is a stage now), loaded from git into a module of its own."""
+    import subprocess
+    import types
+
+    source = subprocess.run(
+        ["git", "show", f"{BASELINE_COMMIT}:aggregates/matching.py"], check=True,
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent).stdout
+    module = types.ModuleType("baseline_matching")
+    module.__file__ = f"{BASELINE_COMMIT}:aggregates/matching.py"
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, module.__file__, "exec"), module.__dict__)
+    return module
+
+
 def time_desk(universe: Universe, events: list[Any]) -> tuple[float, float]:
+    baseline = baseline_desk_module()
+    MatchingDesk, desk_engine = baseline.MatchingDesk, baseline.make_engine
     desk = MatchingDesk(desk_engine("kernel"), universe.get)
 
     def to_venue(e: Any) -> Any:  # OrderSaga.to_venue, today's caller
@@ -305,7 +331,7 @@ def main() -> None:
     results["gc_tuned"] = {**best("gc_tuned"), "gc": f"set_threshold{TUNED_GC}"}
     results["json"] = None if stored is None else {**best("json"), "codec": json_codec()[2]}
     results["baseline"] = {
-        "path": "aggregates.matching.MatchingDesk + KernelEngine.submit (object path), "
+        "path": "d07d3ea's aggregates.matching.MatchingDesk + KernelEngine.submit (object path), "
                 "per command, no events built",
         **best("baseline"),
     }
