@@ -59,6 +59,8 @@ bench: install db-start bench-tools
 	$(BIN)/python benchmarks/write_path.py
 	$(BIN)/python benchmarks/restart.py
 	$(BIN)/python benchmarks/matching.py
+	$(BIN)/python benchmarks/matching_stage.py
+	$(BIN)/python benchmarks/codec.py
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/projections.py
