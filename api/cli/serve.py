@@ -8,6 +8,7 @@ projections), for deployments that run the stages as their own processes.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 
@@ -31,14 +32,26 @@ def serve(
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Run the command and query API with the saga, matching and projection stages."""
+    from uvicorn.supervisors import Multiprocess
+
+    from api.serving import server_config
+
     settings = get_settings()
     host, port = host or settings.api_host, port or settings.api_port
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
-                    access_log=False)
-    else:
-        uvicorn.run("api.cli.serve:app_factory", factory=True, workers=workers, host=host,
-                    port=port, log_level=log_level, access_log=False)
+        config = server_config(settings, create_app(settings), host=host, port=port,
+                               log_level=log_level, access_log=False)
+        server = uvicorn.Server(config)
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
+            server.run()
+        if not server.started:
+            raise typer.Exit(3)
+    else:  # what uvicorn.run does for workers, with our connection limits on the config
+        config = server_config(settings, "api.cli.serve:app_factory", host=host, port=port,
+                               factory=True, workers=workers, log_level=log_level,
+                               access_log=False)
+        with contextlib.suppress(KeyboardInterrupt):
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 STAGES = ("saga", "matching", "projections")
