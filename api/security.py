@@ -31,39 +31,26 @@ import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 import jwt
-from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.requests import HTTPConnection
+
+from api.roles import DESK_WIDE_ROLES as DESK_WIDE_ROLES
+from api.roles import MAX_TTL_S as MAX_TTL_S
+from api.roles import Role as Role
 
 log = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
-MAX_TTL_S = 30 * 24 * 3600
-"""Longest lifetime a token may be issued with: rotation waits for the oldest token."""
 
 _SECRET_BYTES = 32  # 256 bits: the HS256 key length RFC 7518 asks for
 _REQUIRED_CLAIMS = ("exp", "iat", "sub", "role")
 ALL_ACCOUNTS = "*"
-
-
-class Role(StrEnum):
-    trader = "trader"
-    viewer = "viewer"
-    risk = "risk"
-    admin = "admin"
-
-
-DESK_WIDE_ROLES = frozenset({Role.risk, Role.admin})
-"""Roles whose tokens cover every account (and so carry ``accounts: "*"``)."""
 
 
 class AuthError(Exception):
@@ -585,18 +572,7 @@ class HeldToken:
         return None
 
 
-# --------------------------------------------------------------------------- FastAPI
-
-bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="bearer",
-    bearerFormat="JWT",
-    description=(
-        "A JWT issued by `tradecore auth token`: `Authorization: Bearer <token>`. "
-        "Its role (trader, viewer, risk, admin) and accounts decide what the call may do."
-    ),
-)
-
+# --------------------------------------------------------------------------- requests
 
 PRINCIPAL_SCOPE_KEY = "tradecore.principal"
 """Where :class:`api.gate.Gate` leaves the caller it authenticated, in the ASGI scope."""
@@ -653,30 +629,11 @@ def bearer_token(header: str | None) -> str:
     return token
 
 
-def authenticator(
-    keyring: KeyRing, issuer: str, audience: str, verifier: TokenVerifier | None = None
-) -> Callable[..., Awaitable[Principal]]:
-    """A FastAPI dependency giving the caller's :class:`Principal` or raising Unauthorized.
+def __getattr__(name: str) -> Any:
+    """``bearer`` and ``authenticator`` (FastAPI dependencies) live in :mod:`api.bearer`,
+    imported on first use: the command line needs keys and tokens, not FastAPI."""
+    if name in ("bearer", "authenticator"):
+        from api import bearer as dependencies
 
-    Behind :class:`api.gate.Gate` (``tradecore serve``) the gate has already
-    authenticated the request and this returns what it found; an app without the gate
-    (tests, embedding) verifies here, with the same verifier and the same answers.
-    """
-    tokens = verifier or TokenVerifier(keyring, issuer, audience)
-
-    async def current_principal(
-        connection: HTTPConnection,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Principal:
-        found = connection.scope.get(PRINCIPAL_SCOPE_KEY)
-        if isinstance(found, Principal):
-            return found
-        if credentials is None:
-            bearer_token(connection.headers.get("authorization"))  # raises the reason
-            raise Unauthorized("authorization scheme must be Bearer with a token")
-        try:
-            return tokens.verify(credentials.credentials)
-        except AuthError as err:
-            raise Unauthorized(err.reason) from None
-
-    return current_principal
+        return getattr(dependencies, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,6 +31,13 @@ class Settings(BaseSettings):
         default=False,
         description="Fail (instead of skip) tests that need the shared market data.",
     )
+    cache_dir: Path = Field(
+        default=PROJECT_ROOT / "var" / "cache",
+        description=(
+            "Derived data kept between processes (the universe read from the J-Quants "
+            "files, keyed by their size and mtime); safe to delete."
+        ),
+    )
 
     # --- event store ------------------------------------------------------------------
     persistence: Literal["sqlite", "postgres"] = Field(

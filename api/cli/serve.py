@@ -11,17 +11,20 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from typing import TYPE_CHECKING
 
 import typer
-import uvicorn
-from fastapi import FastAPI
 
-from api.http import create_app
 from infra.settings import get_settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def app_factory() -> FastAPI:
     """The app built from the environment (each uvicorn worker process calls this)."""
+    from api.http import create_app
+
     return create_app(get_settings())
 
 
@@ -32,8 +35,10 @@ def serve(
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Run the command and query API with the saga, matching and projection stages."""
+    import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from api.http import create_app
     from api.serving import server_config
 
     settings = get_settings()

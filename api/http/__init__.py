@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aggregates.instruments import Universe
+from api.bearer import authenticator
 from api.gate import Gate
 from api.http import commands, queries, stream
 from api.http.deps import Context
@@ -25,7 +26,7 @@ from api.http.models import Health, ProjectionLag, StageLag
 from api.limits import BodySizeLimit, FailedAuthLimit, RateLimiter
 from api.problems import install_problem_handlers, problem_response
 from api.runtime import Runtime
-from api.security import KeyRing, TokenVerifier, authenticator
+from api.security import KeyRing, TokenVerifier
 from infra.settings import Settings
 
 REQUESTS = Counter("tradecore_http_requests_total", "HTTP requests answered",
