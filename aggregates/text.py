@@ -31,7 +31,11 @@ def printable(field: str, text: str) -> str:
     ``field``, the rule and where the first one is."""
     at = first_control_character(text) if isinstance(text, str) else None
     if at is not None:
-        raise RuleViolation(field, NO_CONTROL_CHARACTERS, text,
-                            f"{field} holds control character U+{ord(text[at]):04X} at "
-                            f"position {at}; rule '{NO_CONTROL_CHARACTERS}'")
+        raise RuleViolation(
+            field,
+            NO_CONTROL_CHARACTERS,
+            text,
+            f"{field} holds control character U+{ord(text[at]):04X} at "
+            f"position {at}; rule '{NO_CONTROL_CHARACTERS}'",
+        )
     return text

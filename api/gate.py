@@ -74,9 +74,16 @@ class _Slots:
 class Gate:
     """``app.add_middleware(Gate, verifier=..., limiter=..., failures=..., inflight=16)``."""
 
-    def __init__(self, app: ASGIApp, *, verifier: TokenVerifier, limiter: RateLimiter,
-                 failures: FailedAuthLimit, inflight: int, refusal_delay_s: float = 1.0
-                 ) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        verifier: TokenVerifier,
+        limiter: RateLimiter,
+        failures: FailedAuthLimit,
+        inflight: int,
+        refusal_delay_s: float = 1.0,
+    ) -> None:
         if inflight < 1:
             raise ValueError(f"max_inflight_per_principal={inflight} breaks rule 'at least 1'")
         if refusal_delay_s < 0:
@@ -163,11 +170,14 @@ class Gate:
     async def _refuse_401(self, send: Send, reason: str, token_present: bool) -> None:
         cached = self._unauthorized.get((reason, token_present))
         if cached is None:
-            body = json.dumps(problem_document(
-                401, "Unauthorized", reason, field="authorization",
-                rule="a valid bearer token")).encode()
-            headers = [(b"www-authenticate",
-                        challenge(reason, token_present).encode("latin-1", "replace"))]
+            body = json.dumps(
+                problem_document(
+                    401, "Unauthorized", reason, field="authorization", rule="a valid bearer token"
+                )
+            ).encode()
+            headers = [
+                (b"www-authenticate", challenge(reason, token_present).encode("latin-1", "replace"))
+            ]
             cached = (body, headers)
             if len(self._unauthorized) < 256:
                 self._unauthorized[(reason, token_present)] = cached
@@ -184,30 +194,46 @@ class Gate:
     async def _address_refused(self, send: Send, address: str, retry_s: int) -> None:
         await self._slowly()
         rate = self.failures.rate
-        body = json.dumps(problem_document(
-            429, "Too many requests",
-            f"too many failed authentications from {address}; retry in {retry_s} s",
-            field="client", rule=f"at most {rate} failed authentications per address",
-            value=address)).encode()
+        body = json.dumps(
+            problem_document(
+                429,
+                "Too many requests",
+                f"too many failed authentications from {address}; retry in {retry_s} s",
+                field="client",
+                rule=f"at most {rate} failed authentications per address",
+                value=address,
+            )
+        ).encode()
         await _answer(send, 429, body, [(b"retry-after", str(retry_s).encode())])
 
     async def _rate_limited(self, send: Send, exc: RateLimited) -> None:
         await self._slowly()
         state = exc.state
-        body = json.dumps(problem_document(
-            429, "Too many requests",
-            f"{exc.subject or 'caller'} exceeded {exc.rate}; retry in {state.reset_s} s",
-            field="sub", rule=f"at most {exc.rate}", value=exc.subject)).encode()
+        body = json.dumps(
+            problem_document(
+                429,
+                "Too many requests",
+                f"{exc.subject or 'caller'} exceeded {exc.rate}; retry in {state.reset_s} s",
+                field="sub",
+                rule=f"at most {exc.rate}",
+                value=exc.subject,
+            )
+        ).encode()
         headers = [(b"retry-after", str(state.reset_s).encode())]
-        headers += [(k.lower().encode(), v.encode())
-                    for k, v in RateLimiter.headers(state).items()]
+        headers += [(k.lower().encode(), v.encode()) for k, v in RateLimiter.headers(state).items()]
         await _answer(send, 429, body, headers)
 
 
-async def _answer(send: Send, status: int, body: bytes,
-                  headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", MEDIA_TYPE.encode()),
-        (b"content-length", str(len(body)).encode()),
-        *headers]})
+async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

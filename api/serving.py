@@ -47,26 +47,36 @@ class ConnectionLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionLimits:
-        return cls(settings.api_header_timeout_s, settings.api_body_timeout_s,
-                   settings.api_max_header_bytes)
+        return cls(
+            settings.api_header_timeout_s,
+            settings.api_body_timeout_s,
+            settings.api_max_header_bytes,
+        )
 
 
 def _response(status: int, phrase: str, detail: str, field: str, rule: str) -> bytes:
-    body = json.dumps(problem_document(status, phrase, detail, field=field,
-                                       rule=rule)).encode()
-    head = (f"HTTP/1.1 {status} {phrase}\r\ncontent-type: {MEDIA_TYPE}\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    body = json.dumps(problem_document(status, phrase, detail, field=field, rule=rule)).encode()
+    head = (
+        f"HTTP/1.1 {status} {phrase}\r\ncontent-type: {MEDIA_TYPE}\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
     return head.encode("ascii") + body
 
 
 class GuardedHTTPProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header/body timeouts and a header size cap."""
 
-    def __init__(self, config: uvicorn.Config, server_state: Any, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits: ConnectionLimits = getattr(config, "tradecore_limits", None) or (
-            ConnectionLimits())
+            ConnectionLimits()
+        )
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
@@ -90,18 +100,22 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self._in_head and self._head_bytes > self.limits.max_header_bytes:
             limit = self.limits.max_header_bytes
-            self._refuse(_response(
-                431, "Request Header Fields Too Large",
-                f"the request line and headers are longer than {limit} bytes",
-                "headers", f"at most {limit} bytes"))
+            self._refuse(
+                _response(
+                    431,
+                    "Request Header Fields Too Large",
+                    f"the request line and headers are longer than {limit} bytes",
+                    "headers",
+                    f"at most {limit} bytes",
+                )
+            )
 
     def on_headers_complete(self) -> None:
         self._cancel_head()
         self._in_head, self._in_body = False, True
         super().on_headers_complete()
         if self._body_timer is None:
-            self._body_timer = self.loop.call_later(self.limits.body_timeout_s,
-                                                    self._body_late)
+            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_late)
 
     def on_message_complete(self) -> None:
         self._cancel_body()
@@ -148,9 +162,15 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
             self._close()  # an idle connection: nothing to answer
             return
         seconds = self.limits.header_timeout_s
-        self._refuse(_response(408, "Request Timeout",
-                               f"the request headers did not arrive within {seconds:g} s",
-                               "headers", f"complete within {seconds:g} s"))
+        self._refuse(
+            _response(
+                408,
+                "Request Timeout",
+                f"the request headers did not arrive within {seconds:g} s",
+                "headers",
+                f"complete within {seconds:g} s",
+            )
+        )
 
     def _body_late(self) -> None:
         self._body_timer = None
@@ -158,9 +178,15 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
             self._close()  # already answered; the rest of the body never came
             return
         seconds = self.limits.body_timeout_s
-        self._refuse(_response(408, "Request Timeout",
-                               f"the request body did not arrive within {seconds:g} s",
-                               "body", f"complete within {seconds:g} s"))
+        self._refuse(
+            _response(
+                408,
+                "Request Timeout",
+                f"the request body did not arrive within {seconds:g} s",
+                "body",
+                f"complete within {seconds:g} s",
+            )
+        )
 
     def _refuse(self, response: bytes) -> None:
         """Answer (unless a response is already under way) and close the connection."""
@@ -182,16 +208,20 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def server_config(settings: Settings, app: Any, *, host: str, port: int,
-                  **options: Any) -> uvicorn.Config:
+def server_config(
+    settings: Settings, app: Any, *, host: str, port: int, **options: Any
+) -> uvicorn.Config:
     """The uvicorn configuration `tradecore serve` (and the tests' live server) use."""
     config = uvicorn.Config(
-        app, host=host, port=port,
+        app,
+        host=host,
+        port=port,
         http=GuardedHTTPProtocol,
         timeout_keep_alive=settings.api_keep_alive_s,
         limit_concurrency=settings.api_max_connections,
         h11_max_incomplete_event_size=settings.api_max_header_bytes,
         forwarded_allow_ips=settings.api_trusted_proxies,
-        **options)
+        **options,
+    )
     config.tradecore_limits = ConnectionLimits.from_settings(settings)  # type: ignore[attr-defined]
     return config

@@ -57,11 +57,22 @@ if str(_HERE.parent) not in sys.path:
 from api.security import KeyRing, Role, issue_token
 
 LEGIT, FLOOD_NO_TOKEN, FLOOD_FORGED, FLOOD_PRINCIPAL = (
-    "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
+    "127.0.0.1",
+    "127.0.0.2",
+    "127.0.0.3",
+    "127.0.0.4",
+)
 ISSUER, AUDIENCE = "tradecore", "tradecore-api"
-ORDER_BODY = json.dumps({"account_id": "00000000-0000-0000-0000-000000000000",
-                         "client_order_id": "flood", "symbol": "7203", "side": "buy",
-                         "quantity": 100, "price": 74900}).encode()
+ORDER_BODY = json.dumps(
+    {
+        "account_id": "00000000-0000-0000-0000-000000000000",
+        "client_order_id": "flood",
+        "symbol": "7203",
+        "side": "buy",
+        "quantity": 100,
+        "price": 74900,
+    }
+).encode()
 
 
 def free_port() -> int:
@@ -76,8 +87,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def describe(code: Path) -> str:
-    done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=code,
-                          capture_output=True, text=True, timeout=10, check=False)
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=code,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
     return done.stdout.strip() or str(code)
 
 
@@ -91,8 +108,9 @@ def request(method: str, path: str, token: str | None, body: bytes = b"") -> byt
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
-async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                   raw: bytes) -> tuple[int, bytes, bool]:
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes
+) -> tuple[int, bytes, bool]:
     """Send one request, read its response: (status, body, connection kept open)."""
     writer.write(raw)
     await writer.drain()
@@ -111,14 +129,14 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     return status, body, keep
 
 
-async def open_from(address: str, port: int) -> tuple[asyncio.StreamReader,
-                                                      asyncio.StreamWriter]:
+async def open_from(address: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection("127.0.0.1", port, local_addr=(address, 0))
 
 
 # -- the flood (child processes) -------------------------------------------------------------
-async def _flood(port: int, address: str, raw: bytes, connections: int,
-                 until: float) -> Counter[str]:
+async def _flood(
+    port: int, address: str, raw: bytes, connections: int, until: float
+) -> Counter[str]:
     counts: Counter[str] = Counter()
 
     async def one() -> None:
@@ -128,13 +146,13 @@ async def _flood(port: int, address: str, raw: bytes, connections: int,
                 if writer is None:
                     reader, writer = await open_from(address, port)
                 status, _, keep = await asyncio.wait_for(
-                    exchange(reader, writer, raw), max(0.1, until - time.time()))
+                    exchange(reader, writer, raw), max(0.1, until - time.time())
+                )
                 counts[str(status)] += 1
                 if not keep:
                     writer.close()
                     writer = None
-            except (TimeoutError, OSError, asyncio.IncompleteReadError,
-                    asyncio.LimitOverrunError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 if time.time() >= until:
                     break  # the phase ended while this request waited: not an error
                 counts["transport error"] += 1
@@ -149,14 +167,16 @@ async def _flood(port: int, address: str, raw: bytes, connections: int,
     return counts
 
 
-def flood_process(port: int, address: str, raw: bytes, connections: int, until: float,
-                  results: Any) -> None:
+def flood_process(
+    port: int, address: str, raw: bytes, connections: int, until: float, results: Any
+) -> None:
     results.put(dict(asyncio.run(_flood(port, address, raw, connections, until))))
 
 
 # -- the legitimate reader -------------------------------------------------------------------
-async def legit_reads(port: int, path: str, token: str, rate: float,
-                      seconds: float) -> dict[str, Any]:
+async def legit_reads(
+    port: int, path: str, token: str, rate: float, seconds: float
+) -> dict[str, Any]:
     reader, writer = await open_from(LEGIT, port)
     raw = request("GET", path, token)
     latencies: list[float] = []  # from the scheduled time: queueing counts
@@ -194,30 +214,41 @@ async def legit_reads(port: int, path: str, token: str, rate: float,
     def pct(values: list[float], p: float) -> float:
         return round(values[min(len(values) - 1, int(p * len(values)))], 2)
 
-    return {"reads": len(latencies), "p50_ms": pct(service, 0.50),
-            "p95_ms": pct(service, 0.95), "p99_ms": pct(service, 0.99),
-            "max_ms": round(service[-1], 2),
-            "scheduled_p95_ms": pct(latencies, 0.95),
-            "scheduled_max_ms": round(latencies[-1], 2), "errors": dict(errors)}
+    return {
+        "reads": len(latencies),
+        "p50_ms": pct(service, 0.50),
+        "p95_ms": pct(service, 0.95),
+        "p99_ms": pct(service, 0.99),
+        "max_ms": round(service[-1], 2),
+        "scheduled_p95_ms": pct(latencies, 0.95),
+        "scheduled_max_ms": round(latencies[-1], 2),
+        "errors": dict(errors),
+    }
 
 
 # -- the server ------------------------------------------------------------------------------
 class Server:
-    def __init__(self, code: Path, folder: Path, port: int, extra_env: dict[str, str]
-                 ) -> None:
+    def __init__(self, code: Path, folder: Path, port: int, extra_env: dict[str, str]) -> None:
         self.folder, self.port = folder, port
-        env = {**os.environ, **extra_env, "PYTHONPATH": str(code),
-               "TRADECORE_PERSISTENCE": "sqlite",
-               "TRADECORE_SQLITE_PATH": str(folder / "events.sqlite"),
-               "TRADECORE_READMODEL_SQLITE_PATH": str(folder / "readmodels.sqlite"),
-               "TRADECORE_JWT_KEYS_PATH": str(folder / "jwt-keys.json")}
+        env = {
+            **os.environ,
+            **extra_env,
+            "PYTHONPATH": str(code),
+            "TRADECORE_PERSISTENCE": "sqlite",
+            "TRADECORE_SQLITE_PATH": str(folder / "events.sqlite"),
+            "TRADECORE_READMODEL_SQLITE_PATH": str(folder / "readmodels.sqlite"),
+            "TRADECORE_JWT_KEYS_PATH": str(folder / "jwt-keys.json"),
+        }
         starter = "import sys; from api.cli import main; sys.argv[0] = 'tradecore'; main()"
         self.log = (folder / "server.log").open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", starter, "serve", "--port", str(port),
-             "--log-level", "error"],
-            cwd=code, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            [sys.executable, "-c", starter, "serve", "--port", str(port), "--log-level", "error"],
+            cwd=code,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     async def ready(self, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
@@ -248,8 +279,9 @@ class Server:
 
 async def post(port: int, path: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
     reader, writer = await open_from(LEGIT, port)
-    status, answer, _ = await exchange(reader, writer,
-                                       request("POST", path, token, json.dumps(body).encode()))
+    status, answer, _ = await exchange(
+        reader, writer, request("POST", path, token, json.dumps(body).encode())
+    )
     writer.close()
     if status not in (200, 201, 202):
         raise RuntimeError(f"{path}: {status} {answer[:300]!r}")
@@ -262,27 +294,39 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     extra_env = dict(item.split("=", 1) for item in args.server_env)
     server = Server(args.code, folder, port, extra_env)
-    out: dict[str, Any] = {"code": describe(args.code), "cpus": os.cpu_count(),
-                           "load_avg_start": [round(x, 2) for x in os.getloadavg()],
-                           "phase_s": args.phase_s, "legit_rate_per_s": args.rate,
-                           "flood_connections": args.connections,
-                           "server_env": extra_env,
-                           "note": "server, flood and reader share the same cores"}
+    out: dict[str, Any] = {
+        "code": describe(args.code),
+        "cpus": os.cpu_count(),
+        "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+        "phase_s": args.phase_s,
+        "legit_rate_per_s": args.rate,
+        "flood_connections": args.connections,
+        "server_env": extra_env,
+        "note": "server, flood and reader share the same cores",
+    }
     try:
         await server.ready()
         ring = KeyRing.load_or_create(folder / "jwt-keys.json")
 
         def token(subject: str, role: Role, accounts: list[Any] | None) -> str:
-            return issue_token(ring, subject=subject, role=role, accounts=accounts,
-                               ttl_s=3600, issuer=ISSUER, audience=AUDIENCE)
+            return issue_token(
+                ring,
+                subject=subject,
+                role=role,
+                accounts=accounts,
+                ttl_s=3600,
+                issuer=ISSUER,
+                audience=AUDIENCE,
+            )
 
         admin = token("bench-admin", Role.admin, None)
         accounts = {}
         for name in ("reader", "flooder"):
             opened = await post(port, "/v1/accounts", admin, {"name": name, "owner": name})
             accounts[name] = opened["account_id"]
-            await post(port, f"/v1/accounts/{accounts[name]}/deposits", admin,
-                       {"amount": 10_000_000})
+            await post(
+                port, f"/v1/accounts/{accounts[name]}/deposits", admin, {"amount": 10_000_000}
+            )
         reader = token("reader", Role.viewer, [UUID(accounts["reader"])])
         flooder = token("flooder", Role.viewer, [UUID(accounts["flooder"])])
         forged = reader[:-6] + ("AAAAAA" if not reader.endswith("AAAAAA") else "BBBBBB")
@@ -293,8 +337,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "baseline": None,
             "no_token": (FLOOD_NO_TOKEN, request("POST", "/v1/orders", None, ORDER_BODY)),
             "forged_token": (FLOOD_FORGED, request("POST", "/v1/orders", forged, ORDER_BODY)),
-            "one_principal": (FLOOD_PRINCIPAL, request(
-                "GET", f"/v1/accounts/{accounts['flooder']}/balance", flooder)),
+            "one_principal": (
+                FLOOD_PRINCIPAL,
+                request("GET", f"/v1/accounts/{accounts['flooder']}/balance", flooder),
+            ),
         }
         results: dict[str, Any] = {}
         context = multiprocessing.get_context("spawn")
@@ -306,9 +352,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if flood is not None:
                 until = time.time() + args.phase_s + 1
                 per = max(1, args.connections // args.processes)
-                children = [context.Process(target=flood_process,
-                                            args=(port, flood[0], flood[1], per, until, queue))
-                            for _ in range(args.processes)]
+                children = [
+                    context.Process(
+                        target=flood_process, args=(port, flood[0], flood[1], per, until, queue)
+                    )
+                    for _ in range(args.processes)
+                ]
                 for child in children:
                     child.start()
                 await asyncio.sleep(1)  # the flood reaches full speed
@@ -321,8 +370,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for child in children:
                     child.join(30)
                 total = sum(counts.values())
-                entry["flood"] = {"requests_per_s": round(total / (args.phase_s + 1)),
-                                  "by_status": dict(counts)}
+                entry["flood"] = {
+                    "requests_per_s": round(total / (args.phase_s + 1)),
+                    "by_status": dict(counts),
+                }
             entry["server_cpu_s"] = round(cpu_seconds(server.process.pid) - cpu, 2)
             results[phase] = entry
             await asyncio.sleep(1)
@@ -335,21 +386,34 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--code", type=Path, default=_HERE.parent,
-                        help="Project checkout whose `tradecore serve` is measured.")
+    parser.add_argument(
+        "--code",
+        type=Path,
+        default=_HERE.parent,
+        help="Project checkout whose `tradecore serve` is measured.",
+    )
     parser.add_argument("--phase-s", type=float, default=8.0, help="Seconds per phase.")
-    parser.add_argument("--rate", type=float, default=50.0,
-                        help="Legitimate reads per second.")
-    parser.add_argument("--connections", type=int, default=100,
-                        help="Flood connections (all phases).")
-    parser.add_argument("--processes", type=int, default=2,
-                        help="Child processes generating the flood.")
-    parser.add_argument("--phases", nargs="*", default=[],
-                        help="Only these phases (baseline no_token forged_token "
-                             "one_principal).")
-    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="Extra environment for the server, e.g. "
-                             "TRADECORE_MAX_INFLIGHT_PER_PRINCIPAL=4 (repeat).")
+    parser.add_argument("--rate", type=float, default=50.0, help="Legitimate reads per second.")
+    parser.add_argument(
+        "--connections", type=int, default=100, help="Flood connections (all phases)."
+    )
+    parser.add_argument(
+        "--processes", type=int, default=2, help="Child processes generating the flood."
+    )
+    parser.add_argument(
+        "--phases",
+        nargs="*",
+        default=[],
+        help="Only these phases (baseline no_token forged_token one_principal).",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="Extra environment for the server, e.g. "
+        "TRADECORE_MAX_INFLIGHT_PER_PRINCIPAL=4 (repeat).",
+    )
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args)), indent=2))
 

@@ -21,23 +21,54 @@ from tests.processes import PROJECT_ROOT, TRADECORE, env_for, tc
 
 
 def _help(folder: Path, *command: str) -> str:
-    done = subprocess.run([*TRADECORE, *command, "--help"], capture_output=True, text=True,
-                          env=env_for(folder, COLUMNS="100"), timeout=60, check=False)
+    done = subprocess.run(
+        [*TRADECORE, *command, "--help"],
+        capture_output=True,
+        text=True,
+        env=env_for(folder, COLUMNS="100"),
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return re.sub(r"\s+", " ", re.sub(r"[│╭╮╰╯─]", " ", done.stdout))
 
 
 HELP: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("account", "open"): ("NAME", "letters, digits", "--owner", "belongs to",
-                          "--principal", "Who is acting"),
-    ("account", "deposit"): ("ACCOUNT", "Account name (as opened) or account id",
-                             "AMOUNT", "Integer yen"),
+    ("account", "open"): (
+        "NAME",
+        "letters, digits",
+        "--owner",
+        "belongs to",
+        "--principal",
+        "Who is acting",
+    ),
+    ("account", "deposit"): (
+        "ACCOUNT",
+        "Account name (as opened) or account id",
+        "AMOUNT",
+        "Integer yen",
+    ),
     ("account", "show"): ("ACCOUNT", "in yen", "available"),
-    ("order", "place"): ("SYMBOL", "7203", "<buy|sell>", "QUANTITY", "100-share lot",
-                         "<limit|market>", "<day|gtc|ioc|fok>", "until cancelled",
-                         "Limit price in yen", "market order", "--client-order-id"),
-    ("order", "amend"): ("ORDER_ID", "QUANTITY", "total quantity in shares", "PRICE",
-                         "limit price in yen"),
+    ("order", "place"): (
+        "SYMBOL",
+        "7203",
+        "<buy|sell>",
+        "QUANTITY",
+        "100-share lot",
+        "<limit|market>",
+        "<day|gtc|ioc|fok>",
+        "until cancelled",
+        "Limit price in yen",
+        "market order",
+        "--client-order-id",
+    ),
+    ("order", "amend"): (
+        "ORDER_ID",
+        "QUANTITY",
+        "total quantity in shares",
+        "PRICE",
+        "limit price in yen",
+    ),
     ("order", "cancel"): ("ORDER_ID", "Cancel what is left"),
     ("market", "resume"): ("SYMBOL", "halted", "Exchange code"),
     ("market", "close-session"): ("SESSION_DATE", "YYYY-MM-DD", "Tokyo", "7 days"),
@@ -47,17 +78,23 @@ HELP: dict[tuple[str, ...], tuple[str, ...]] = {
 
 
 @pytest.mark.parametrize("command", list(HELP), ids=" ".join)
-def test_leaf_commands_explain_arguments_units_and_values(tmp_path: Path,
-                                                          command: tuple[str, ...]) -> None:
+def test_leaf_commands_explain_arguments_units_and_values(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
     text = _help(tmp_path, *command)
     for needed in HELP[command]:
         assert needed in text, f"`tradecore {' '.join(command)} --help` lacks {needed!r}"
 
 
 def test_multi_paragraph_help_is_not_broken_mid_sentence(tmp_path: Path) -> None:
-    done = subprocess.run([*TRADECORE, "projections", "rebuild", "--help"],
-                          capture_output=True, text=True, env=env_for(tmp_path, COLUMNS="100"),
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [*TRADECORE, "projections", "rebuild", "--help"],
+        capture_output=True,
+        text=True,
+        env=env_for(tmp_path, COLUMNS="100"),
+        timeout=60,
+        check=False,
+    )
     lines = [line.strip() for line in done.stdout.splitlines()]
     # the docstring's own line breaks ("... from the end of" / "the rebuild") are gone
     assert not any(line.endswith(("end of", "use --until", "so use")) for line in lines)
@@ -71,12 +108,27 @@ def test_multi_paragraph_help_is_not_broken_mid_sentence(tmp_path: Path) -> None
 def desk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("desk")
     symbol, price = _priced_symbol(folder)
-    for args in (("account", "open", "alice", "--owner", "alice"),
-                 ("account", "deposit", "alice", "100000000")):
+    for args in (
+        ("account", "open", "alice", "--owner", "alice"),
+        ("account", "deposit", "alice", "100000000"),
+    ):
         done = tc(folder, *args)
         assert done.returncode == 0, done.stdout + done.stderr
-    placed = tc(folder, "order", "place", "alice", symbol, "buy", "100", "--price", price,
-                "--tif", "gtc", "--client-order-id", "first")
+    placed = tc(
+        folder,
+        "order",
+        "place",
+        "alice",
+        symbol,
+        "buy",
+        "100",
+        "--price",
+        price,
+        "--tif",
+        "gtc",
+        "--client-order-id",
+        "first",
+    )
     assert placed.returncode == 0, placed.stdout + placed.stderr
     found = re.search(r"order ([0-9a-f-]{36})", placed.stdout)
     assert found, placed.stdout
@@ -85,12 +137,20 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def _priced_symbol(folder: Path) -> tuple[str, str]:
     """A symbol of the configured universe and a valid limit price in yen."""
-    code = ("import json; from api.wiring import load_instruments; "
-            "from infra.settings import get_settings; u = load_instruments(get_settings()); "
-            "i = u.get('7203') if '7203' in u else u.instruments[0]; "
-            "print(json.dumps([i.symbol, i.base_price]))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env_for(folder), timeout=120, check=True)
+    code = (
+        "import json; from api.wiring import load_instruments; "
+        "from infra.settings import get_settings; u = load_instruments(get_settings()); "
+        "i = u.get('7203') if '7203' in u else u.instruments[0]; "
+        "print(json.dumps([i.symbol, i.base_price]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env_for(folder),
+        timeout=120,
+        check=True,
+    )
     symbol, units = json.loads(done.stdout)
     return symbol, f"{units / 10:g}"
 
@@ -98,12 +158,24 @@ def _priced_symbol(folder: Path) -> tuple[str, str]:
 def test_events_show_every_detail_even_on_a_narrow_terminal(desk: dict[str, Any]) -> None:
     folder, order = desk["folder"], desk["order"]
     units = str(int(float(desk["price"]) * 10))
-    narrow = subprocess.run([*TRADECORE, "events", order], capture_output=True, text=True,
-                            env=env_for(folder, COLUMNS="80"), timeout=60, check=False)
+    narrow = subprocess.run(
+        [*TRADECORE, "events", order],
+        capture_output=True,
+        text=True,
+        env=env_for(folder, COLUMNS="80"),
+        timeout=60,
+        check=False,
+    )
     assert narrow.returncode == 0, narrow.stderr
     flat = re.sub(r"[\s│]+", " ", narrow.stdout)
-    for detail in ("side=buy", "quantity=100", f"price={units}", "tif=gtc",
-                   f"symbol={desk['symbol']}", "client_order_id=first"):
+    for detail in (
+        "side=buy",
+        "quantity=100",
+        f"price={units}",
+        "tif=gtc",
+        f"symbol={desk['symbol']}",
+        "client_order_id=first",
+    ):
         assert detail in flat.replace(" ", "") or detail in flat, (detail, narrow.stdout)
     assert "side=bu " not in flat
     long = tc(folder, "events", order, "--long")
@@ -122,8 +194,10 @@ def test_account_opened_records_who_acted_not_the_owner(desk: dict[str, Any]) ->
     opened = json.loads(tc(folder, "events", "alice", "--json").stdout.splitlines()[0])
     assert opened["event"] == "Account.Opened"
     assert (opened["owner"], opened["principal"]) == ("alice", "operator")
-    assert tc(folder, "account", "open", "bob", "--owner", "bob", "--principal",
-              "ops-jane").returncode == 0
+    assert (
+        tc(folder, "account", "open", "bob", "--owner", "bob", "--principal", "ops-jane").returncode
+        == 0
+    )
     bob = json.loads(tc(folder, "events", "bob", "--json").stdout.splitlines()[0])
     assert (bob["owner"], bob["principal"]) == ("bob", "ops-jane")
 
@@ -131,13 +205,32 @@ def test_account_opened_records_who_acted_not_the_owner(desk: dict[str, Any]) ->
 def test_account_show_loads_no_server_model_or_kernels(desk: dict[str, Any]) -> None:
     """Start-up was about 2 s a call: FastAPI, uvicorn, polars, torch, the stages and the
     Numba kernels were imported to print a balance. None of them are now."""
-    heavy = ("fastapi", "uvicorn", "polars", "torch", "numba", "streams", "projections",
-             "psycopg", "inference", "jwt")
-    code = ("import sys; from api.cli import app; sys.argv = ['tradecore', 'account', 'show', "
-            "'alice']\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
-            f"print('LOADED', sorted(m for m in {heavy!r} if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env_for(desk["folder"]), timeout=60, check=False, cwd=PROJECT_ROOT)
+    heavy = (
+        "fastapi",
+        "uvicorn",
+        "polars",
+        "torch",
+        "numba",
+        "streams",
+        "projections",
+        "psycopg",
+        "inference",
+        "jwt",
+    )
+    code = (
+        "import sys; from api.cli import app; sys.argv = ['tradecore', 'account', 'show', "
+        "'alice']\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
+        f"print('LOADED', sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env_for(desk["folder"]),
+        timeout=60,
+        check=False,
+        cwd=PROJECT_ROOT,
+    )
     assert "100,000,000" in done.stdout, done.stdout + done.stderr
     assert "LOADED []" in done.stdout, done.stdout
 
@@ -148,9 +241,14 @@ def test_account_show_loads_no_server_model_or_kernels(desk: dict[str, Any]) -> 
 def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     scratch = tmp_path / "tmp"
     scratch.mkdir(exist_ok=True)
-    return subprocess.run([*TRADECORE, "demo", "--orders", "60", "--symbols", "6", *args],
-                          capture_output=True, text=True, timeout=300, check=False,
-                          env=env_for(tmp_path, TMPDIR=str(scratch), COLUMNS="80"))
+    return subprocess.run(
+        [*TRADECORE, "demo", "--orders", "60", "--symbols", "6", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env_for(tmp_path, TMPDIR=str(scratch), COLUMNS="80"),
+    )
 
 
 def test_the_demo_deletes_its_store_and_prints_names_whole(tmp_path: Path) -> None:
@@ -161,8 +259,11 @@ def test_the_demo_deletes_its_store_and_prints_names_whole(tmp_path: Path) -> No
     assert deleted and deleted.group(1).startswith(str(tmp_path / "tmp"))
     names = _names(tmp_path)
     rows = [line.split("│") for line in run.stdout.splitlines() if line.startswith("│")]
-    shown = {cells[2].strip(): cells[3].strip() for cells in rows
-             if len(cells) == 8 and cells[2].strip() in names}
+    shown = {
+        cells[2].strip(): cells[3].strip()
+        for cells in rows
+        if len(cells) == 8 and cells[2].strip() in names
+    }
     assert shown, run.stdout
     for symbol, name in shown.items():
         assert name == names[symbol], f"{symbol}: {name!r} is not {names[symbol]!r}"
@@ -176,10 +277,18 @@ def test_the_demo_keeps_its_store_when_asked(tmp_path: Path) -> None:
 
 
 def _names(folder: Path) -> dict[str, str]:
-    code = ("import json; from api.wiring import load_instruments; "
-            "from infra.settings import get_settings; "
-            "print(json.dumps({i.symbol: i.name for i in "
-            "load_instruments(get_settings()).instruments}))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env_for(folder), timeout=120, check=True)
+    code = (
+        "import json; from api.wiring import load_instruments; "
+        "from infra.settings import get_settings; "
+        "print(json.dumps({i.symbol: i.name for i in "
+        "load_instruments(get_settings()).instruments}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env_for(folder),
+        timeout=120,
+        check=True,
+    )
     return json.loads(done.stdout)  # type: ignore[no-any-return]

@@ -25,9 +25,13 @@ SLOW = 40  # connections of each kind (the issue used 1,000; the rule is the sam
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("connections"), api_header_timeout_s=HEADER_S,
-                     api_body_timeout_s=BODY_S, api_max_header_bytes=4096,
-                     api_keep_alive_s=1) as server:
+    with live_server(
+        tmp_path_factory.mktemp("connections"),
+        api_header_timeout_s=HEADER_S,
+        api_body_timeout_s=BODY_S,
+        api_max_header_bytes=4096,
+        api_keep_alive_s=1,
+    ) as server:
         yield server
 
 
@@ -92,8 +96,10 @@ def test_slow_headers_get_408_and_are_closed(server: LiveServer) -> None:
 
 def test_a_slow_body_gets_408_and_is_closed(server: LiveServer) -> None:
     token = server.token(Role.admin)
-    head = (f"POST /v1/accounts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{").encode()
+    head = (
+        f"POST /v1/accounts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+    ).encode()
     results = _many(server, head, b" ")
     for got, seconds in results:
         assert got.startswith(b"HTTP/1.1 408 "), got

@@ -30,15 +30,19 @@ DELAY_S = 0.3
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("gate"), auth_failure_limit=f"{FAILURES}/minute",
-                     refusal_delay_s=DELAY_S) as server:
+    with live_server(
+        tmp_path_factory.mktemp("gate"),
+        auth_failure_limit=f"{FAILURES}/minute",
+        refusal_delay_s=DELAY_S,
+    ) as server:
         yield server
 
 
 def _client(server: LiveServer, address: str) -> httpx.Client:
     """A client whose connections come from ``address`` (any of 127.0.0.0/8 is local)."""
-    return httpx.Client(base_url=server.base_url, timeout=10,
-                        transport=httpx.HTTPTransport(local_address=address))
+    return httpx.Client(
+        base_url=server.base_url, timeout=10, transport=httpx.HTTPTransport(local_address=address)
+    )
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -46,7 +50,8 @@ def _bearer(token: str) -> dict[str, str]:
 
 
 def test_an_address_that_keeps_failing_is_refused_then_only_known_tokens_pass(
-        server: LiveServer) -> None:
+    server: LiveServer,
+) -> None:
     known = server.token(Role.admin, subject="known-before")
     with _client(server, "127.0.0.3") as flood, _client(server, "127.0.0.4") as bystander:
         assert flood.get("/v1/orders", headers=_bearer(known)).status_code == 200
@@ -60,7 +65,9 @@ def test_an_address_that_keeps_failing_is_refused_then_only_known_tokens_pass(
         assert time.monotonic() - started >= DELAY_S
         problem = blocked.json()
         assert (problem["field"], problem["rule"]) == (
-            "client", f"at most {FAILURES}/minute failed authentications per address")
+            "client",
+            f"at most {FAILURES}/minute failed authentications per address",
+        )
         assert 1 <= int(blocked.headers["retry-after"]) <= 60
         # no token at all is no better
         assert flood.get("/v1/orders").status_code == 429
@@ -79,8 +86,10 @@ def test_a_bad_token_is_refused_before_the_body_is_read(server: LiveServer) -> N
         sock.bind(("127.0.0.5", 0))  # an address of its own: no failures counted yet
         sock.settimeout(3)
         sock.connect(("127.0.0.1", server.port))
-        sock.sendall(b"POST /v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer forged\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n")
+        sock.sendall(
+            b"POST /v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer forged\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n"
+        )
         started = time.monotonic()
         head = sock.recv(4096)
     assert head.startswith(b"HTTP/1.1 401 "), head
@@ -91,8 +100,13 @@ def test_a_bad_token_is_refused_before_the_body_is_read(server: LiveServer) -> N
 
 
 def _scope(token: str) -> dict[str, Any]:
-    return {"type": "http", "path": "/v1/orders", "method": "GET", "client": ("10.0.0.1", 1),
-            "headers": [(b"authorization", f"Bearer {token}".encode())]}
+    return {
+        "type": "http",
+        "path": "/v1/orders",
+        "method": "GET",
+        "client": ("10.0.0.1", 1),
+        "headers": [(b"authorization", f"Bearer {token}".encode())],
+    }
 
 
 def test_one_principal_cannot_take_every_worker(tmp_path: Any) -> None:
@@ -101,8 +115,15 @@ def test_one_principal_cannot_take_every_worker(tmp_path: Any) -> None:
     ring = KeyRing.load_or_create(tmp_path / "keys.json")
 
     def token(subject: str) -> str:
-        return issue_token(ring, subject=subject, role=Role.admin, accounts=None, ttl_s=60,
-                           issuer="i", audience="a")
+        return issue_token(
+            ring,
+            subject=subject,
+            role=Role.admin,
+            accounts=None,
+            ttl_s=60,
+            issuer="i",
+            audience="a",
+        )
 
     running: dict[str, int] = {}
     most: dict[str, int] = {}
@@ -118,8 +139,13 @@ def test_one_principal_cannot_take_every_worker(tmp_path: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    gate = Gate(app, verifier=TokenVerifier(ring, "i", "a"), limiter=RateLimiter("1000/second"),
-                failures=FailedAuthLimit("5/minute"), inflight=2)
+    gate = Gate(
+        app,
+        verifier=TokenVerifier(ring, "i", "a"),
+        limiter=RateLimiter("1000/second"),
+        failures=FailedAuthLimit("5/minute"),
+        inflight=2,
+    )
 
     async def call(subject: str, raw: str) -> int:
         sent: list[Any] = []
@@ -150,8 +176,9 @@ def test_a_principal_over_its_rate_gets_429_from_the_gate(tmp_path: Any) -> None
     """The gate answers a principal's 429 itself (no route, no body read), with the same
     headers and problem the route would give, after the refusal delay."""
     ring = KeyRing.load_or_create(tmp_path / "keys.json")
-    raw = issue_token(ring, subject="eager", role=Role.admin, accounts=None, ttl_s=60,
-                      issuer="i", audience="a")
+    raw = issue_token(
+        ring, subject="eager", role=Role.admin, accounts=None, ttl_s=60, issuer="i", audience="a"
+    )
     reached: list[str] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -159,8 +186,14 @@ def test_a_principal_over_its_rate_gets_429_from_the_gate(tmp_path: Any) -> None
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    gate = Gate(app, verifier=TokenVerifier(ring, "i", "a"), limiter=RateLimiter("2/minute"),
-                failures=FailedAuthLimit("5/minute"), inflight=4, refusal_delay_s=0.2)
+    gate = Gate(
+        app,
+        verifier=TokenVerifier(ring, "i", "a"),
+        limiter=RateLimiter("2/minute"),
+        failures=FailedAuthLimit("5/minute"),
+        inflight=4,
+        refusal_delay_s=0.2,
+    )
 
     async def call() -> tuple[dict[str, Any], float]:
         sent: list[Any] = []
@@ -173,8 +206,11 @@ def test_a_principal_over_its_rate_gets_429_from_the_gate(tmp_path: Any) -> None
 
         started = time.monotonic()
         await gate(_scope(raw), receive, send)
-        return {"status": sent[0]["status"], "headers": dict(sent[0]["headers"]),
-                "body": sent[1]["body"]}, time.monotonic() - started
+        return {
+            "status": sent[0]["status"],
+            "headers": dict(sent[0]["headers"]),
+            "body": sent[1]["body"],
+        }, time.monotonic() - started
 
     async def scenario() -> list[tuple[dict[str, Any], float]]:
         return [await call() for _ in range(3)]

@@ -68,9 +68,15 @@ class Shell:
     def run(self, line: str) -> str:
         command = self.fill(line)
         assigned = re.fullmatch(r"([A-Z_]+)=\$\((.*)\)", command)
-        done = subprocess.run(["bash", "-c", assigned.group(2) if assigned else command],
-                              cwd=self.home, env=self.env, capture_output=True, text=True,
-                              timeout=180, check=False)
+        done = subprocess.run(
+            ["bash", "-c", assigned.group(2) if assigned else command],
+            cwd=self.home,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
         assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
         if assigned:
             self.env[assigned.group(1)] = done.stdout.strip()
@@ -80,7 +86,8 @@ class Shell:
 def _problem_free(answer: str, line: str) -> dict[str, Any]:
     body: dict[str, Any] = json.loads(answer)
     assert "status" not in body or not str(body.get("type", "")).startswith("https://"), (
-        f"{line} was refused: {body}")
+        f"{line} was refused: {body}"
+    )
     return body
 
 

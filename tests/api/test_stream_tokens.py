@@ -34,12 +34,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 def account(server: LiveServer) -> UUID:
     with server.client() as http:
         admin = server.auth(Role.admin)
-        opened = http.post("/v1/accounts", headers=admin, json={"name": "alice",
-                                                                 "owner": "alice"})
+        opened = http.post("/v1/accounts", headers=admin, json={"name": "alice", "owner": "alice"})
         assert opened.status_code == 201, opened.text
         account = UUID(opened.json()["account_id"])
-        deposit = http.post(f"/v1/accounts/{account}/deposits", headers=admin,
-                            json={"amount": 10**9})
+        deposit = http.post(
+            f"/v1/accounts/{account}/deposits", headers=admin, json={"amount": 10**9}
+        )
         assert deposit.status_code == 201, deposit.text
     return account
 
@@ -48,18 +48,28 @@ def _place(server: LiveServer, account: UUID, client_order_id: str) -> str:
     universe = server.runtime.app.universe
     symbol = universe.symbols[0]
     with server.client() as http:
-        placed = http.post("/v1/orders", headers=server.auth(Role.admin), json={
-            "account_id": str(account), "client_order_id": client_order_id,
-            "symbol": symbol, "side": "buy", "quantity": 100, "tif": "gtc",
-            "price": universe.get(symbol).base_price})
+        placed = http.post(
+            "/v1/orders",
+            headers=server.auth(Role.admin),
+            json={
+                "account_id": str(account),
+                "client_order_id": client_order_id,
+                "symbol": symbol,
+                "side": "buy",
+                "quantity": 100,
+                "tif": "gtc",
+                "price": universe.get(symbol).base_price,
+            },
+        )
     assert placed.status_code == 201, placed.text
     return str(placed.json()["order_id"])
 
 
 def _stream(server: LiveServer, token: str) -> ClientConnection:
     url = server.base_url.replace("http://", "ws://") + "/v1/stream"
-    return connect(url, additional_headers={"Authorization": f"Bearer {token}"},
-                   open_timeout=WAIT_S)
+    return connect(
+        url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=WAIT_S
+    )
 
 
 def _messages_until_closed(ws: ClientConnection, timeout: float) -> tuple[list[Any], Any]:
@@ -90,8 +100,9 @@ def test_a_socket_is_closed_when_its_token_expires(server: LiveServer, account: 
     assert late not in json.dumps(seen), "an update reached the socket after its token expired"
 
 
-def test_a_socket_is_closed_when_its_key_is_retired(server: LiveServer, account: UUID,
-                                                    tmp_path: Path) -> None:
+def test_a_socket_is_closed_when_its_key_is_retired(
+    server: LiveServer, account: UUID, tmp_path: Path
+) -> None:
     token = server.token(Role.trader, [account], subject="alice", ttl_s=600)
     old_kid = server.keyring.active_kid
     with _stream(server, token) as ws:
