@@ -14,6 +14,7 @@ from uuid import UUID
 from aggregates.base import Meta, TradingAggregate
 from aggregates.errors import Conflict, RiskRejection, RuleViolation
 from aggregates.holds import Holds
+from aggregates.text import printable
 
 
 class Account(TradingAggregate, Holds):
@@ -118,6 +119,8 @@ class Account(TradingAggregate, Holds):
     def open(cls, id: UUID, *, name: str, owner: str, allow_short: bool, meta: Meta) -> Account:
         if not name or len(name) > 64:
             raise RuleViolation("name", "1..64 characters", name)
+        printable("name", name)
+        printable("owner", owner)
         return cls._create_with(
             cls.Opened, meta, id=id, name=name, owner=owner, allow_short=allow_short
         )
@@ -179,6 +182,7 @@ class Account(TradingAggregate, Holds):
                      notional=notional, fee=fee, from_reservation=taken)
 
     def halt(self, reason: str, meta: Meta) -> None:
+        printable("reason", reason)
         if not self.halted:
             self._record(self.Halted, meta, reason=reason)
 

@@ -49,6 +49,7 @@ from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problem_details import problem_document
@@ -114,19 +115,87 @@ class RateLimiter:
         }
 
 
+RATE_SCOPE_KEY = "tradecore.rate"
+"""Where :class:`api.gate.Gate` leaves the :class:`RateState` of a request it counted."""
+
+
 def rate_limited(
     authenticate: Callable[..., Awaitable[Principal]], limiter: RateLimiter
 ) -> Callable[..., Awaitable[Principal]]:
-    """Wrap an authenticating dependency so each call is counted against its subject."""
+    """Wrap an authenticating dependency so each call is counted against its subject
+    (once: a request the gate already counted carries its state in the scope)."""
 
     async def limited_principal(
-        response: Response, principal: Annotated[Principal, Depends(authenticate)]
+        request: HTTPConnection, response: Response,
+        principal: Annotated[Principal, Depends(authenticate)],
     ) -> Principal:
-        state = limiter.check(principal.subject)
+        state = request.scope.get(RATE_SCOPE_KEY)
+        if not isinstance(state, RateState):
+            state = limiter.check(principal.subject)
         response.headers.update(limiter.headers(state))
         return principal
 
     return limited_principal
+
+
+# --------------------------------------------------------------------------- failed auth
+
+
+class AddressRefused(Exception):
+    """HTTP 429 for a client address that failed authentication too often."""
+
+    def __init__(self, address: str, rate: str, retry_s: int) -> None:
+        super().__init__(f"{address} failed authentication more than {rate}")
+        self.address, self.rate, self.retry_s = address, rate, retry_s
+
+
+class FailedAuthLimit:
+    """Failed authentications per client address, e.g. ``FailedAuthLimit("30/minute")``.
+
+    A bearer token costs nothing to forge and a signature check to refuse, so an address
+    that keeps sending bad ones is refused outright (429, ``Retry-After``) once it has
+    failed ``rate`` times in the moving window, until the window frees a failure again.
+    While refused, only tokens that already verified earlier (remembered by
+    :class:`api.security.TokenVerifier`) pass: nothing else from that address is parsed
+    or verified. Addresses are the peer's, or the one a trusted proxy forwards
+    (``TRADECORE_API_TRUSTED_PROXIES``).
+    """
+
+    _MAX_REFUSED = 100_000  # refused addresses remembered at once (memory bound)
+
+    def __init__(self, rate: str) -> None:
+        try:
+            self.item: RateLimitItem = parse(rate)
+        except ValueError:
+            raise ValueError(
+                f"auth_failure_limit={rate!r} breaks rule 'limits notation, e.g. 30/minute'"
+            ) from None
+        self.rate = rate
+        self._strategy = MovingWindowRateLimiter(MemoryStorage())
+        self._refused: dict[str, float] = {}  # address -> until (epoch seconds)
+
+    def refused_for(self, address: str) -> int | None:
+        """Whole seconds (at least 1) the address stays refused, or None."""
+        until = self._refused.get(address)
+        if until is None:
+            return None
+        left = until - time.time()
+        if left <= 0:
+            del self._refused[address]
+            return None
+        return max(1, math.ceil(left))
+
+    def failed(self, address: str) -> int | None:
+        """Count one failed authentication. Over the limit, the address is refused from
+        now on: the seconds it stays refused (this failure is answered 429 already)."""
+        if self._strategy.hit(self.item, "auth-failed", address):
+            return None
+        stats = self._strategy.get_window_stats(self.item, "auth-failed", address)
+        now = time.time()
+        if len(self._refused) >= self._MAX_REFUSED:
+            self._refused = {a: u for a, u in self._refused.items() if u > now}
+        until = self._refused[address] = max(stats.reset_time, now + 1)
+        return max(1, math.ceil(until - now))
 
 
 # --------------------------------------------------------------------------- body size

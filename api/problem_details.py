@@ -25,6 +25,34 @@ _MAX_DEPTH = 6
 _MAX_ITEMS = 50
 
 
+class HugeInteger(int):
+    """Stands in for a JSON integer too long to be any field's value.
+
+    Python refuses to convert integers of more than 4300 digits (and converting long
+    ones is quadratic), so such a body used to fail as "not JSON text in UTF-8". The
+    request parser (``api.http.json_body``) reads any integer longer than
+    :data:`HUGE_DIGITS` digits as one of these: an ``int`` beyond every bound the API
+    states, so validation names the field and its real rule (its integer range), while
+    the problem echoes ``"<5000-digit integer>"`` rather than a made-up value.
+    """
+
+    digits: int
+
+    def __new__(cls, text: str) -> HugeInteger:
+        negative = text.startswith("-")
+        value = super().__new__(cls, -(10**HUGE_DIGITS) if negative else 10**HUGE_DIGITS)
+        value.digits = len(text) - negative
+        return value
+
+    def describe(self) -> str:
+        sign = "negative " if self < 0 else ""
+        return f"<{sign}{self.digits}-digit integer>"
+
+
+HUGE_DIGITS = 20
+"""More digits than any integer the API accepts (the largest bound is below 2**63)."""
+
+
 def problem_type(title: str) -> str:
     """A stable ``type`` URI from the title: ``Risk rejection`` -> ``.../risk-rejection``."""
     slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "problem"
@@ -37,6 +65,8 @@ def json_safe(value: Any, _depth: int = 0) -> Any:
     Problem bodies echo the offending input back, and the offending input is by nature
     odd (NaN prices, bytes, huge strings, objects); answering must never fail on it.
     """
+    if isinstance(value, HugeInteger):
+        return value.describe()
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):

@@ -247,10 +247,11 @@ async def _domain_error(conn: HTTPConnection, exc: Exception) -> Response | None
     return await _answer(conn, response)
 
 
-def _challenge(exc: Unauthorized) -> str:
-    if not exc.token_present:
+def challenge(reason: str, token_present: bool) -> str:
+    """The ``WWW-Authenticate`` value of a 401 (RFC 6750 §3: no ``error`` without a token)."""
+    if not token_present:
         return 'Bearer realm="tradecore"'
-    description = re.sub(r'["\\]', "'", exc.reason)
+    description = re.sub(r'["\\]', "'", reason)
     return f'Bearer realm="tradecore", error="invalid_token", error_description="{description}"'
 
 
@@ -262,7 +263,7 @@ async def _unauthorized(conn: HTTPConnection, exc: Exception) -> Response | None
         exc.reason,
         field="authorization",
         rule="a valid bearer token",
-        headers={"WWW-Authenticate": _challenge(exc)},
+        headers={"WWW-Authenticate": challenge(exc.reason, exc.token_present)},
     )
     return await _answer(conn, response)
 
@@ -352,8 +353,8 @@ async def _http_exception(conn: HTTPConnection, exc: Exception) -> Response | No
         field, rule = "path", "an existing resource"
         detail = f"nothing at {method} {conn.url.path}"
     elif status == 400 and detail == "There was an error parsing the body":
-        # FastAPI's own answer to a body it cannot decode (e.g. not UTF-8)
-        field, rule = "body", "JSON text in UTF-8"
+        # FastAPI's own answer to a body it cannot decode: say which rule it broke
+        field, rule, detail = "body", *_unparsable(exc.__cause__)
     elif status == 405:
         allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow", "")
         field, rule = "method", f"one of {allowed}" if allowed else "an allowed method"
@@ -368,6 +369,17 @@ async def _http_exception(conn: HTTPConnection, exc: Exception) -> Response | No
         headers=dict(exc.headers or {}),
     )
     return await _answer(conn, response)
+
+
+def _unparsable(cause: BaseException | None) -> tuple[str, str]:
+    """(rule, detail) for a body FastAPI could not parse, from the underlying error."""
+    if isinstance(cause, UnicodeError):
+        return "JSON text in UTF-8", f"the body is not UTF-8 text: {cause}"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        # routes read with api.http.json_body never get here; others might
+        return ("integers within the field's range",
+                "the body holds an integer with more digits than any field allows")
+    return "a JSON body", "the body could not be read as JSON"
 
 
 async def _internal_error(conn: HTTPConnection, exc: Exception) -> Response:

@@ -31,39 +31,26 @@ import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 import jwt
-from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.requests import HTTPConnection
+
+from api.roles import DESK_WIDE_ROLES as DESK_WIDE_ROLES
+from api.roles import MAX_TTL_S as MAX_TTL_S
+from api.roles import Role as Role
 
 log = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
-MAX_TTL_S = 30 * 24 * 3600
-"""Longest lifetime a token may be issued with: rotation waits for the oldest token."""
 
 _SECRET_BYTES = 32  # 256 bits: the HS256 key length RFC 7518 asks for
 _REQUIRED_CLAIMS = ("exp", "iat", "sub", "role")
 ALL_ACCOUNTS = "*"
-
-
-class Role(StrEnum):
-    trader = "trader"
-    viewer = "viewer"
-    risk = "risk"
-    admin = "admin"
-
-
-DESK_WIDE_ROLES = frozenset({Role.risk, Role.admin})
-"""Roles whose tokens cover every account (and so carry ``accounts: "*"``)."""
 
 
 class AuthError(Exception):
@@ -547,51 +534,106 @@ def principal_from_token(
     return principal_from_claims(keyring.verify(token, issuer=issuer, audience=audience))
 
 
-# --------------------------------------------------------------------------- FastAPI
+class HeldToken:
+    """A token a long-lived connection (the WebSocket stream) was opened with.
 
-bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="bearer",
-    bearerFormat="JWT",
-    description=(
-        "A JWT issued by `tradecore auth token`: `Authorization: Bearer <token>`. "
-        "Its role (trader, viewer, risk, admin) and accounts decide what the call may do."
-    ),
-)
+    A socket outlives the moment its token was checked, so the token is checked again as
+    time passes: :meth:`refusal` says why it no longer holds (``token expired``, or,
+    once the key file has changed, whatever a fresh verification says, e.g. ``signing
+    key retired``), and the connection is closed with it.
+    """
+
+    def __init__(self, keyring: KeyRing, token: str | None, issuer: str, audience: str
+                 ) -> None:
+        if token is None or not token.strip():
+            raise AuthError("missing bearer token")
+        token = token.strip()
+        scheme, _, rest = token.partition(" ")
+        if rest and scheme.lower() == "bearer":
+            token = rest.strip()
+        self._keyring, self._issuer, self._audience = keyring, issuer, audience
+        self._token = token
+        self._version = keyring.version()
+        claims = keyring.verify(token, issuer=issuer, audience=audience)
+        self.principal = principal_from_claims(claims)
+        self.expires_at = float(claims["exp"])
+
+    def refusal(self) -> str | None:
+        """None while the token still holds; else the reason it is refused now."""
+        if time.time() >= self.expires_at:
+            return "token expired"
+        version = self._keyring.version()  # a stat of the key file
+        if version != self._version:
+            try:
+                self._keyring.verify(self._token, issuer=self._issuer, audience=self._audience)
+            except AuthError as err:
+                return err.reason
+            self._version = version
+        return None
 
 
-def authenticator(
-    keyring: KeyRing, issuer: str, audience: str
-) -> Callable[..., Awaitable[Principal]]:
-    """A FastAPI dependency giving the caller's :class:`Principal` or raising Unauthorized.
+# --------------------------------------------------------------------------- requests
+
+PRINCIPAL_SCOPE_KEY = "tradecore.principal"
+"""Where :class:`api.gate.Gate` leaves the caller it authenticated, in the ASGI scope."""
+
+
+class TokenVerifier:
+    """Bearer tokens to principals, remembering the ones that verified.
 
     A verified token is remembered until it expires or the key file changes, so a client
-    pays the signature check once, not on every order (it was 0.14 ms a request).
+    pays the signature check once, not on every order (it was 0.14 ms a request), and a
+    flood of bad tokens from an address that is already refused costs nothing but the
+    look-up (:class:`api.gate.Gate`).
     """
-    verified: dict[str, tuple[Principal, float, Any]] = {}
 
-    async def current_principal(
-        connection: HTTPConnection,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Principal:
-        if credentials is None:
-            header = connection.headers.get("authorization")
-            if header and header.strip():
-                raise Unauthorized("authorization scheme must be Bearer with a token")
-            raise Unauthorized("missing bearer token", token_present=False)
-        token = credentials.credentials
-        version = keyring.version()
-        hit = verified.get(token)
-        if hit is not None and hit[2] == version and time.time() < hit[1]:
-            return hit[0]
-        try:
-            claims = keyring.verify(token, issuer=issuer, audience=audience)
-            principal = principal_from_claims(claims)
-        except AuthError as err:
-            raise Unauthorized(err.reason) from None
-        if len(verified) >= 10_000:
-            verified.clear()
-        verified[token] = (principal, float(claims["exp"]), version)
+    def __init__(self, keyring: KeyRing, issuer: str, audience: str,
+                 max_entries: int = 10_000) -> None:
+        self.keyring, self.issuer, self.audience = keyring, issuer, audience
+        self._max = max_entries
+        self._verified: dict[str, tuple[Principal, float, Any]] = {}
+
+    def remembered(self, token: str) -> Principal | None:
+        """The principal of a token that verified before and still holds; else None."""
+        hit = self._verified.get(token)
+        if hit is None:
+            return None
+        if hit[2] != self.keyring.version() or time.time() >= hit[1]:
+            del self._verified[token]
+            return None
+        return hit[0]
+
+    def verify(self, token: str) -> Principal:
+        """The token's principal; :class:`AuthError` with the reason it is refused."""
+        principal = self.remembered(token)
+        if principal is not None:
+            return principal
+        version = self.keyring.version()
+        claims = self.keyring.verify(token, issuer=self.issuer, audience=self.audience)
+        principal = principal_from_claims(claims)
+        if len(self._verified) >= self._max:
+            self._verified.clear()
+        self._verified[token] = (principal, float(claims["exp"]), version)
         return principal
 
-    return current_principal
+
+def bearer_token(header: str | None) -> str:
+    """The token of an ``Authorization`` header value, or :class:`Unauthorized` saying
+    what is wrong with the header (parsed as FastAPI's ``HTTPBearer`` does)."""
+    if not header or not header.strip():
+        raise Unauthorized("missing bearer token", token_present=False)
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if not scheme or not token or scheme.lower() != "bearer":
+        raise Unauthorized("authorization scheme must be Bearer with a token")
+    return token
+
+
+def __getattr__(name: str) -> Any:
+    """``bearer`` and ``authenticator`` (FastAPI dependencies) live in :mod:`api.bearer`,
+    imported on first use: the command line needs keys and tokens, not FastAPI."""
+    if name in ("bearer", "authenticator"):
+        from api import bearer as dependencies
+
+        return getattr(dependencies, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

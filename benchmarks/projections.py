@@ -60,6 +60,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,7 @@ from aggregates.application import OrderRequest, TradingApplication
 from aggregates.base import Meta
 from aggregates.errors import DomainError
 from aggregates.instruments import load_universe, round_to_tick
+from aggregates.market import today_in_tokyo
 from aggregates.order import OPEN_STATUSES, Order
 from aggregates.position import Position
 from api.wiring import event_log
@@ -148,6 +150,7 @@ def generate_log(events: int, *, accounts: int = 200, symbols: int = 20, seed: i
     app.process()
     rng = random.Random(seed)
     placed = cancels = closes = 0
+    today = today_in_tokyo(None)  # sessions close only near today (aggregates.market)
     started = time.perf_counter()
     while (app.recorder.max_notification_id() or 0) < events:
         basket = []
@@ -170,7 +173,8 @@ def generate_log(events: int, *, accounts: int = 200, symbols: int = 20, seed: i
             app.cancel_order(order_id, Meta.command("bench"))
             cancels += 1
         if placed % SESSION_EVERY < BASKET:
-            app.close_session(f"2025-01-{1 + closes % 28:02d}", Meta.command("bench"))
+            app.close_session((today - timedelta(days=closes % 8)).isoformat(),
+                              Meta.command("bench"))
             closes += 1
         app.process()
     seconds = time.perf_counter() - started

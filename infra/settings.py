@@ -31,6 +31,13 @@ class Settings(BaseSettings):
         default=False,
         description="Fail (instead of skip) tests that need the shared market data.",
     )
+    cache_dir: Path = Field(
+        default=PROJECT_ROOT / "var" / "cache",
+        description=(
+            "Derived data kept between processes (the universe read from the J-Quants "
+            "files, keyed by their size and mtime); safe to delete."
+        ),
+    )
 
     # --- event store ------------------------------------------------------------------
     persistence: Literal["sqlite", "postgres"] = Field(
@@ -123,6 +130,49 @@ class Settings(BaseSettings):
     )
     max_request_bytes: int = Field(
         default=65536, description="Largest request body accepted (413 above it)."
+    )
+    auth_failure_limit: str = Field(
+        default="30/minute",
+        description=(
+            "Failed authentications per client address (limits notation); beyond it the "
+            "address gets 429 until the window frees, except for tokens that verified before."
+        ),
+    )
+    refusal_delay_s: float = Field(
+        default=1.0,
+        description=(
+            "Seconds a 429 (rate limit, refused address) waits before it is sent: a flood "
+            "gets one request per connection per delay through."
+        ),
+    )
+    max_inflight_per_principal: int = Field(
+        default=4,
+        description="Requests of one principal running at once; more wait their turn.",
+    )
+    api_trusted_proxies: str = Field(
+        default="127.0.0.1",
+        description=(
+            "Proxies whose X-Forwarded-For gives the client address (comma-separated "
+            "IPs or networks, `*` for any; uvicorn's forwarded_allow_ips)."
+        ),
+    )
+    api_header_timeout_s: float = Field(
+        default=10.0,
+        description="A request's line and headers must arrive within this (408, then closed).",
+    )
+    api_body_timeout_s: float = Field(
+        default=30.0,
+        description="A request's body must arrive within this after its headers (408, closed).",
+    )
+    api_keep_alive_s: int = Field(
+        default=5, description="An idle keep-alive connection is closed after this."
+    )
+    api_max_header_bytes: int = Field(
+        default=16384, description="Largest request line plus headers (431, then closed)."
+    )
+    api_max_connections: int = Field(
+        default=1000,
+        description="Open connections and running requests per process; beyond it 503.",
     )
     read_wait_timeout_s: float = Field(
         default=5.0,

@@ -7,7 +7,6 @@ every process started here reads them from the environment, as an operator's wou
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,11 +20,15 @@ import httpx
 
 from tests.api.server import free_port
 
-TRADECORE = shutil.which("tradecore") or str(Path(sys.executable).parent / "tradecore")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TRADECORE = [sys.executable, "-m", "api.cli"]
+"""The `tradecore` command of *this* checkout (the installed script imports whichever
+checkout the virtual environment was installed from)."""
 
 
 def env_for(folder: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "TRADECORE_PERSISTENCE": "sqlite",
+    path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "TRADECORE_PERSISTENCE": "sqlite",
             "TRADECORE_SQLITE_PATH": str(folder / "events.sqlite"),
             "TRADECORE_READMODEL_SQLITE_PATH": str(folder / "readmodels.sqlite"),
             "TRADECORE_JWT_KEYS_PATH": str(folder / "keys.json"), **extra}
@@ -33,12 +36,12 @@ def env_for(folder: Path, **extra: str) -> dict[str, str]:
 
 def tc(folder: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """One CLI call, as an operator types it."""
-    return subprocess.run([TRADECORE, *args], capture_output=True, text=True,
+    return subprocess.run([*TRADECORE, *args], capture_output=True, text=True,
                           env=env_for(folder), timeout=timeout, check=False)
 
 
 def spawn(folder: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([TRADECORE, *args], env=env_for(folder), text=True,
+    return subprocess.Popen([*TRADECORE, *args], env=env_for(folder), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

@@ -1,6 +1,15 @@
-"""The ``tradecore`` command line."""
+"""The ``tradecore`` command line.
+
+Every ``tradecore`` call imports this module to find its command, so the modules it
+imports keep their heavy dependencies (FastAPI, uvicorn, polars, torch, the stages and
+their Numba kernels, the read models) inside the commands that use them: `tradecore
+account show` starts in a fraction of a second.
+"""
 
 from __future__ import annotations
+
+import inspect
+import re
 
 import typer
 
@@ -16,19 +25,37 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-app.command(help="Run a seeded trading session on real TOPIX names and check every invariant.")(
-    demo
-)
+app.command()(demo)
 app.add_typer(account_app, name="account")
 app.add_typer(order_app, name="order")
 app.add_typer(market_app, name="market")
-app.command(help="The audit trail of one aggregate.")(events)
+app.command()(events)
 app.command(help="Serve the HTTP API with the saga, matching and projection stages.")(serve)
 app.command(help="Run one stage of the order flow (saga, matching, projections) alone.")(worker)
 app.add_typer(db_app, name="db")
 app.add_typer(projections_app, name="projections")
 app.add_typer(auth.app, name="auth", help="Issue tokens and rotate signing keys.")
 app.add_typer(model.app, name="model", help="Train, evaluate and serve the ATFT-GAT-FAN model.")
+
+
+def _prose(text: str | None) -> str | None:
+    """Help text with each paragraph on one line: typer keeps the line breaks of every
+    paragraph after the first, so a docstring's wrapping showed up mid-sentence."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(re.sub(r"\s*\n\s*", " ", p).strip() for p in paragraphs)
+
+
+def _unwrap_help(typer_app: typer.Typer) -> None:
+    for command in typer_app.registered_commands:
+        command.help = _prose(command.help or inspect.getdoc(command.callback))
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _unwrap_help(group.typer_instance)
+
+
+_unwrap_help(app)
 
 
 def main() -> None:

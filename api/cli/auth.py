@@ -9,15 +9,18 @@ stderr.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
 import typer
 from rich.console import Console
 
 from aggregates import ids
-from api.security import MAX_TTL_S, KeyRing, Role, issue_token
+from api.roles import MAX_TTL_S, Role
 from infra.settings import get_settings
+
+if TYPE_CHECKING:
+    from api.security import KeyRing
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -27,6 +30,8 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _keyring() -> KeyRing:
+    from api.security import KeyRing  # PyJWT and the key file: only when a command runs
+
     try:
         return KeyRing.load_or_create(get_settings().jwt_keys_path)
     except ValueError as error:
@@ -61,6 +66,8 @@ def token(
     ] = None,
 ) -> None:
     """Print a signed token for SUBJECT with ROLE."""
+    from api.security import issue_token
+
     settings = get_settings()
     ring = _keyring()
     accounts = [_account(a) for a in account] if account else None

@@ -9,6 +9,7 @@ fees, realised PnL and event counts, and checks every invariant of the write mod
 from __future__ import annotations
 
 import random
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -18,7 +19,6 @@ from uuid import UUID
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from aggregates.account import Account
@@ -27,11 +27,13 @@ from aggregates.base import Meta
 from aggregates.errors import DomainError
 from aggregates.instruments import PRICE_SCALE, Instrument, Universe, round_to_tick
 from aggregates.invariants import check_invariants
+from aggregates.market import today_in_tokyo
 from aggregates.order import Order
 from api.wiring import load_instruments, stepped_app
-from infra.settings import get_settings
+from infra.settings import Settings, get_settings
 
-console = Console(width=132)
+# at least 132 columns, more on a wider terminal: company names are printed whole
+console = Console(width=max(132, shutil.get_terminal_size((132, 24)).columns))
 
 CORE = ["7203", "6758", "9984", "8306", "6861", "9432", "4063", "8035", "6501", "7974",
         "4502", "9983", "8316", "8058", "6098", "6367", "7267", "4519", "6954", "9433"]
@@ -48,30 +50,76 @@ def pick_symbols(universe: Universe, count: int) -> list[Instrument]:
 
 
 def demo(
-    orders: int = typer.Option(600, help="Orders the traders send."),
-    symbols: int = typer.Option(8, help="How many symbols to trade."),
+    orders: int = typer.Option(600, min=1, help="Orders the traders send."),
+    symbols: int = typer.Option(8, min=1, help="How many symbols to trade."),
     seed: int = typer.Option(7, help="Random seed: the same seed gives the same session."),
-    engine: str = typer.Option("", help="Matching engine: reference or kernel."),
-    store: Path | None = typer.Option(None, help="SQLite file (default: a fresh temporary file)."),
+    engine: str = typer.Option("", help="Matching engine: reference or kernel "
+                                        "(default: TRADECORE_MATCHING_ENGINE)."),
+    store: Path | None = typer.Option(
+        None, help="SQLite event store file to trade in, kept afterwards (default: a "
+                   "temporary file, deleted at the end unless --keep)."),
+    keep: bool = typer.Option(False, "--keep",
+                              help="Keep the temporary store and print where it is."),
 ) -> None:
+    """Run a seeded trading session on real TOPIX names and check every invariant.
+
+    Two market makers quote each stock; four traders buy, sell, amend and cancel; the
+    session closes (DAY orders expire); then positions, cash, fees, realised PnL, event
+    counts and the invariants. The events go to a temporary SQLite file that is deleted
+    at the end (about 2.6 MB a run) unless you pass --keep or --store FILE.
+    """
     settings = get_settings()
-    path = store or Path(tempfile.mkdtemp(prefix="tradecore-demo-")) / "events.sqlite"
+    scratch = None if store else Path(tempfile.mkdtemp(prefix="tradecore-demo-"))
+    path = store or (scratch or Path()) / "events.sqlite"
     updates: dict[str, object] = {"sqlite_path": path}
     if engine:
         updates["matching_engine"] = engine
     settings = settings.model_copy(update=updates)
+    try:
+        failed = _demo(settings, path, orders, symbols, seed)
+    finally:
+        _tidy(settings, path, scratch, keep)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _tidy(settings: Settings, path: Path, scratch: Path | None, keep: bool) -> None:
+    """Delete the temporary store unless asked to keep it; say where it is either way."""
+    if settings.persistence != "sqlite":
+        return
+    if scratch is None:
+        console.print(f"events kept in {path}")
+    elif keep:
+        console.print(f"events kept in {path} (delete {scratch} when done)")
+    else:
+        shutil.rmtree(scratch, ignore_errors=True)
+        console.print(f"temporary store {scratch} deleted (--keep keeps it)")
+
+
+def _demo(settings: Settings, path: Path, orders: int, symbols: int, seed: int) -> bool:
+    """The session and its report; True when an invariant failed."""
     universe = load_instruments(settings)
     app = stepped_app(settings, universe=universe)
-    where = path if settings.persistence == "sqlite" else settings.postgres_db
-    console.print(f"[bold]tradecore demo[/] — {len(universe)} instruments from "
-                  f"{universe.source or 'bundled file'}; engine={settings.matching_engine}; "
-                  f"store={settings.persistence}:{where}")
-    stocks = pick_symbols(universe, symbols)
-    started = time.perf_counter()
-    stats = run_session(app, stocks, orders, random.Random(seed))
-    elapsed = time.perf_counter() - started
-    app.close_session("2026-11-20", Meta.command("ops"))
-    report(app, stats, elapsed)
+    try:
+        where = path if settings.persistence == "sqlite" else settings.postgres_db
+        console.print(f"[bold]tradecore demo[/] — {len(universe)} instruments from "
+                      f"{universe.source or 'bundled file'}; "
+                      f"engine={settings.matching_engine}; "
+                      f"store={settings.persistence}:{where}")
+        stocks = pick_symbols(universe, symbols)
+        started = time.perf_counter()
+        stats = run_session(app, stocks, orders, random.Random(seed))
+        elapsed = time.perf_counter() - started
+        # today's session by the app's clock: the only kind the market lets close
+        app.close_session(today_in_tokyo(app.clock.now()).isoformat(), Meta.command("ops"))
+        report(app, stats, elapsed)
+        return not _invariants(app)
+    finally:
+        app.close()
+
+
+def _invariants(app: TradingApplication) -> bool:
+    """Print every invariant check; True when all hold."""
     checks = check_invariants(app)
     table = Table(title="invariants")
     table.add_column("check")
@@ -82,12 +130,13 @@ def demo(
     console.print(table)
     failed = [c for c in checks if not c.ok]
     console.print(f"invariants: {len(checks) - len(failed)}/{len(checks)} hold")
-    if failed:
-        raise typer.Exit(1)
+    return not failed
 
 
 def run_session(app: TradingApplication, stocks: list[Instrument], count: int,
                 rng: random.Random) -> Counter[str]:
+    from rich.progress import Progress
+
     stats: Counter[str] = Counter()
     makers = [app.open_account(f"maker-{i}", owner="desk", meta=Meta.command("ops"),
                                allow_short=True) for i in range(2)]
@@ -188,7 +237,7 @@ def report(app: TradingApplication, stats: Counter[str], elapsed: float) -> None
     positions = Table(title="positions")
     for col in ("account", "symbol", "name", "shares", "avg cost (yen)", "realised PnL (yen)"):
         positions.add_column(col, justify="left" if col in ("account", "symbol", "name")
-                             else "right")
+                             else "right", no_wrap=col in ("symbol", "name"))
     for account in accounts:
         realised = 0
         for symbol in sorted({o.symbol for o in orders if o.account_id == account.id}):
@@ -198,7 +247,7 @@ def report(app: TradingApplication, stats: Counter[str], elapsed: float) -> None
             realised += pos.realised_pnl
             if pos.quantity or pos.realised_pnl:
                 avg = pos.cost / pos.quantity if pos.quantity else 0.0
-                positions.add_row(account.name, symbol, app.universe.get(symbol).name[:24],
+                positions.add_row(account.name, symbol, app.universe.get(symbol).name,
                                   f"{pos.quantity:,}", f"{avg:,.1f}", f"{pos.realised_pnl:,}")
         table.add_row(account.name, f"{account.cash:,}", f"{account.reserved:,}",
                       f"{account.bought:,}", f"{account.sold:,}", f"{account.fees:,}",

@@ -16,12 +16,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import polars as pl
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    import polars as pl
 
 app = typer.Typer(no_args_is_help=True)
 err = Console(stderr=True)
@@ -57,6 +59,8 @@ def _data_dir(data: Path | None) -> Path:
 
 def _features(data: Path, until: date | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Features (and raw quotes) from ``data``, using only rows dated on or before ``until``."""
+    import polars as pl
+
     from inference.data import load_daily_quotes, load_listed_info
     from inference.features import build_features
 
@@ -103,6 +107,8 @@ def _clean(value: Any) -> Any:
 def _with_classic(
     frame: pl.DataFrame, quotes: pl.DataFrame, horizons: tuple[int, ...]
 ) -> pl.DataFrame:
+    import polars as pl
+
     from inference.evaluation import classic_signals
 
     classic = classic_signals(quotes)
@@ -302,6 +308,7 @@ def walk_forward(
     device: DeviceOption = None,
 ) -> None:
     """Train one model per test year (expanding window) and evaluate all of them."""
+    import polars as pl
     import torch
 
     from inference.config import load_config
@@ -401,6 +408,8 @@ def predict(
     device: DeviceOption = None,
 ) -> None:
     """Per-stock, per-horizon return quantiles for one cross-section."""
+    import polars as pl
+
     from inference.serving import Predictor
 
     day = _day(as_of, "--as-of") if as_of else None

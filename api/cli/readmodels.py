@@ -10,17 +10,9 @@ from rich.table import Table
 
 from api.wiring import event_log, read_store, trading_stages
 from infra.settings import get_settings
-from projections.projectors import (
-    Projector,
-    RecorderLog,
-    all_projections,
-    select,
-    until_position,
-    until_time,
-)
-from projections.retention import drop_older_than
-from projections.schema import MIGRATIONS, applied, upgrade
-from projections.store import ReadStore
+
+# the read-model modules (psycopg, the projectors) are imported by the commands that
+# use them: every `tradecore` call imports this module to list its commands
 
 console = Console(width=120)
 db_app = typer.Typer(no_args_is_help=True, help="Read-model schema and retention.")
@@ -30,6 +22,9 @@ projections_app = typer.Typer(no_args_is_help=True, help="Rebuild and inspect pr
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply pending read-model migrations (idempotent)."""
+    from projections.schema import applied, upgrade
+    from projections.store import ReadStore
+
     settings = get_settings()
     store = ReadStore.from_settings(settings)
     try:
@@ -45,6 +40,9 @@ def db_upgrade() -> None:
 @db_app.command("status")
 def db_status() -> None:
     """Which migrations are applied."""
+    from projections.schema import MIGRATIONS, applied
+    from projections.store import ReadStore
+
     store = ReadStore.from_settings(get_settings())
     try:
         done = applied(store)
@@ -58,6 +56,8 @@ def db_status() -> None:
 @db_app.command("retention")
 def db_retention(days: int = typer.Option(..., min=1, help="Keep this many days.")) -> None:
     """Drop time-series rows (fills, history, ledger, PnL, bars) older than DAYS."""
+    from projections.retention import drop_older_than
+
     store = read_store(get_settings())
     try:
         for table, count in drop_older_than(store, timedelta(days=days)).items():
@@ -70,6 +70,8 @@ def db_retention(days: int = typer.Option(..., min=1, help="Keep this many days.
 @projections_app.command("status")
 def projections_status() -> None:
     """Each stage's and projection's position in the event log and how far behind it is."""
+    from projections.projectors import Projector, RecorderLog
+
     settings = get_settings()
     store = read_store(settings)
     stages, _ = trading_stages(settings)
@@ -100,6 +102,8 @@ def projections_rebuild(
     the rebuild; with --until it then catches up to the present again, so use --until
     with the server stopped (an audit as of T).
     """
+    from projections.projectors import Projector, all_projections, select
+
     settings = get_settings()
     try:
         chosen = select(all_projections(), projection)
@@ -123,6 +127,8 @@ def projections_rebuild(
 
 
 def _until(text: str):  # type: ignore[no-untyped-def]
+    from projections.projectors import until_position, until_time
+
     if text.isdigit():
         return until_position(int(text))
     try:

@@ -8,19 +8,23 @@ projections), for deployments that run the stages as their own processes.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from typing import TYPE_CHECKING
 
 import typer
-import uvicorn
-from fastapi import FastAPI
 
-from api.http import create_app
 from infra.settings import get_settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def app_factory() -> FastAPI:
     """The app built from the environment (each uvicorn worker process calls this)."""
+    from api.http import create_app
+
     return create_app(get_settings())
 
 
@@ -31,14 +35,28 @@ def serve(
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Run the command and query API with the saga, matching and projection stages."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from api.http import create_app
+    from api.serving import server_config
+
     settings = get_settings()
     host, port = host or settings.api_host, port or settings.api_port
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level,
-                    access_log=False)
-    else:
-        uvicorn.run("api.cli.serve:app_factory", factory=True, workers=workers, host=host,
-                    port=port, log_level=log_level, access_log=False)
+        config = server_config(settings, create_app(settings), host=host, port=port,
+                               log_level=log_level, access_log=False)
+        server = uvicorn.Server(config)
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
+            server.run()
+        if not server.started:
+            raise typer.Exit(3)
+    else:  # what uvicorn.run does for workers, with our connection limits on the config
+        config = server_config(settings, "api.cli.serve:app_factory", host=host, port=port,
+                               factory=True, workers=workers, log_level=log_level,
+                               access_log=False)
+        with contextlib.suppress(KeyboardInterrupt):
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 STAGES = ("saga", "matching", "projections")

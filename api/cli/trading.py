@@ -1,44 +1,88 @@
-"""Operator commands on the configured store: accounts, orders, audit trails.
+"""Operator commands on the configured store: accounts, orders, halts, audit trails.
 
-Prices on the command line are in yen (``2500`` or ``2500.5``); events store integer
-price units (tenths of a yen).
+Units on the command line: prices in yen (``7490`` or ``7490.5``; events store integer
+tenths of a yen), cash in integer yen, quantities in shares (a multiple of the 100-share
+lot). Accounts are named by the name they were opened with, or by their id.
+
+Commands that change something run the stages of the order flow in this process until
+they are idle (unless a server runs them); commands that only read (``account show``,
+``events``) open the write model alone, so they start quickly.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, NoReturn
 from uuid import UUID
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from aggregates import ids
 from aggregates.application import TradingApplication
 from aggregates.base import Meta
 from aggregates.errors import DomainError, RuleViolation
 from aggregates.instruments import PRICE_SCALE
-from api.wiring import stepped_app
+from aggregates.order import OrderType, Side, TimeInForce
+from aggregates.text import printable
 from infra.settings import get_settings
 
-console = Console(width=140)
-account_app = typer.Typer(no_args_is_help=True, help="Open, fund and inspect accounts.")
+console = Console()  # the terminal's width (COLUMNS when set): nothing is cut to fit 140
+account_app = typer.Typer(no_args_is_help=True, help="Open, fund, halt and inspect accounts.")
 order_app = typer.Typer(no_args_is_help=True, help="Place, amend and cancel orders.")
-market_app = typer.Typer(no_args_is_help=True, help="Risk halts per symbol; session close.")
+market_app = typer.Typer(no_args_is_help=True,
+                         help="Halt and resume trading in a symbol; close the session.")
+
+# -- arguments and options shared by the commands ---------------------------------------
+AccountArg = Annotated[str, typer.Argument(
+    metavar="ACCOUNT", help="Account name (as opened) or account id.", show_default=False)]
+SymbolArg = Annotated[str, typer.Argument(
+    metavar="SYMBOL", help="Exchange code, e.g. 7203 (Toyota).", show_default=False)]
+OrderIdArg = Annotated[UUID, typer.Argument(
+    metavar="ORDER_ID", help="Order id, as `order place` printed it.", show_default=False)]
+YenArg = Annotated[int, typer.Argument(
+    metavar="AMOUNT", min=1, help="Integer yen, e.g. 10000000 for ten million yen.",
+    show_default=False)]
 
 
+def _principal(default: str) -> Any:
+    return typer.Option(default, "--principal",
+                        help="Who is acting: recorded as the principal of every event.")
+
+
+Reason = Annotated[str, typer.Option(
+    "--reason", help="Why, in words (kept in the audit trail; no control characters).",
+    show_default=False)]
+
+
+# -- the write model ------------------------------------------------------------------------
 @contextmanager
-def _app() -> Iterator[TradingApplication]:
-    app = stepped_app(get_settings())
+def _app(*, stepped: bool = True) -> Iterator[TradingApplication]:
+    """The write model; ``stepped``: with the stages run after each command."""
+    from api.wiring import stepped_app, trading_app
+
+    settings = get_settings()
+    try:
+        app = stepped_app(settings) if stepped else trading_app(settings)
+    except DomainError as err:
+        _refused(err)
     try:
         yield app
     except DomainError as err:
-        console.print(f"[red]refused[/]: {err.message} (field={err.field}, rule={err.rule})")
-        raise typer.Exit(2) from None
+        _refused(err)
     finally:
         app.close()
+
+
+def _refused(err: DomainError) -> NoReturn:
+    console.print(Text.assemble(("refused", "red"), f": {err.message} (field={err.field}, "
+                                                    f"rule={err.rule})"), highlight=False)
+    raise typer.Exit(2) from None
 
 
 def _meta(principal: str) -> Meta:
@@ -62,76 +106,72 @@ def _account(name_or_id: str) -> UUID:
         return ids.account_id(name_or_id)
 
 
+# -- accounts ---------------------------------------------------------------------------------
 @account_app.command("open")
-def account_open(name: str, owner: str = typer.Option("operator"),
-                 allow_short: bool = typer.Option(False)) -> None:
+def account_open(
+    name: Annotated[str, typer.Argument(
+        metavar="NAME", show_default=False,
+        help="Account name: letters, digits and . _ : - (at most 64); its id derives "
+             "from it.")],
+    owner: Annotated[str, typer.Option(
+        help="Who the account belongs to (a person or desk).")] = "operator",
+    allow_short: Annotated[bool, typer.Option(
+        help="May sell shares it does not hold (market makers).")] = False,
+    principal: str = _principal("operator"),
+) -> None:
+    """Open a cash account NAME. Fund it with `account deposit`."""
     with _app() as app:
-        account_id = app.open_account(name, owner=owner, meta=_meta(owner),
+        account_id = app.open_account(name, owner=owner, meta=_meta(principal),
                                       allow_short=allow_short)
         console.print(f"account {name} opened: {account_id}")
 
 
 @account_app.command("deposit")
-def account_deposit(account: str, amount: int, principal: str = "operator") -> None:
+def account_deposit(account: AccountArg, amount: YenArg,
+                    principal: str = _principal("operator")) -> None:
+    """Credit AMOUNT yen to ACCOUNT; prints the balance."""
     with _app() as app:
         app.deposit(_account(account), amount, _meta(principal))
         _show(app, _account(account))
 
 
 @account_app.command("withdraw")
-def account_withdraw(account: str, amount: int, principal: str = "operator") -> None:
+def account_withdraw(account: AccountArg, amount: YenArg,
+                     principal: str = _principal("operator")) -> None:
+    """Debit AMOUNT yen from ACCOUNT's available cash (cash not reserved by open orders)."""
     with _app() as app:
         app.withdraw(_account(account), amount, _meta(principal))
         _show(app, _account(account))
 
 
 @account_app.command("halt")
-def account_halt(account: str, reason: str = typer.Option(...), principal: str = "risk") -> None:
-    """Stop new orders for an account (the risk halt switch)."""
+def account_halt(account: AccountArg, reason: Reason,
+                 principal: str = _principal("risk")) -> None:
+    """Stop new orders for ACCOUNT (the risk halt switch); resting orders stay."""
     with _app() as app:
-        app.halt_account(_account(account), reason, _meta(principal))
+        app.halt_account(_account(account), printable("reason", reason), _meta(principal))
         _show(app, _account(account))
 
 
 @account_app.command("resume")
-def account_resume(account: str, principal: str = "risk") -> None:
+def account_resume(account: AccountArg, principal: str = _principal("risk")) -> None:
+    """Allow new orders for a halted ACCOUNT again."""
     with _app() as app:
         app.resume_account(_account(account), _meta(principal))
         _show(app, _account(account))
 
 
-@market_app.command("halt")
-def market_halt(symbol: str, reason: str = typer.Option(...), principal: str = "risk") -> None:
-    """Stop new orders in a symbol."""
-    with _app() as app:
-        app.halt_symbol(symbol, reason, _meta(principal))
-        console.print(f"{symbol} halted: {reason}")
-
-
-@market_app.command("resume")
-def market_resume(symbol: str, principal: str = "risk") -> None:
-    with _app() as app:
-        app.resume_symbol(symbol, _meta(principal))
-        console.print(f"{symbol} resumed")
-
-
-@market_app.command("close-session")
-def market_close_session(session_date: str, principal: str = "operations") -> None:
-    """End the trading day: resting DAY orders expire and release their reservations."""
-    with _app() as app:
-        app.close_session(session_date, _meta(principal))
-        console.print(f"session {session_date} closed")
-
-
 @account_app.command("show")
-def account_show(account: str) -> None:
-    with _app() as app:
+def account_show(account: AccountArg) -> None:
+    """ACCOUNT's cash, reserved cash (held by open buy orders and fees), available cash
+    and fees paid, in yen, and whether it is halted."""
+    with _app(stepped=False) as app:
         _show(app, _account(account))
 
 
 def _show(app: TradingApplication, account_id: UUID) -> None:
     acc = app.get_account(account_id)
-    table = Table(title=f"account {acc.name} ({acc.id})")
+    table = Table(title=f"account {acc.name} ({acc.id}), yen")
     for col in ("cash", "reserved", "available", "fees", "halted"):
         table.add_column(col, justify="right")
     table.add_row(f"{acc.cash:,}", f"{acc.reserved:,}", f"{acc.available:,}", f"{acc.fees:,}",
@@ -139,25 +179,89 @@ def _show(app: TradingApplication, account_id: UUID) -> None:
     console.print(table)
 
 
+# -- market -----------------------------------------------------------------------------------
+@market_app.command("halt")
+def market_halt(symbol: SymbolArg, reason: Reason,
+                principal: str = _principal("risk")) -> None:
+    """Stop new orders in SYMBOL (a risk halt); resting orders stay."""
+    with _app() as app:
+        app.halt_symbol(symbol, printable("reason", reason), _meta(principal))
+        console.print(Text(f"{symbol} halted: {reason}"))
+
+
+@market_app.command("resume")
+def market_resume(symbol: SymbolArg, principal: str = _principal("risk")) -> None:
+    """Allow orders in a halted SYMBOL again."""
+    with _app() as app:
+        app.resume_symbol(symbol, _meta(principal))
+        console.print(f"{symbol} resumed")
+
+
+@market_app.command("close-session")
+def market_close_session(
+    session_date: Annotated[str | None, typer.Argument(
+        metavar="[SESSION_DATE]", show_default=False,
+        help="YYYY-MM-DD: today's session in Tokyo (the default) or one of the 7 days "
+             "before it.")] = None,
+    principal: str = _principal("operations"),
+) -> None:
+    """End a trading session: its resting DAY orders expire and release their
+    reservations; GTC orders stay."""
+    from aggregates.market import today_in_tokyo
+
+    with _app() as app:
+        day = session_date or today_in_tokyo(app.clock.now()).isoformat()
+        app.close_session(day, _meta(principal))
+        console.print(f"session {day} closed")
+
+
+# -- orders -----------------------------------------------------------------------------------
 @order_app.command("place")
 def order_place(
-    account: str, symbol: str, side: str, quantity: int,
-    price: str = typer.Option("0", help="Limit price in yen; 0 for market orders."),
-    order_type: str = typer.Option("limit", "--type"),
-    tif: str = typer.Option("day"),
-    client_order_id: str = typer.Option(..., help="Your id; resending it is idempotent."),
-    principal: str = "operator",
+    account: AccountArg,
+    symbol: SymbolArg,
+    side: Annotated[Side, typer.Argument(metavar="SIDE", show_default=False,
+                                         help="buy or sell.")],
+    quantity: Annotated[int, typer.Argument(
+        metavar="QUANTITY", show_default=False,
+        help="Shares: a multiple of the 100-share lot.")],
+    price: Annotated[str, typer.Option(
+        help="Limit price in yen, e.g. 7490 or 7490.5 (on the stock's tick); 0 for a "
+             "market order.")] = "0",
+    order_type: Annotated[OrderType, typer.Option(
+        "--type", help="limit: at PRICE or better; market: at any price (with --tif "
+                       "ioc).")] = OrderType.LIMIT,
+    tif: Annotated[TimeInForce, typer.Option(
+        help="Time in force. day: until the session closes; gtc: until cancelled; ioc: "
+             "fill what can fill now, cancel the rest; fok: all of it now or nothing."
+    )] = TimeInForce.DAY,
+    client_order_id: Annotated[str, typer.Option(
+        help="Your id for the order (1-64 characters); sending it again with the same "
+             "terms places nothing new.", show_default=False)] = ...,  # type: ignore[assignment]
+    principal: str = _principal("operator"),
 ) -> None:
+    """Place an order for ACCOUNT: SIDE QUANTITY shares of SYMBOL."""
     with _app() as app:
-        placed = app.place_order(_account(account), client_order_id=client_order_id,
-                                 symbol=symbol, side=side, quantity=quantity,
-                                 price=_price_units(price), order_type=order_type, tif=tif,
-                                 meta=_meta(principal))
+        placed = app.place_order(_account(account),
+                                 client_order_id=printable("client_order_id", client_order_id),
+                                 symbol=symbol, side=side.value, quantity=quantity,
+                                 price=_price_units(price), order_type=order_type.value,
+                                 tif=tif.value, meta=_meta(principal))
         _show_order(app, placed.order_id, "placed" if placed.created else "already placed")
 
 
 @order_app.command("amend")
-def order_amend(order_id: UUID, quantity: int, price: str, principal: str = "operator") -> None:
+def order_amend(
+    order_id: OrderIdArg,
+    quantity: Annotated[int, typer.Argument(
+        metavar="QUANTITY", show_default=False,
+        help="New total quantity in shares (a lot multiple, not below what has filled).")],
+    price: Annotated[str, typer.Argument(
+        metavar="PRICE", show_default=False,
+        help="New limit price in yen, e.g. 7490 or 7490.5.")],
+    principal: str = _principal("operator"),
+) -> None:
+    """Ask the venue to change a working limit order's QUANTITY and PRICE."""
     with _app() as app:
         app.amend_order(order_id, quantity=quantity, price=_price_units(price),
                         meta=_meta(principal))
@@ -165,7 +269,8 @@ def order_amend(order_id: UUID, quantity: int, price: str, principal: str = "ope
 
 
 @order_app.command("cancel")
-def order_cancel(order_id: UUID, principal: str = "operator") -> None:
+def order_cancel(order_id: OrderIdArg, principal: str = _principal("operator")) -> None:
+    """Cancel what is left of an order (filled shares stay filled)."""
     with _app() as app:
         app.cancel_order(order_id, _meta(principal))
         _show_order(app, order_id, "cancel requested")
@@ -178,20 +283,67 @@ def _show_order(app: TradingApplication, order_id: UUID, what: str) -> None:
                   f"{o.filled_quantity}, fees {o.fees} yen")
 
 
-def events(aggregate: str = typer.Argument(..., help="Aggregate id, or an account name.")) -> None:
-    """The audit trail of one aggregate: every event, who caused it and why."""
-    with _app() as app:
+# -- the audit trail --------------------------------------------------------------------------
+_META = ("principal", "command_id", "correlation_id", "causation_id")
+_HIDDEN = {"originator_id", "originator_version", "timestamp", "originator_topic", *_META}
+
+
+def _fields(event: Any) -> dict[str, Any]:
+    return {k: v for k, v in vars(event).items() if k not in _HIDDEN}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def events(
+    aggregate: Annotated[str, typer.Argument(
+        metavar="ID_OR_ACCOUNT", show_default=False,
+        help="Aggregate id (order, account, position), or an account name.")],
+    long: Annotated[bool, typer.Option(
+        "--long", help="One line per field instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="JSON, one object per event, every field.")] = False,
+) -> None:
+    """The audit trail of one aggregate: every event in order, when, who acted
+    (principal), what caused it and all its details. Prices in events are integer
+    tenths of a yen, cash integer yen."""
+    with _app(stepped=False) as app:
         history = app.history(_account(aggregate))
         if not history:
-            console.print(f"[red]no events for {aggregate}[/]")
+            console.print(f"no events for {aggregate}", style="red", highlight=False)
             raise typer.Exit(1)
+        if as_json:
+            for e in history:
+                typer.echo(json.dumps({
+                    "aggregate_id": str(e.originator_id), "version": e.originator_version,
+                    "event": type(e).__qualname__, "timestamp": e.timestamp.isoformat(),
+                    **{k: getattr(e, k) for k in _META}, **_plain(_fields(e))}))
+            return
+        if long:
+            for e in history:
+                console.print(f"v{e.originator_version} {e.timestamp.isoformat()} "
+                              f"{type(e).__qualname__}", style="bold", highlight=False)
+                for key, value in {**{k: getattr(e, k) for k in _META},
+                                   **_fields(e)}.items():
+                    console.print(f"  {key}: {_plain(value)}", highlight=False, markup=False)
+            return
         table = Table(title=f"events of {history[0].originator_id}")
-        for col in ("v", "time (UTC)", "event", "principal", "caused by", "details"):
-            table.add_column(col)
-        skip = {"originator_id", "originator_version", "timestamp", "principal",
-                "command_id", "correlation_id", "causation_id", "originator_topic"}
+        table.add_column("v", justify="right")
+        table.add_column("time (UTC)", no_wrap=True)
+        table.add_column("event", no_wrap=True)
+        table.add_column("principal")
+        table.add_column("caused by", overflow="fold")
+        table.add_column("details", overflow="fold", ratio=1)
         for e in history:
-            details = ", ".join(f"{k}={v}" for k, v in vars(e).items() if k not in skip)
+            details = ", ".join(f"{k}={_plain(v)}" for k, v in _fields(e).items())
             table.add_row(str(e.originator_version), e.timestamp.strftime("%H:%M:%S.%f"),
-                          type(e).__qualname__, e.principal, e.causation_id[:24], details[:90])
-        console.print(table)
+                          type(e).__qualname__, Text(e.principal), Text(e.causation_id),
+                          Text(details))
+        console.print(table, highlight=False)

@@ -18,13 +18,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aggregates.instruments import Universe
+from api.bearer import authenticator
+from api.gate import Gate
 from api.http import commands, queries, stream
 from api.http.deps import Context
 from api.http.models import Health, ProjectionLag, StageLag
-from api.limits import BodySizeLimit, RateLimiter
+from api.limits import BodySizeLimit, FailedAuthLimit, RateLimiter
 from api.problems import install_problem_handlers, problem_response
 from api.runtime import Runtime
-from api.security import KeyRing, authenticator
+from api.security import KeyRing, TokenVerifier
 from infra.settings import Settings
 
 REQUESTS = Counter("tradecore_http_requests_total", "HTTP requests answered",
@@ -56,15 +58,23 @@ def create_app(settings: Settings, *, universe: Universe | None = None) -> FastA
         lifespan=lifespan,
     )
     keyring = KeyRing.load_or_create(settings.jwt_keys_path)
+    verifier = TokenVerifier(keyring, settings.jwt_issuer, settings.jwt_audience)
     context = Context(
         settings=settings,
         limiter=RateLimiter(settings.rate_limit),
-        authenticate=authenticator(keyring, settings.jwt_issuer, settings.jwt_audience),
+        authenticate=authenticator(keyring, settings.jwt_issuer, settings.jwt_audience,
+                                   verifier),
         keyring=keyring,
+        failures=FailedAuthLimit(settings.auth_failure_limit),
     )
     app.state.context = context
     install_problem_handlers(app)
+    # outermost last: metrics see everything; the gate refuses before a body is read
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(Gate, verifier=verifier, limiter=context.limiter,
+                       failures=context.failures,
+                       inflight=settings.max_inflight_per_principal,
+                       refusal_delay_s=settings.refusal_delay_s)
     app.add_middleware(RequestMetrics)
     app.include_router(commands.router(context))
     app.include_router(queries.router(context))

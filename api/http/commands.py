@@ -17,7 +17,8 @@ from fastapi import APIRouter, Depends, Header, Response
 from aggregates.application import OrderRequest, TradingApplication
 from aggregates.base import Meta
 from aggregates.errors import RuleViolation
-from api.http.deps import Context
+from api.http.deps import Context, no_order
+from api.http.json_body import JSONRoute
 from api.http.models import (
     Accepted,
     AmendOrder,
@@ -29,7 +30,7 @@ from api.http.models import (
     SymbolPath,
 )
 from api.problems import PROBLEM_RESPONSES
-from api.security import Principal, Role, require_role, require_see, require_trade
+from api.security import Principal, Role, require_role, require_trade
 
 IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
@@ -38,7 +39,8 @@ IdempotencyKey = Annotated[str | None, Header(
 
 
 def router(context: Context) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["commands"], responses=PROBLEM_RESPONSES)
+    api = APIRouter(prefix="/v1", tags=["commands"], responses=PROBLEM_RESPONSES,
+                    route_class=JSONRoute)
     caller = Annotated[Principal, Depends(context.caller)]
 
     def meta(principal: Principal) -> Meta:
@@ -139,8 +141,9 @@ def router(context: Context) -> APIRouter:
 
     def tradeable_order(principal: Principal, order_id: UUID) -> None:
         app = context.rt.app
-        order = app.get_order(order_id)
-        require_see(principal, order.account_id)
+        order = app.get_order(order_id)  # NotFound for an unknown id
+        if not principal.can_see(order.account_id):
+            raise no_order(order_id)  # another account's: the same answer, no oracle
         require_trade(principal, order.account_id)
 
     @api.patch("/orders/{order_id}", status_code=202, response_model=Accepted)

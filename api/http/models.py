@@ -1,9 +1,10 @@
 """Request and response bodies of the HTTP API (pydantic, so OpenAPI documents them).
 
 Requests are strict: integers must be JSON integers (no ``1.0``, no strings, no NaN),
-enums are closed, unknown fields are refused, and every bound is stated, so a bad field
-is a 422 naming it before any command runs. Money is integer yen; prices are integer
-price units of 0.1 yen (``29000`` is 2,900.0 yen); quantities are shares.
+enums are closed, unknown fields are refused, free text holds no control characters,
+and every bound is stated, so a bad field is a 422 naming it before any command runs.
+Money is integer yen; prices are integer price units of 0.1 yen (``29000`` is 2,900.0
+yen); quantities are shares.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from uuid import UUID
 
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic_core import PydanticCustomError
+
+from aggregates.text import NO_CONTROL_CHARACTERS, first_control_character
 
 Yen = Annotated[StrictInt, Field(gt=0, le=10**13, description="Integer yen.")]
 Shares = Annotated[StrictInt, Field(gt=0, le=10**9, description="Shares (a multiple of the lot).")]
@@ -23,7 +27,21 @@ Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.
 Symbol = Annotated[str, Field(min_length=1, max_length=12, pattern=r"^[0-9A-Z]+$")]
 SymbolPath = Annotated[str, Path(min_length=1, max_length=12, pattern=r"^[0-9A-Z]+$",
                                  description="Exchange code, e.g. 7203.")]
-Reason = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _printable(text: str) -> str:
+    """Free text is read back in terminals and browsers: a NUL or an escape sequence
+    stored there hides or rewrites what an operator sees (``aggregates.text``)."""
+    at = first_control_character(text)
+    if at is not None:
+        raise PydanticCustomError("control_character", NO_CONTROL_CHARACTERS,
+                                  {"character": f"U+{ord(text[at]):04X}", "position": at})
+    return text
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=200,
+                              description="Free text without control characters."),
+                   AfterValidator(_printable)]
 
 
 def _calendar_date(text: str) -> str:

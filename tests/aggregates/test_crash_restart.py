@@ -10,6 +10,7 @@ import pytest
 
 from aggregates.account import Account
 from aggregates.application import TradingApplication
+from aggregates.market import today_in_tokyo
 from aggregates.order import Order
 from aggregates.position import Position
 from streams.embedded import in_process
@@ -54,7 +55,7 @@ def steps(app: TradingApplication) -> list[Callable[[], Any]]:
         order(b, "3", "sell", 200, p - t),
         lambda: app.cancel_order(ids.order_id(b, "2"), meta()),
         order(a, "3", "sell", 100, p + 2 * t),
-        lambda: app.close_session("2026-11-20", meta()),
+        lambda: app.close_session(today_in_tokyo(None).isoformat(), meta()),
     ]
 
 

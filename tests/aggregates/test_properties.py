@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -11,9 +12,12 @@ from hypothesis import strategies as st
 from aggregates.errors import DomainError
 from aggregates.instruments import Universe, load_universe
 from aggregates.invariants import check_invariants
+from aggregates.market import today_in_tokyo
 from aggregates.order import Order
 from tests.aggregates.helpers import funded, give_shares, make_app, meta, stored
 from tests.conftest import postgres_env
+
+TODAY = today_in_tokyo(None)  # sessions close only near today (aggregates.market)
 
 UNIVERSE: Universe = load_universe(None)
 SYMBOLS = list(UNIVERSE.symbols[:2])
@@ -58,7 +62,7 @@ def run(commands: list[tuple[Any, ...]], env: dict[str, str] | None = None) -> A
                                 price=order.price + cmd[2] * inst.tick_size(order.price),
                                 meta=meta())
             elif cmd[0] == "close":
-                app.close_session(f"2026-01-{n % 28 + 1:02d}", meta("ops"))
+                app.close_session((TODAY - timedelta(days=n % 8)).isoformat(), meta("ops"))
         except DomainError:
             assert stored(app) == before, f"{cmd} was refused but stored events"
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -89,10 +90,75 @@ def test_closing_a_session_needs_a_real_date() -> None:
     from aggregates.errors import RuleViolation
     from aggregates.market import Market
 
-    market = Market.create(Meta.command("ops"))
+    at = datetime(2024, 3, 1, 6, 30, tzinfo=UTC)  # 15:30 in Tokyo
+    market = Market.create(Meta.command("ops", at=at))
     for bad in ("2024-13-45", "0000-00-00", "day1", ""):
         with pytest.raises(RuleViolation) as refused:
-            market.close_session(bad, Meta.command("ops"))
+            market.close_session(bad, Meta.command("ops", at=at))
         assert refused.value.field == "session_date"
-    market.close_session("2024-02-29", Meta.command("ops"))
+    market.close_session("2024-02-29", Meta.command("ops", at=at))
     assert market.closed_sessions == ["2024-02-29"]
+
+
+@pytest.mark.parametrize("session_date", ["9999-12-31", "2024-03-02", "2024-02-22",
+                                          "1970-01-01"])
+def test_a_session_far_from_today_cannot_close(session_date: str) -> None:
+    """9999-12-31 once closed and expired every resting DAY order: the session must be
+    today's in Tokyo (by the command's clock) or one of the 7 days before."""
+    from aggregates.base import Meta
+    from aggregates.errors import RuleViolation
+    from aggregates.market import Market
+
+    at = datetime(2024, 3, 1, 6, 30, tzinfo=UTC)  # 2024-03-01 15:30 in Tokyo
+    market = Market.create(Meta.command("ops", at=at))
+    with pytest.raises(RuleViolation) as refused:
+        market.close_session(session_date, Meta.command("ops", at=at))
+    assert refused.value.field == "session_date"
+    assert refused.value.rule == "today's session in Tokyo or one of the 7 days before it"
+    assert "from 2024-02-23 to 2024-03-01" in refused.value.message
+    assert market.closed_sessions == []
+    market.close_session("2024-02-23", Meta.command("ops", at=at))  # the window's edges
+    market.close_session("2024-03-01", Meta.command("ops", at=at))
+
+
+def test_the_session_date_is_tokyos() -> None:
+    from aggregates.base import Meta
+    from aggregates.market import Market
+
+    at = datetime(2024, 3, 1, 23, 0, tzinfo=UTC)  # already 2024-03-02 in Tokyo
+    market = Market.create(Meta.command("ops", at=at))
+    market.close_session("2024-03-02", Meta.command("ops", at=at))
+    assert market.closed_sessions == ["2024-03-02"]
+
+
+@pytest.mark.parametrize("text", ["news\x00pending", "ok\x1b[2K", "a\u2028b", "\u202egnp",
+                                  "tab\there", "x\x7f", "c1\x85"])
+def test_free_text_holds_no_control_characters(text: str) -> None:
+    """A NUL or an escape sequence was stored in a halt reason, to be replayed into every
+    terminal that shows the audit trail: refused, naming the field."""
+    from aggregates.account import Account
+    from aggregates.base import Meta
+    from aggregates.errors import RuleViolation
+    from aggregates.ids import account_id
+    from aggregates.market import Market
+
+    ops = Meta.command("ops")
+    market = Market.create(ops)
+    account = Account.open(account_id("alice"), name="alice", owner="alice",
+                           allow_short=False, meta=ops)
+    refusals = {
+        "reason": [lambda: market.halt("7203", text, ops), lambda: account.halt(text, ops)],
+        "name": [lambda: Account.open(account_id("x"), name=text, owner="o",
+                                      allow_short=False, meta=ops)],
+        "owner": [lambda: Account.open(account_id("y"), name="y", owner=text,
+                                       allow_short=False, meta=ops)],
+    }
+    for field, commands in refusals.items():
+        for command in commands:
+            with pytest.raises(RuleViolation) as refused:
+                command()
+            assert (refused.value.field, refused.value.rule) == (field,
+                                                                 "no control characters")
+    assert not market.halted_symbols and not account.halted
+    market.halt("7203", "news pending: 決算発表", ops)  # printable text of any script
+    assert market.halted_symbols == {"7203"}

@@ -8,6 +8,7 @@ from aggregates.errors import Conflict, DomainError, IllegalTransition, NotFound
 from aggregates.fees import get_schedule
 from aggregates.instruments import Universe
 from aggregates.invariants import check_invariants
+from aggregates.market import today_in_tokyo
 from aggregates.order import OrderStatus
 from tests.aggregates.helpers import funded, give_shares, make_app, meta, place, stored
 
@@ -122,7 +123,7 @@ def test_ioc_fok_market_and_day_expiry(app, universe, sym) -> None:  # type: ign
     day = place(app, seller, sym, "sell", 100, price)
     gtc = place(app, seller, sym, "sell", 100, price + universe.get(sym).tick_size(price),
                 tif="gtc")
-    app.close_session("2026-11-20", meta("ops"))
+    app.close_session(today_in_tokyo(None).isoformat(), meta("ops"))
     assert app.get_order(day.order_id).status is OrderStatus.EXPIRED
     assert app.get_order(gtc.order_id).status is OrderStatus.WORKING
     assert app.get_account(buyer).reserved == 0

@@ -23,6 +23,7 @@ import uvicorn
 from api.http import create_app
 from api.runtime import Runtime
 from api.security import KeyRing, Role, issue_token
+from api.serving import server_config
 from infra.settings import Settings
 
 
@@ -45,8 +46,8 @@ class LiveServer:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(self.settings)
         self.keyring = KeyRing.load_or_create(self.settings.jwt_keys_path)
-        self._server = uvicorn.Server(uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning",
+        self._server = uvicorn.Server(server_config(
+            self.settings, self.app, host="127.0.0.1", port=self.port, log_level="warning",
             ws="websockets-sansio"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

@@ -9,7 +9,9 @@ fails :func:`test_every_route_has_an_authorisation_case`. Each route is called w
   issued and an ``alg: none`` token: 401 problem+json with a ``Bearer`` challenge;
 * each role that lacks the right: 403 problem+json naming the field and the rule;
 * a trader and a viewer whose tokens cover a *different* account (account-scoped
-  routes): 403 naming ``account_id``;
+  routes): 403 naming ``account_id`` where the account is a filter or the body's, and
+  404 where the route takes the order or account id in its path, with exactly the body
+  an unknown id gets (ids derive from names: anything else is an existence oracle);
 * the roles that have the right: 2xx.
 
 A refused call must change nothing: the event store's last notification id, the read
@@ -52,8 +54,10 @@ PUBLIC = {
 """Routes that answer anyone, on purpose (probes, metrics, documentation)."""
 
 STREAM = "/v1/stream"
-SEE = ("account_id", "caller may see this account")
-TRADE = ("account_id", "caller may trade this account")
+SEE = (403, "account_id", "caller may see this account")
+TRADE = (403, "account_id", "caller may trade this account")
+NO_ORDER = (404, "order_id", "exists")
+NO_ACCOUNT = (404, "account_id", "exists")
 ADMIN_ONLY = ("role", "one of admin")
 RISK_OR_ADMIN = ("role", "one of risk, admin")
 EVERYONE = (Role.trader, Role.viewer, Role.risk, Role.admin)
@@ -134,7 +138,8 @@ def _created(response: httpx.Response) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     folder = tmp_path_factory.mktemp("authorization")
-    with live_server(folder, rate_limit="100000/second") as server, server.client() as http:
+    with (live_server(folder, rate_limit="100000/second", auth_failure_limit="100000/minute")
+          as server, server.client() as http):
         universe = server.runtime.app.universe
         symbols = universe.symbols
         traded, resting, other_resting, spare = symbols[0], symbols[1], symbols[2], symbols[-1]
@@ -186,9 +191,9 @@ class RouteCase:
     """Roles (with a token covering ``own``) that get 2xx."""
     refusal: tuple[str, str] | None = None
     """(field, rule) of the 403 for every other role; None when every role may."""
-    foreign: tuple[str, str] | None = None
-    """(field, rule) of the 403 for trader/viewer tokens covering another account only;
-    None for routes that are not about one account."""
+    foreign: tuple[int, str, str] | None = None
+    """(status, field, rule) of the refusal for trader/viewer tokens covering another
+    account only; None for routes that are not about one account."""
     fresh: Callable[[World], Call] | None = None
     """For the 2xx cells: a request on a fresh target (when the call consumes it)."""
 
@@ -219,18 +224,18 @@ ROUTES: dict[tuple[str, str], RouteCase] = {
         _open_call, (Role.admin,), ADMIN_ONLY),
     ("POST", "/v1/accounts/{account_id}/deposits"): RouteCase(
         lambda w: Call("POST", f"/v1/accounts/{w.own}/deposits", {"amount": 1000}),
-        (Role.admin,), ADMIN_ONLY, ADMIN_ONLY),
+        (Role.admin,), ADMIN_ONLY, (403, *ADMIN_ONLY)),
     ("POST", "/v1/accounts/{account_id}/withdrawals"): RouteCase(
         lambda w: Call("POST", f"/v1/accounts/{w.own}/withdrawals", {"amount": 1000}),
-        (Role.admin,), ADMIN_ONLY, ADMIN_ONLY),
+        (Role.admin,), ADMIN_ONLY, (403, *ADMIN_ONLY)),
     ("POST", "/v1/accounts/{account_id}/halt"): RouteCase(
         lambda w: Call("POST", f"/v1/accounts/{w.own}/halt", {"reason": "risk check"}),
-        (Role.risk, Role.admin), RISK_OR_ADMIN, RISK_OR_ADMIN,
+        (Role.risk, Role.admin), RISK_OR_ADMIN, (403, *RISK_OR_ADMIN),
         fresh=lambda w: Call("POST", f"/v1/accounts/{w.open_account()}/halt",
                              {"reason": "risk check"})),
     ("POST", "/v1/accounts/{account_id}/resume"): RouteCase(
         lambda w: Call("POST", f"/v1/accounts/{w.own}/resume"),
-        (Role.risk, Role.admin), RISK_OR_ADMIN, RISK_OR_ADMIN,
+        (Role.risk, Role.admin), RISK_OR_ADMIN, (403, *RISK_OR_ADMIN),
         fresh=lambda w: Call("POST", f"/v1/accounts/{_halted_account(w)}/resume")),
     ("POST", "/v1/symbols/{symbol}/halt"): RouteCase(
         lambda w: Call("POST", f"/v1/symbols/{w.resting}/halt", {"reason": "news pending"}),
@@ -246,34 +251,37 @@ ROUTES: dict[tuple[str, str], RouteCase] = {
         (Role.admin,), ADMIN_ONLY),
     ("POST", "/v1/orders"): RouteCase(
         lambda w: Call("POST", "/v1/orders", _order_body(w, w.own)),
-        (Role.trader, Role.admin), TRADE, TRADE),
+        (Role.trader, Role.admin), TRADE[1:], TRADE),
     ("PATCH", "/v1/orders/{order_id}"): RouteCase(
         lambda w: Call("PATCH", f"/v1/orders/{w.own_order}",
                        {"quantity": 200, "price": w.price[w.resting]}),
-        (Role.trader, Role.admin), TRADE, SEE,
+        (Role.trader, Role.admin), TRADE[1:], NO_ORDER,
         fresh=lambda w: Call("PATCH", f"/v1/orders/{w.place(w.own, w.resting)}",
                              {"quantity": 200, "price": w.price[w.resting]})),
     ("DELETE", "/v1/orders/{order_id}"): RouteCase(
         lambda w: Call("DELETE", f"/v1/orders/{w.own_order}"),
-        (Role.trader, Role.admin), TRADE, SEE,
+        (Role.trader, Role.admin), TRADE[1:], NO_ORDER,
         fresh=lambda w: Call("DELETE", f"/v1/orders/{w.place(w.own, w.resting)}")),
     ("GET", "/v1/orders"): RouteCase(
         lambda w: Call("GET", "/v1/orders", params={"account_id": str(w.own)}),
         EVERYONE, foreign=SEE),
     ("GET", "/v1/orders/{order_id}"): RouteCase(
-        lambda w: Call("GET", f"/v1/orders/{w.own_order}"), EVERYONE, foreign=SEE),
+        lambda w: Call("GET", f"/v1/orders/{w.own_order}"), EVERYONE, foreign=NO_ORDER),
     ("GET", "/v1/fills"): RouteCase(
         lambda w: Call("GET", "/v1/fills", params={"account_id": str(w.own)}),
         EVERYONE, foreign=SEE),
     ("GET", "/v1/accounts/{account_id}/positions"): RouteCase(
-        lambda w: Call("GET", f"/v1/accounts/{w.own}/positions"), EVERYONE, foreign=SEE),
+        lambda w: Call("GET", f"/v1/accounts/{w.own}/positions"), EVERYONE,
+        foreign=NO_ACCOUNT),
     ("GET", "/v1/accounts/{account_id}/balance"): RouteCase(
-        lambda w: Call("GET", f"/v1/accounts/{w.own}/balance"), EVERYONE, foreign=SEE),
+        lambda w: Call("GET", f"/v1/accounts/{w.own}/balance"), EVERYONE,
+        foreign=NO_ACCOUNT),
     ("GET", "/v1/accounts/{account_id}/ledger"): RouteCase(
-        lambda w: Call("GET", f"/v1/accounts/{w.own}/ledger"), EVERYONE, foreign=SEE),
+        lambda w: Call("GET", f"/v1/accounts/{w.own}/ledger"), EVERYONE,
+        foreign=NO_ACCOUNT),
     ("GET", "/v1/accounts/{account_id}/pnl"): RouteCase(
         lambda w: Call("GET", f"/v1/accounts/{w.own}/pnl", params={"bucket": "1d"}),
-        EVERYONE, foreign=SEE),
+        EVERYONE, foreign=NO_ACCOUNT),
     ("GET", "/v1/market/{symbol}/bars"): RouteCase(
         lambda w: Call("GET", f"/v1/market/{w.traded}/bars"), EVERYONE),
     ("GET", "/v1/market/{symbol}/book"): RouteCase(
@@ -428,12 +436,36 @@ def _foreign_cells() -> list[Any]:
 
 
 @pytest.mark.parametrize(("route", "role"), _foreign_cells())
-def test_a_token_for_another_account_gets_403_and_stores_nothing(
+def test_a_token_for_another_account_is_refused_and_stores_nothing(
         world: World, route: tuple[str, str], role: Role) -> None:
     case = ROUTES[route]
     assert case.foreign is not None
-    _refused_without_effect(world, case.call(world), world.token(role, world.other), 403,
+    _refused_without_effect(world, case.call(world), world.token(role, world.other),
                             *case.foreign)
+
+
+def _id_cells() -> list[Any]:
+    return [pytest.param(route, role, id=f"{_route_id(route)}-{role}")
+            for route, case in ROUTES.items()
+            if case.foreign is not None and case.foreign[0] == 404
+            for role in (Role.trader, Role.viewer)]
+
+
+@pytest.mark.parametrize(("route", "role"), _id_cells())
+def test_another_accounts_id_and_an_unknown_id_get_the_same_answer(
+        world: World, route: tuple[str, str], role: Role) -> None:
+    """No existence oracle: the caller cannot tell someone else's order or account from
+    one that does not exist (same status, same body but for the id it asked about)."""
+    case = ROUTES[route]
+    call = case.call(world)
+    known = str(world.own_order if "{order_id}" in route[1] else world.own)
+    unknown = str(uuid4())
+    guess = Call(call.method, call.path.replace(known, unknown), call.json, call.params)
+    token = world.token(role, world.other)
+    theirs, nobodys = _send(world, call, token), _send(world, guess, token)
+    assert theirs.status_code == nobodys.status_code == 404, (theirs.text, nobodys.text)
+    assert theirs.headers["content-type"] == nobodys.headers["content-type"]
+    assert theirs.json() == json.loads(nobodys.text.replace(unknown, known))
 
 
 def _allowed_cells() -> list[Any]:
@@ -466,7 +498,7 @@ def test_an_order_of_another_account_is_not_disclosed_by_its_id(world: World) ->
     """A refused look-up must not leak the order's terms in the problem body."""
     response = _send(world, Call("GET", f"/v1/orders/{world.own_order}"),
                      world.token(Role.trader, world.other))
-    assert response.status_code == 403
+    assert response.status_code == 404
     assert world.resting not in response.text
     assert "client_order_id" not in response.text
 
@@ -479,7 +511,8 @@ def _ws_url(w: World, query: str = "") -> str:
 
 
 @pytest.mark.parametrize("kind", list(BAD_TOKENS))
-def test_stream_without_a_valid_token_is_closed_with_1008(world: World, kind: str) -> None:
+def test_stream_without_a_valid_token_is_closed_with_4401(world: World, kind: str) -> None:
+    """4401 (4000 + the HTTP status), as docs/security.md and docs/api.md say."""
     make, reason = BAD_TOKENS[kind]
     token = make(world)
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
@@ -487,7 +520,7 @@ def test_stream_without_a_valid_token_is_closed_with_1008(world: World, kind: st
           pytest.raises(ConnectionClosed) as closed):
         ws.recv(timeout=WAIT_S)
     assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 1008
+    assert closed.value.rcvd.code == 4401
     assert closed.value.rcvd.reason == reason
 
 

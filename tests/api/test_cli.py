@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
-TRADECORE = str(Path(sys.executable).with_name("tradecore"))
+from tests.processes import TRADECORE, env_for
 
 
 def tradecore(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TRADECORE_SQLITE_PATH": str(store), "TRADECORE_PERSISTENCE": "sqlite"}
-    return subprocess.run([TRADECORE, *args], capture_output=True, text=True, env=env,
+    env = {**env_for(store.parent), "TRADECORE_SQLITE_PATH": str(store)}
+    return subprocess.run([*TRADECORE, *args], capture_output=True, text=True, env=env,
                           timeout=300, check=False)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -12,18 +11,11 @@ from pathlib import Path
 import httpx
 
 from tests.api.server import free_port
-from tests.api.test_cli import TRADECORE
-
-
-def env_for(folder: Path) -> dict[str, str]:
-    return {**os.environ, "TRADECORE_PERSISTENCE": "sqlite",
-            "TRADECORE_SQLITE_PATH": str(folder / "events.sqlite"),
-            "TRADECORE_READMODEL_SQLITE_PATH": str(folder / "readmodels.sqlite"),
-            "TRADECORE_JWT_KEYS_PATH": str(folder / "keys.json")}
+from tests.processes import TRADECORE, env_for
 
 
 def tc(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([TRADECORE, *args], capture_output=True, text=True,
+    return subprocess.run([*TRADECORE, *args], capture_output=True, text=True,
                           env=env_for(folder), timeout=300, check=False)
 
 
@@ -55,7 +47,7 @@ def test_upgrade_rebuild_and_status(tmp_path: Path) -> None:
 
 def test_serve_answers_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
-    server = subprocess.Popen([TRADECORE, "serve", "--port", str(port)], env=env_for(tmp_path),
+    server = subprocess.Popen([*TRADECORE, "serve", "--port", str(port)], env=env_for(tmp_path),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60

@@ -31,6 +31,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -246,6 +247,7 @@ class Bad:
     field: str
     status: int = 422
     raw: bool = False  # ``body`` gives the bytes to send as they are
+    rule: str | None = None  # the rule the refusal must name, where it matters
 
     @property
     def method(self) -> str:
@@ -309,8 +311,8 @@ def _bad_cases() -> dict[str, Bad]:
 
     def add(name: str, route: str, body: Callable[[World], Any], field: str, *,
             status: int = 422, path: Callable[[World], str] | None = None,
-            raw: bool = False) -> None:
-        cases[name] = Bad(route, path or _at(route), body, field, status, raw)
+            raw: bool = False, rule: str | None = None) -> None:
+        cases[name] = Bad(route, path or _at(route), body, field, status, raw, rule)
 
     add("open: name of the wrong type", OPEN, _value({"name": 7, "owner": "x"}), "name")
     add("open: name with a space", OPEN, _value({"name": "a b", "owner": "x"}), "name")
@@ -355,6 +357,24 @@ def _bad_cases() -> dict[str, Bad]:
     add("close: date as a number", CLOSE, _value({"session_date": 20240104}), "session_date")
     add("close: NaN literal", CLOSE, _value(b'{"session_date": NaN}'), "session_date",
         raw=True)
+    # free text holds no control characters (it was stored, NUL and all)
+    for what, text in (("a NUL", "news\x00pending"), ("an escape sequence", "ok\x1b[2K"),
+                       ("a line separator", "a\u2028b"), ("a bidi override", "\u202egnp"),
+                       ("DEL", "x\x7f")):
+        add(f"halt: {what} in the reason", HALT, _value({"reason": text}), "reason",
+            rule="no control characters")
+        add(f"symbol halt: {what} in the reason", SYMBOL_HALT, _value({"reason": text}),
+            "reason", rule="no control characters")
+    # a session far from today's would expire every resting DAY order
+    session_rule = "today's session in Tokyo or one of the 7 days before it"
+    add("close: 9999-12-31", CLOSE, _value({"session_date": "9999-12-31"}), "session_date",
+        rule=session_rule)
+    add("close: a month ago", CLOSE,
+        lambda w: {"session_date": (date.today() - timedelta(days=30)).isoformat()},
+        "session_date", rule=session_rule)
+    add("close: the day after tomorrow", CLOSE,
+        lambda w: {"session_date": (date.today() + timedelta(days=2)).isoformat()},
+        "session_date", rule=session_rule)
 
     for what, change, named in (
             ("quantity a string", {"quantity": "100"}, "quantity"),
@@ -420,6 +440,8 @@ def test_bad_body_is_refused_naming_the_field(world: World, name: str) -> None:
     assert problem["status"] == bad.status
     assert problem["field"] == bad.field, problem
     assert problem["rule"], problem
+    if bad.rule is not None:
+        assert problem["rule"] == bad.rule, problem
     assert world.server.stored_events() == before, "a refused command stored events"
 
 
@@ -454,6 +476,8 @@ BAD_QUERIES: dict[str, tuple[str, dict[str, str], str]] = {
     "unknown bucket": ("/v1/market/{symbol}/bars", {"bucket": "2m"}, "bucket"),
     "book depth zero": ("/v1/market/{symbol}/book", {"depth": "0"}, "depth"),
     "pnl since NaN": ("/v1/accounts/{account_id}/pnl", {"since": "NaN"}, "since"),
+    "symbol with a NUL": ("/v1/orders", {"symbol": "72\x0003"}, "symbol"),
+    "symbol with an escape": ("/v1/fills", {"symbol": "\x1b[2K"}, "symbol"),
 }
 
 

@@ -61,3 +61,34 @@ def test_with_files_the_listed_stocks_at_their_last_close(tmp_path: Path) -> Non
     dated = universe_from_files(tmp_path, as_of=date(2015, 1, 5))
     assert dated.symbols == ("7203",) and dated.get("7203").base_price == 70_500
     assert dated.source.endswith("as of 2015-01-05")
+
+
+def test_the_universe_is_cached_until_the_files_change(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Reading the quotes cost every CLI call half a second: the records are kept in the
+    cache folder and read again only when a file in the data folder changes."""
+    import inference.data.listings as listings
+
+    jquants = tmp_path / "data" / "jquants"
+    jquants.mkdir(parents=True)
+    (jquants / "listed_info.json").write_text(json.dumps({"info": [
+        {"Code": "72030", "CompanyNameEnglish": "TOYOTA MOTOR CORPORATION",
+         "Sector33Code": "3700", "ScaleCategory": "TOPIX Core30"}]}))
+    quotes = jquants / "daily_quotes.csv.gz"
+    quotes.write_bytes(gzip.compress(b"Date,Code,Close\n2015-01-06,72030,6990.5\n"))
+    settings = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+
+    first = load_instruments(settings)
+    assert len(list((tmp_path / "cache").glob("universe-*.json"))) == 1
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the files were read again")
+
+    monkeypatch.setattr(listings, "read_listings", no_reading)
+    cached = load_instruments(settings)
+    assert cached.instruments == first.instruments
+    assert cached.source == first.source
+    assert cached.get("7203").name == "TOYOTA MOTOR CORPORATION"
+
+    monkeypatch.undo()
+    quotes.write_bytes(gzip.compress(b"Date,Code,Close\n2015-01-07,72030,7001\n"))
+    assert load_instruments(settings).get("7203").base_price == 70_010  # read again
