@@ -23,6 +23,7 @@ from aggregates.application import TradingApplication
 from aggregates.instruments import Universe, bundled_universe
 from aggregates.risk import RiskLimits
 from infra.eventstore import eventsourcing_env
+from infra.locks import stage_fence
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,6 @@ def trading_stages(settings: Settings, *, universe: Universe | None = None,
                    ) -> tuple[Stages, ReadStore | None]:
     """The write model with every stage of the order flow (and, with ``projector``,
     the read models it projects into, returned too)."""
-    from infra.locks import stage_fence
     from projections.projectors import Projector, RecorderLog
     from streams.embedded import Stages
 
