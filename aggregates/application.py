@@ -42,6 +42,7 @@ from aggregates.market import Market
 from aggregates.order import Order, OrderType, Side, TimeInForce
 from aggregates.position import Position
 from aggregates.risk import OrderTerms, RiskLimits, SessionRules, assess
+from aggregates.text import printable
 from aggregates.venue import Venue
 
 T = TypeVar("T")
@@ -244,6 +245,7 @@ class TradingApplication(Application[UUID]):
                                  _enum(TimeInForce, r.tif, "tif"))
         if not isinstance(r.client_order_id, str) or not 0 < len(r.client_order_id) <= 64:
             raise RuleViolation("client_order_id", "1..64 characters", r.client_order_id)
+        printable("client_order_id", r.client_order_id)  # before anything is reserved
         order_id = ids.order_id(r.account_id, r.client_order_id)
         meta = self._stamped(r.meta)
         if order_id in orders:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from aggregates.errors import DomainError
+from aggregates.errors import DomainError, RuleViolation
 from aggregates.instruments import Universe
 from tests.aggregates.helpers import funded, give_shares, make_app, meta, stored
 from tests.conftest import postgres_env
@@ -162,3 +162,17 @@ def test_free_text_holds_no_control_characters(text: str) -> None:
     assert not market.halted_symbols and not account.halted
     market.halt("7203", "news pending: 決算発表", ops)  # printable text of any script
     assert market.halted_symbols == {"7203"}
+
+
+def test_a_client_order_id_with_a_control_character_is_refused_before_reserving(
+        store_env: dict[str, str], universe: Universe) -> None:
+    app = make_app(store_env, universe)
+    account = funded(app, "ctl")
+    before = app.head()
+    symbol = universe.symbols[0]
+    with pytest.raises(RuleViolation) as refused:
+        app.place_order(account, client_order_id="a\x1b[2Kb", symbol=symbol, side="buy",
+                        quantity=100, price=universe.get(symbol).base_price, meta=meta())
+    assert refused.value.field == "client_order_id"
+    assert app.head() == before and app.get_account(account).reserved == 0
+    app.close()
