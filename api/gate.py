@@ -209,16 +209,7 @@ class Gate:
     async def _rate_limited(self, send: Send, exc: RateLimited) -> None:
         await self._slowly()
         state = exc.state
-        body = json.dumps(
-            problem_document(
-                429,
-                "Too many requests",
-                f"{exc.subject or 'caller'} exceeded {exc.rate}; retry in {state.reset_s} s",
-                field="sub",
-                rule=f"at most {exc.rate}",
-                value=exc.subject,
-            )
-        ).encode()
+        body = json.dumps(exc.document()).encode()
         headers = [(b"retry-after", str(state.reset_s).encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in RateLimiter.headers(state).items()]
         await _answer(send, 429, body, headers)

@@ -42,7 +42,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Response
 from limits import RateLimitItem, parse
@@ -74,6 +74,13 @@ class RateLimited(Exception):
         super().__init__(f"{subject or 'caller'} exceeded {self.rate}")
         self.state = state
         self.subject = subject
+
+    def document(self) -> dict[str, Any]:
+        """The problem+json body of this 429 (the gate and the handlers send the same)."""
+        return problem_document(
+            429, "Too many requests",
+            f"{self.subject or 'caller'} exceeded {self.rate}; retry in {self.state.reset_s} s",
+            field="sub", rule=f"at most {self.rate}", value=self.subject)
 
 
 class RateLimiter:

@@ -280,15 +280,8 @@ async def _rate_limited(conn: HTTPConnection, exc: Exception) -> Response | None
     assert isinstance(exc, RateLimited)
     state = exc.state
     headers = {"Retry-After": str(state.reset_s), **RateLimiter.headers(state)}
-    response = problem_response(
-        429,
-        "Too many requests",
-        f"{exc.subject or 'caller'} exceeded {exc.rate}; retry in {state.reset_s} s",
-        field="sub",
-        rule=f"at most {exc.rate}",
-        value=exc.subject,
-        headers=headers,
-    )
+    response = JSONResponse(exc.document(), status_code=429, headers=headers,
+                            media_type=MEDIA_TYPE)
     return await _answer(conn, response)
 
 

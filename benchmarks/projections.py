@@ -53,7 +53,6 @@ import pstats
 import random
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -83,6 +82,7 @@ from aggregates.market import today_in_tokyo
 from aggregates.order import OPEN_STATUSES, Order
 from aggregates.position import Position
 from api.wiring import event_log
+from benchmarks.support import commit, load_avg
 from infra.eventstore import eventsourcing_env
 from infra.settings import PROJECT_ROOT, Settings
 from projections.projectors import EventLog, Projector, RecorderLog, until_position
@@ -93,20 +93,6 @@ CACHE_DIR = PROJECT_ROOT / ".local" / "bench"
 TARGET_EVENTS_PER_S = 50_000
 BASKET = 256  # what the serve runtime's order desk coalesces at most (api.runtime)
 SESSION_EVERY = 20_000  # orders between session closes (resting DAY orders expire)
-
-
-def commit() -> str | None:
-    """The checkout measured (``git describe``; ``-dirty`` when files are changed)."""
-    try:
-        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=_HERE.parent,
-                              capture_output=True, text=True, timeout=10, check=False)
-    except OSError:
-        return None
-    return done.stdout.strip() or None
-
-
-def load_avg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def topic(kind: type) -> str:
