@@ -184,15 +184,14 @@ class TrackedProcessor:
         return done
 
     def run(self, stop: threading.Event, *, idle_s: float = 0.5) -> None:
-        """Run until ``stop`` is set: wait for the fence, then follow the source."""
-        while not stop.is_set():
-            if self.open(blocking=True, timeout=0.5):
-                break
+        """Run until ``stop`` is set: wait for the fence, then follow the source. A
+        failure (the store down, a bug) is logged, reported by :meth:`lag`, and retried
+        from the tracked position after a second; the thread never dies of it."""
         try:
             while not stop.is_set():
                 try:
-                    if not self.started:
-                        self.open()
+                    if not self.started and not self.open(blocking=True, timeout=0.5):
+                        continue  # another process holds the fence: keep waiting
                     if self.run_once():
                         self.error = None
                         continue
