@@ -74,12 +74,29 @@ class EventLogSource:
         self.signal = signal
         self.poll_s = poll_s
         self._seen = signal.generation() if signal else 0
+        # (lo, hi]: a stretch of the log known to hold none of this source's topics.
+        # The log is gapless and in commit order, so a stage that is past lo need not
+        # scan it again (with a filter, the other stages' events after its own tracked
+        # position were read again on every poll).
+        self._quiet = (0, 0)
+
+    def _start(self, after: int) -> int:
+        lo, hi = self._quiet
+        return (max(after, hi) if lo <= after else after) + 1
 
     def read(self, after: int, limit: int) -> list[tuple[int, Any]]:
         if self.signal is not None:
             self._seen = self.signal.generation()
+        start = self._start(after)
+        head = self.head()
+        if start > head:
+            return []
         notifications = self.recorder.select_notifications(
-            start=after + 1, limit=limit, topics=self.topics)
+            start=start, limit=limit, stop=head, topics=self.topics)
+        if not notifications:
+            self._quiet = (after, head)
+        elif len(notifications) < limit:  # nothing else up to the head asked about
+            self._quiet = (notifications[-1].id, head)
         to_event = self.mapper.to_domain_event
         return [(n.id, to_event(n)) for n in notifications]
 
@@ -87,7 +104,7 @@ class EventLogSource:
         if not self.topics:  # the whole log: no need to read it
             return min(max(self.head() - after, 0), cap)
         return len(self.recorder.select_notifications(
-            start=after + 1, limit=cap, topics=self.topics))
+            start=self._start(after), limit=cap, topics=self.topics))
 
     def head(self) -> int:
         return int(self.recorder.max_notification_id() or 0)

@@ -124,3 +124,50 @@ def test_a_second_processor_waits_for_the_fence(tmp_path: Path) -> None:
     first.close()
     assert second.open(blocking=False) and second.lag().state == "running"
     second.close()
+
+
+class Recorder:
+    """A notification log: ids 1..n, each with a topic; counts the rows it scans."""
+
+    def __init__(self) -> None:
+        self.rows: list[str] = []
+        self.scanned = 0
+
+    def max_notification_id(self) -> int:
+        return len(self.rows)
+
+    def select_notifications(self, start: int, limit: int, stop: int | None = None,
+                             topics: Any = ()) -> list[Any]:
+        from types import SimpleNamespace
+
+        out = []
+        for id in range(start, (stop or len(self.rows)) + 1):
+            self.scanned += 1
+            if not topics or self.rows[id - 1] in topics:
+                out.append(SimpleNamespace(id=id, topic=self.rows[id - 1]))
+                if len(out) == limit:
+                    break
+        return out
+
+
+class Mapper:
+    def to_domain_event(self, n: Any) -> Any:
+        return n.topic
+
+
+def test_a_filtered_source_does_not_rescan_what_held_nothing_for_it() -> None:
+    from streams.bus import EventLogSource
+
+    recorder = Recorder()
+    source = EventLogSource(recorder, Mapper(), topics=["mine"])
+    recorder.rows += ["mine", "other", "other"]
+    assert source.read(0, 10) == [(1, "mine")]
+    recorder.rows += ["other"] * 50
+    assert source.read(1, 10) == []
+    scanned = recorder.scanned
+    assert source.read(1, 10) == [] and recorder.scanned == scanned  # nothing new: no scan
+    recorder.rows += ["mine"]
+    assert source.read(1, 10) == [(54, "mine")]
+    assert recorder.scanned - scanned == 1  # only the new row
+    assert source.read(0, 10) == [(1, "mine"), (54, "mine")]  # a restart further back
+    assert source.pending(1, 100) == 1 and source.pending(54, 100) == 0
