@@ -28,6 +28,12 @@ log = logging.getLogger("tradecore.stages")
 
 FenceFor = Callable[[str], Fence | None]
 
+LEGACY_TRACKING = "trading"
+"""Where the single-process flow before the stages (commit d07d3ea and earlier) kept its
+position: its saga also drove the venue, so on such a store the saga and the matching
+stage both start from there (the venue rebuilding its books from the routed events up to
+it, their outputs already stored), and nothing already done is done again."""
+
 
 class Stages:
     """The saga, the matching stage and (when given a projector) the projections."""
@@ -46,11 +52,13 @@ class Stages:
 
         saga = saga_for(app)
         self.saga = TrackedProcessor(
-            EventStoreStep(saga, app, guard=app.deciding), source(saga.topics),
+            EventStoreStep(saga, app, guard=app.deciding, legacy_tracking=LEGACY_TRACKING),
+            source(saga.topics),
             batch_size=saga_batch_size,
             fence=fence_for(tracking_key(saga.name)))
         self.matching = TrackedProcessor(
-            EventStoreStep(matching, app), source(matching.topics),
+            EventStoreStep(matching, app, legacy_tracking=LEGACY_TRACKING),
+            source(matching.topics),
             batch_size=matching_batch_size, fence=fence_for(tracking_key(matching.name)))
         self.processors = [self.saga, self.matching]
         self.projections: TrackedProcessor | None = None

@@ -65,10 +65,14 @@ class EventStoreStep:
     the tracking record in the same transaction (``events.put(..., tracking=)``)."""
 
     def __init__(self, stage: Stage, app: Any, *,
-                 guard: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+                 guard: Callable[[], AbstractContextManager[Any]] = nullcontext,
+                 legacy_tracking: str | None = None) -> None:
         self.stage = stage
         self.name = stage.name
         self.app = app
+        # A store written before the stages has no record under this stage's key: its
+        # position is the record an older single-process flow kept under this name.
+        self.legacy_tracking = legacy_tracking
         # entered around apply + store when the stage decides on what this process's
         # commands decide on too (TradingApplication.deciding: one lock, one cache)
         self.guard = guard
@@ -76,7 +80,10 @@ class EventStoreStep:
 
     def position(self, key: str, fresh: bool = False) -> int:
         if fresh or key not in self._tracked:
-            self._tracked[key] = int(self.app.recorder.max_tracking_id(key) or 0)
+            found = self.app.recorder.max_tracking_id(key)
+            if found is None and self.legacy_tracking is not None:
+                found = self.app.recorder.max_tracking_id(self.legacy_tracking)
+            self._tracked[key] = int(found or 0)
         return self._tracked[key]
 
     def start(self, key: str, source: Source) -> None:

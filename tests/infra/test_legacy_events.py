@@ -129,3 +129,44 @@ def test_a_store_rewritten_in_the_new_form_loads_the_same(
             assert vars(target.repository.get(aggregate_id)) == expected[aggregate_id]
     finally:
         target.close()
+
+
+def test_a_store_written_before_the_stages_carries_on_without_redoing_anything(
+        store_env: dict[str, str], universe: Any) -> None:
+    """d07d3ea's saga (which also drove the venue) kept its position under "trading": the
+    stages start from there, the venue rebuilds its books from the routed events already
+    done, nothing is done twice, and new orders trade."""
+    from eventsourcing.persistence import Tracking
+
+    from aggregates.application import TradingApplication
+    from aggregates.invariants import check_invariants
+    from streams.embedded import LEGACY_TRACKING, in_process
+    from tests.aggregates.helpers import funded, meta
+
+    class Trading(Application[UUID]):  # the old store, under the trading app's name
+        name = TradingApplication.name
+
+    old = Trading(env={**store_env, "IS_SNAPSHOTTING_ENABLED": "y"})
+    old.recorder.insert_events([stored(r) for r in rows() if r["table"] == "events"])
+    assert old.snapshots is not None
+    old.snapshots.recorder.insert_events(
+        [stored(r) for r in rows() if r["table"] == "snapshots"])
+    old.close()
+    app = TradingApplication(store_env, universe=universe)
+    head = app.head()
+    app.recorder.insert_events([], tracking=Tracking(LEGACY_TRACKING, head))
+    stages = in_process(app)
+    assert stages.settle() == 0 and app.head() == head  # nothing redone
+    assert [c.name for c in check_invariants(app) if not c.ok] == []
+    venue = stages.matching.step.stage  # type: ignore[attr-defined]
+    assert venue.replayed > 0  # its books rebuilt from the routed events already done
+    symbol = universe.symbols[0]
+    price = universe.get(symbol).base_price
+    buyer, seller = (funded(app, name, 10**10, allow_short=True) for name in ("b9", "s9"))
+    app.place_order(seller, client_order_id="s1", symbol=symbol, side="sell", quantity=100,
+                    price=price, meta=meta())
+    placed = app.place_order(buyer, client_order_id="b1", symbol=symbol, side="buy",
+                             quantity=100, price=price, meta=meta())
+    assert app.get_order(placed.order_id).status.value == "filled"
+    assert [c.name for c in check_invariants(app) if not c.ok] == []
+    app.close()
