@@ -525,13 +525,19 @@ def principal_from_token(
     keyring: KeyRing, token: str | None, issuer: str, audience: str
 ) -> Principal:
     """For WebSocket routes: the caller behind a raw token (``Bearer `` prefix allowed)."""
+    token = bare_token(token)
+    return principal_from_claims(keyring.verify(token, issuer=issuer, audience=audience))
+
+
+def bare_token(token: str | None) -> str:
+    """The token itself from what a client sent (``Bearer `` prefix allowed)."""
     if token is None or not token.strip():
         raise AuthError("missing bearer token")
     token = token.strip()
     scheme, _, rest = token.partition(" ")
     if rest and scheme.lower() == "bearer":
         token = rest.strip()
-    return principal_from_claims(keyring.verify(token, issuer=issuer, audience=audience))
+    return token
 
 
 class HeldToken:
@@ -545,12 +551,7 @@ class HeldToken:
 
     def __init__(self, keyring: KeyRing, token: str | None, issuer: str, audience: str
                  ) -> None:
-        if token is None or not token.strip():
-            raise AuthError("missing bearer token")
-        token = token.strip()
-        scheme, _, rest = token.partition(" ")
-        if rest and scheme.lower() == "bearer":
-            token = rest.strip()
+        token = bare_token(token)
         self._keyring, self._issuer, self._audience = keyring, issuer, audience
         self._token = token
         self._version = keyring.version()
