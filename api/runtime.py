@@ -151,8 +151,7 @@ def tune_gc() -> None:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, *, universe: Universe | None = None,
-                 run_stages: bool = True) -> None:
+    def __init__(self, settings: Settings, *, universe: Universe | None = None) -> None:
         self.settings = settings
         self.stages, store = trading_stages(settings, universe=universe, projector=True)
         self.app: TradingApplication = self.stages.app
@@ -165,7 +164,6 @@ class Runtime:
         self.projector.wants_updates = self.broadcaster.has_clients
         self._progress = threading.Condition()
         self.projector.committed.append(self._projected)
-        self.run_stages = run_stages
         self._stopping = threading.Event()
         self._projection_names = [p.name for p in self.projector.projections]
         self._feed = threading.Thread(target=self._follow_read_models, name="stream-feed",
@@ -174,8 +172,7 @@ class Runtime:
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         tune_gc()
-        if self.run_stages:
-            self.stages.start()
+        self.stages.start()
         self._feed.start()
 
     def stop(self) -> None:

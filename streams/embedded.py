@@ -109,7 +109,8 @@ class Stages:
                 processor.close()
 
     def release(self) -> None:
-        """Give up the fences taken by :meth:`settle` (a CLI process ending)."""
+        """Give up the fences taken by :meth:`settle`, so another process (a server)
+        can take the stages over while this one lives on."""
         for processor in self.processors:
             processor.close()
 
