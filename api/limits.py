@@ -83,16 +83,20 @@ class RateLimited(Exception):
             field="sub", rule=f"at most {self.rate}", value=self.subject)
 
 
+def parse_rate(setting: str, rate: str, example: str) -> RateLimitItem:
+    """A rate setting in the ``limits`` notation; a bad one names the setting and rule."""
+    try:
+        return parse(rate)
+    except ValueError:
+        raise ValueError(
+            f"{setting}={rate!r} breaks rule 'limits notation, e.g. {example}'") from None
+
+
 class RateLimiter:
     """Requests per principal over a moving window, e.g. ``RateLimiter("600/second")``."""
 
     def __init__(self, rate: str) -> None:
-        try:
-            self.item: RateLimitItem = parse(rate)
-        except ValueError:
-            raise ValueError(
-                f"rate_limit={rate!r} breaks rule 'limits notation, e.g. 600/second'"
-            ) from None
+        self.item: RateLimitItem = parse_rate("rate_limit", rate, "600/second")
         self.rate = rate
         self._storage = MemoryStorage()
         self._strategy = MovingWindowRateLimiter(self._storage)
@@ -171,12 +175,7 @@ class FailedAuthLimit:
     _MAX_REFUSED = 100_000  # refused addresses remembered at once (memory bound)
 
     def __init__(self, rate: str) -> None:
-        try:
-            self.item: RateLimitItem = parse(rate)
-        except ValueError:
-            raise ValueError(
-                f"auth_failure_limit={rate!r} breaks rule 'limits notation, e.g. 30/minute'"
-            ) from None
+        self.item: RateLimitItem = parse_rate("auth_failure_limit", rate, "30/minute")
         self.rate = rate
         self._strategy = MovingWindowRateLimiter(MemoryStorage())
         self._refused: dict[str, float] = {}  # address -> until (epoch seconds)
