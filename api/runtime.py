@@ -185,11 +185,6 @@ class Runtime:
         self.projector.store.close()
         self.app.close()
 
-    @property
-    def projector_error(self) -> BaseException | None:
-        """The first stage of this process that is failing (readiness reports it)."""
-        return next((p.error for p in self.stages.processors if p.error is not None), None)
-
     def _follow_read_models(self, poll_s: float = 0.02) -> None:
         """The stream's updates when another process projects (``serve --workers N``):
         whatever the read models gained since the last look, for the clients of this
@@ -235,9 +230,12 @@ class Runtime:
         return self.stages.lags()
 
     def projection_lags(self) -> list[ProjectionLag]:
+        """Each projection's position and lag. Read through this thread's read-model
+        connection: the projector's own belongs to its thread (and, when another worker
+        projects, it never ran here)."""
         head = self.head()
-        return [ProjectionLag(name, position, head)
-                for name, position in self.projector.positions().items()]
+        return [ProjectionLag(name, position, head) for name, position
+                in self.read_models().tracked(self._projection_names).items()]
 
     def wait_for(self, position: int, timeout: float) -> bool:
         """Block until every projection has reached ``position``; False on timeout."""

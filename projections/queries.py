@@ -142,10 +142,14 @@ class ReadModels:
             f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders WHERE order_id = %s", (order_id,)))
         return rows[0] if rows else None
 
+    def tracked(self, names: Sequence[str]) -> dict[str, int]:
+        """Each of these projections' log position (0: not begun)."""
+        found = dict(self.store.fetchall("SELECT name, position FROM projection_tracking"))
+        return {name: int(found.get(name, 0)) for name in names}
+
     def projected(self, names: Sequence[str]) -> int:
         """The log position every one of these projections has reached (0: not begun)."""
-        found = dict(self.store.fetchall("SELECT name, position FROM projection_tracking"))
-        return min((int(found.get(name, 0)) for name in names), default=0)
+        return min(self.tracked(names).values(), default=0)
 
     def changes(self, after: int, upto: int) -> list[tuple[str, str, dict[str, Any]]]:
         """What changed in the log positions (after, upto], as the stream tells clients:
