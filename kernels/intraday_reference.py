@@ -249,4 +249,5 @@ def run_reference(
         act(view, len(msgs) - 1)
     if mode == MODE_MAKER and agent.counters["mark"] == 0:
         agent.counters["mark"] = view.mid()
+    agent.counters["taken_levels"] = len(agent.taken)  # prices still held as taken
     return agent.fills, agent.counters

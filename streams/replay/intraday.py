@@ -58,7 +58,13 @@ _SESSION_IN_NAME = re.compile(r"_(\d{8})_(\d{8})_")  # LOBSTER: _<start ms>_<end
 
 
 class IntradayConfigError(ValueError):
-    """An agent configuration the backtest refuses; the message names the field and rule."""
+    """An agent configuration the backtest refuses: the field (as the CLI option names it,
+    without dashes) and the rule it broke."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
 
 
 @dataclass(frozen=True)
@@ -108,9 +114,9 @@ def parse_clock(value: str, field: str) -> float:
             return float(text)
         parts = [int(p) for p in text.split(":")]
     except ValueError:
-        raise IntradayConfigError(f"{field}: {value!r} is not a time (HH:MM[:SS])") from None
+        raise IntradayConfigError(field, f"{value!r} is not a time (HH:MM[:SS])") from None
     if len(parts) not in (2, 3) or not 0 <= parts[0] < 24 or not all(0 <= p < 60 for p in parts[1:]):
-        raise IntradayConfigError(f"{field}: {value!r} is not a time (HH:MM[:SS])")
+        raise IntradayConfigError(field, f"{value!r} is not a time (HH:MM[:SS])")
     return parts[0] * 3600 + parts[1] * 60 + (parts[2] if len(parts) == 3 else 0)
 
 
@@ -122,36 +128,43 @@ def _clock(seconds: float) -> str:
 def validate(config: AgentConfig, day: LobsterDay) -> None:
     """Refuse a configuration the model cannot honour, naming the field and the rule."""
     first, last = session_bounds(day)
-    if not first <= config.start < config.end <= last:
+    session = f"the data's session {_clock(first)}-{_clock(last)}"
+    if not first <= config.start <= last:
+        raise IntradayConfigError("start", f"{_clock(config.start)} is outside {session}")
+    if not first <= config.end <= last:
+        raise IntradayConfigError("end", f"{_clock(config.end)} is outside {session}")
+    if config.end <= config.start:
         raise IntradayConfigError(
-            f"start/end: the window {_clock(config.start)}-{_clock(config.end)} must be "
-            f"non-empty and inside the data's session {_clock(first)}-{_clock(last)}"
+            "end", f"{_clock(config.end)} must be after start {_clock(config.start)}"
         )
     if isinstance(config, TwapConfig):
         if config.quantity <= 0:
-            raise IntradayConfigError(f"quantity: must be > 0 shares, got {config.quantity}")
+            raise IntradayConfigError("quantity", f"must be > 0 shares, got {config.quantity}")
         if config.side not in (1, -1):
-            raise IntradayConfigError(f"side: must be buy (1) or sell (-1), got {config.side}")
+            raise IntradayConfigError("side", f"must be buy (1) or sell (-1), got {config.side}")
         if not config.interval_s > 0:
-            raise IntradayConfigError(f"interval: must be > 0 seconds, got {config.interval_s}")
+            raise IntradayConfigError("interval", f"must be > 0 seconds, got {config.interval_s}")
         if not 0 <= config.limit_ticks < day.levels:
             raise IntradayConfigError(
-                f"limit_ticks: must be 0..{day.levels - 1} (a child sees only the file's "
+                "limit_ticks",
+                f"must be 0..{day.levels - 1} (a child sees only the file's "
                 f"{day.levels} levels), got {config.limit_ticks}"
             )
         return
     if config.size <= 0:
-        raise IntradayConfigError(f"size: must be > 0 shares, got {config.size}")
+        raise IntradayConfigError("size", f"must be > 0 shares, got {config.size}")
     if config.half_spread_ticks < 0:
         raise IntradayConfigError(
-            f"half_spread_ticks: must be >= 0, got {config.half_spread_ticks}"
+            "half_spread_ticks",
+            f"must be >= 0, got {config.half_spread_ticks}"
         )
     if config.inventory_limit < config.size:
         raise IntradayConfigError(
-            f"inventory_limit: must be >= size ({config.size}), got {config.inventory_limit}"
+            "inventory_limit",
+            f"must be >= size ({config.size}), got {config.inventory_limit}"
         )
     if not config.requote_s > 0:
-        raise IntradayConfigError(f"requote: must be > 0 seconds, got {config.requote_s}")
+        raise IntradayConfigError("requote", f"must be > 0 seconds, got {config.requote_s}")
 
 
 def _ns(seconds: float) -> int:
