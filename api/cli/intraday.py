@@ -9,6 +9,7 @@ The model is in ``docs/backtests.md`` ("Intraday") and :mod:`kernels.intraday`.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -30,19 +31,27 @@ def _refused(message: str) -> NoReturn:
 
 
 def intraday_command(
-    data: Annotated[Path, typer.Option("--data", help="A LOBSTER day: its zip, or its "
-                                       "*_message_N.csv with the orderbook CSV beside it.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="A LOBSTER day: its zip, or its *_message_N.csv with the orderbook CSV beside it.",
+        ),
+    ],
     agent: Annotated[str, typer.Option("--agent", help="twap or maker.")],
     side: Annotated[str, typer.Option(help="TWAP: buy or sell.")] = "buy",
     quantity: Annotated[int, typer.Option(help="TWAP: parent quantity (shares).")] = 20_000,
     interval: Annotated[float, typer.Option(help="TWAP: seconds between children.")] = 300.0,
-    limit_ticks: Annotated[int, typer.Option(help="TWAP: child limit, ticks through the "
-                                             "best opposite price.")] = 5,
-    half_spread_ticks: Annotated[int, typer.Option(help="Maker: quote at mid -/+ this many "
-                                                   "ticks (never inside the touch).")] = 1,
+    limit_ticks: Annotated[
+        int, typer.Option(help="TWAP: child limit, ticks through the best opposite price.")
+    ] = 5,
+    half_spread_ticks: Annotated[
+        int, typer.Option(help="Maker: quote at mid -/+ this many ticks (never inside the touch).")
+    ] = 1,
     size: Annotated[int, typer.Option(help="Maker: shares per quote.")] = 100,
-    inventory_limit: Annotated[int, typer.Option(help="Maker: largest long or short "
-                                                 "position (shares).")] = 1_000,
+    inventory_limit: Annotated[
+        int, typer.Option(help="Maker: largest long or short position (shares).")
+    ] = 1_000,
     requote: Annotated[float, typer.Option(help="Maker: seconds between requotes.")] = 1.0,
     start: Annotated[str, typer.Option(help="Start of the agent's window (HH:MM[:SS]).")] = "09:30",
     end: Annotated[str, typer.Option(help="End of the agent's window (HH:MM[:SS]).")] = "16:00",
@@ -69,7 +78,7 @@ def intraday_command(
         _refused(f"--data: {data} is not a file")
     try:
         day = load(data)
-    except (ValueError, OSError) as error:  # not LOBSTER, unreadable, ragged rows
+    except (ValueError, OSError, zipfile.BadZipFile) as error:  # not LOBSTER, unreadable
         _refused(f"--data: {data} is not a readable LOBSTER day ({error})")
     try:
         window = {"start": parse_clock(start, "start"), "end": parse_clock(end, "end")}
@@ -109,8 +118,10 @@ def _print_report(figures: dict) -> None:  # type: ignore[type-arg]
                      f"p90 {queue['p90']} s")  # fmt: skip
     if "twap" in figures:
         twap, parent = figures["twap"], figures["slippage_vs_parent_arrival"]
-        lines.append(f"parent {twap['parent']:,}: filled {twap['filled']:,}, "
-                     f"unfilled {twap['unfilled']:,} after {twap['children']} children")  # fmt: skip
+        lines.append(
+            f"parent {twap['parent']:,}: filled {twap['filled']:,}, "
+            f"unfilled {twap['unfilled']:,} after {twap['children']} children"
+        )
         if parent:
             lines.append(f"slippage vs parent arrival {parent['arrival']}: {parent['bps']} bps, "
                          f"{parent['ticks']} ticks")  # fmt: skip

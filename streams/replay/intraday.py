@@ -22,7 +22,6 @@ import numpy as np
 
 from kernels.intraday import (
     AGENT_COUNTER_NAMES,
-    FILL_FIELDS,
     F_ARRIVAL,
     F_INVENTORY,
     F_PRICE,
@@ -31,6 +30,7 @@ from kernels.intraday import (
     F_RULE,
     F_SIDE,
     F_TIME_NS,
+    FILL_FIELDS,
     MODE_MAKER,
     MODE_TWAP,
     P_END_NS,
@@ -115,7 +115,8 @@ def parse_clock(value: str, field: str) -> float:
         parts = [int(p) for p in text.split(":")]
     except ValueError:
         raise IntradayConfigError(field, f"{value!r} is not a time (HH:MM[:SS])") from None
-    if len(parts) not in (2, 3) or not 0 <= parts[0] < 24 or not all(0 <= p < 60 for p in parts[1:]):
+    in_range = 0 <= parts[0] < 24 and all(0 <= p < 60 for p in parts[1:])
+    if len(parts) not in (2, 3) or not in_range:
         raise IntradayConfigError(field, f"{value!r} is not a time (HH:MM[:SS])")
     return parts[0] * 3600 + parts[1] * 60 + (parts[2] if len(parts) == 3 else 0)
 
@@ -148,27 +149,25 @@ def validate(config: AgentConfig, day: LobsterDay) -> None:
             raise IntradayConfigError(
                 "limit_ticks",
                 f"must be 0..{day.levels - 1} (a child sees only the file's "
-                f"{day.levels} levels), got {config.limit_ticks}"
+                f"{day.levels} levels), got {config.limit_ticks}",
             )
         return
     if config.size <= 0:
         raise IntradayConfigError("size", f"must be > 0 shares, got {config.size}")
     if config.half_spread_ticks < 0:
         raise IntradayConfigError(
-            "half_spread_ticks",
-            f"must be >= 0, got {config.half_spread_ticks}"
+            "half_spread_ticks", f"must be >= 0, got {config.half_spread_ticks}"
         )
     if config.inventory_limit < config.size:
         raise IntradayConfigError(
-            "inventory_limit",
-            f"must be >= size ({config.size}), got {config.inventory_limit}"
+            "inventory_limit", f"must be >= size ({config.size}), got {config.inventory_limit}"
         )
     if not config.requote_s > 0:
         raise IntradayConfigError("requote", f"must be > 0 seconds, got {config.requote_s}")
 
 
 def _ns(seconds: float) -> int:
-    return int(round(seconds * NS))
+    return round(seconds * NS)
 
 
 def twap_slices(quantity: int, children: int) -> list[int]:
@@ -186,7 +185,7 @@ def schedule_for(config: AgentConfig) -> np.ndarray:
         return np.array(list(zip(times, twap_slices(config.quantity, children), strict=True)),
                         dtype=np.int64).reshape(-1, 2)  # fmt: skip
     step = max(1, _ns(config.requote_s))
-    times = list(range(start, end, step)) + [end]  # the last action withdraws the quotes
+    times = [*range(start, end, step), end]  # the last action withdraws the quotes
     return np.array([(t, 0) for t in times], dtype=np.int64).reshape(-1, 2)
 
 
@@ -283,7 +282,7 @@ def report(result: IntradayResult) -> dict[str, object]:
     qty = fills[:, F_QTY]
     total = int(qty.sum())
     notional = int((fills[:, F_PRICE] * qty).sum())
-    side, price = fills[:, F_SIDE], fills[:, F_PRICE]
+    side = fills[:, F_SIDE]
     passive = fills[fills[:, F_RULE] != RULE_TAKE]
     queue_s = passive[:, F_QUEUE_NS] / NS
     out: dict[str, object] = {
@@ -301,7 +300,9 @@ def report(result: IntradayResult) -> dict[str, object]:
             "bought": int(qty[side == 1].sum()),
             "sold": int(qty[side == -1].sum()),
             "vwap": _dollars(notional / total) if total else None,
-            "by_rule": {name: int((fills[:, F_RULE] == r).sum()) for r, name in enumerate(RULE_NAMES)},
+            "by_rule": {
+                name: int((fills[:, F_RULE] == r).sum()) for r, name in enumerate(RULE_NAMES)
+            },
         },
         "slippage_vs_order_arrival": _slippage(fills),
         "time_in_queue_s": {

@@ -67,10 +67,16 @@ class ToyBook:
         bids = sorted(self.sides[1], reverse=True)[:depth]
         out: list[int] = []
         for k in range(depth):
-            ask = [asks[k], sum(e[1] for e in self.sides[-1][asks[k]])] if k < len(asks) \
+            ask = (
+                [asks[k], sum(e[1] for e in self.sides[-1][asks[k]])]
+                if k < len(asks)
                 else [EMPTY_ASK, 0]
-            bid = [bids[k], sum(e[1] for e in self.sides[1][bids[k]])] if k < len(bids) \
+            )
+            bid = (
+                [bids[k], sum(e[1] for e in self.sides[1][bids[k]])]
+                if k < len(bids)
                 else [EMPTY_BID, 0]
+            )
             out += ask + bid
         return out
 
