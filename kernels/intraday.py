@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.book import L_PRICE, L_QTY, NIL, S_LEVELS, hash_find, hash_insert, kernel
+from kernels.book import L_PRICE, L_QTY, NIL, S_LEVELS, kernel
 from kernels.lobster import (
     M_DIRECTION,
     M_ORDER,
@@ -131,6 +131,31 @@ AGENT_COUNTER_NAMES = (
     A_MARK,
 ) = range(len(AGENT_COUNTER_NAMES))
 AGENT_ID_BASE = 1 << 56  # agent order ids: far from LOBSTER ids and replay placeholders
+
+
+def submission_index(messages: np.ndarray) -> np.ndarray:
+    """For each message, the index of the earlier message (1..i-1) that submitted its
+    order id (type 1, first time the id appears), else NIL.
+
+    Computed once per day with sorted arrays rather than with an id map in the hot loop:
+    a day's ids spread over megabytes, so probing a map per message was most of the
+    maker's cost; reading this array is sequential.
+    """
+    n = messages.shape[0]
+    ids = messages[:, M_ORDER]
+    submissions = np.flatnonzero(messages[:, M_TYPE] == 1)
+    submissions = submissions[submissions >= 1]  # message 0 is folded into the seed
+    if submissions.size == 0:
+        return np.full(n, NIL, dtype=np.int64)
+    order = np.argsort(ids[submissions], kind="stable")
+    sorted_ids = ids[submissions][order]
+    first = np.ones(sorted_ids.size, dtype=bool)
+    first[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    known_ids, known_at = sorted_ids[first], submissions[order][first]
+    pos = np.minimum(np.searchsorted(known_ids, ids), known_ids.size - 1)
+    at = known_at[pos]
+    found = (known_ids[pos] == ids) & (at < np.arange(n))
+    return np.where(found, at, NIL).astype(np.int64)
 
 
 @kernel
@@ -494,8 +519,8 @@ def intraday_kernel(
 
     Action ``k`` runs after every message timed at or before ``schedule[k, 0]`` and before
     the first one after it; actions timed after the last message run on the final book.
-    ``stamps`` (an id map, see :func:`kernels.book.hash_find`) records the message index
-    at which each order id was submitted: it decides rule 4 (ahead of or behind a quote).
+    ``stamps[i]`` is the index of the message that submitted message ``i``'s order, or
+    NIL (see :func:`submission_index`): it decides rule 4 (ahead of or behind a quote).
     """
     depth = orderbook.shape[1] // 4
     mode = params[P_MODE]
@@ -515,13 +540,13 @@ def intraday_kernel(
             if quotes[six, Q_ACTIVE] == 1 and quotes[six, Q_PRICE] == messages[i, M_PRICE]:
                 before = view_quantity(book, messages[i, M_DIRECTION], messages[i, M_PRICE],
                                        depth)  # fmt: skip
-                stamp = hash_find(stamps, messages[i, M_ORDER])
+                stamp = stamps[i]
         apply_message(book, ev, messages, orderbook, i, counts, flags)
-        if kind == 1 and hash_find(stamps, messages[i, M_ORDER]) == NIL:
-            hash_insert(stamps, messages[i, M_ORDER], i)
         if mode == MODE_MAKER:
-            _update_quotes(book, messages, i, t_ns, before, stamp, quotes, fills, agent, depth)
-        elif mode == MODE_TWAP:
+            if quotes[0, Q_ACTIVE] == 1 or quotes[1, Q_ACTIVE] == 1:
+                _update_quotes(book, messages, i, t_ns, before, stamp, quotes, fills, agent,
+                               depth)  # fmt: skip
+        elif mode == MODE_TWAP and agent[A_TAKEN_LEVELS] > 0:
             _update_taken(book, params, messages, i, taken, agent, depth)
     last_message = messages.shape[0] - 1
     while k < actions:

@@ -38,8 +38,18 @@ def intraday_command(
             help="A LOBSTER day: its zip, or its *_message_N.csv with the orderbook CSV beside it.",
         ),
     ],
-    agent: Annotated[str, typer.Option("--agent", help="twap or maker.")],
-    side: Annotated[str, typer.Option(help="TWAP: buy or sell.")] = "buy",
+    agent: Annotated[
+        str,
+        typer.Option(
+            "--agent",
+            metavar="<twap|maker>",
+            show_default=False,
+            help="twap: a parent order sliced in time; maker: passive two-sided quotes.",
+        ),
+    ],
+    side: Annotated[
+        str, typer.Option(metavar="<buy|sell>", help="TWAP: buy or sell the parent.")
+    ] = "buy",
     quantity: Annotated[int, typer.Option(help="TWAP: parent quantity (shares).")] = 20_000,
     interval: Annotated[float, typer.Option(help="TWAP: seconds between children.")] = 300.0,
     limit_ticks: Annotated[

@@ -46,8 +46,9 @@ from kernels.intraday import (
     RULE_NAMES,
     RULE_TAKE,
     intraday_kernel,
+    submission_index,
 )
-from kernels.lobster import COUNTER_NAMES, LOBSTER_TICK, M_TYPE, new_book, replay_buffers
+from kernels.lobster import COUNTER_NAMES, LOBSTER_TICK, new_book, replay_buffers
 from kernels.matching import book_tuple
 from streams.replay.lobster import LobsterDay
 
@@ -228,8 +229,6 @@ def run(day: LobsterDay, config: AgentConfig) -> IntradayResult:
     params = params_for(config)
     arrays = new_book(day.messages, day.levels)
     ev, counts, flags = replay_buffers(arrays, day.messages)
-    submissions = int((day.messages[:, M_TYPE] == 1).sum())
-    stamps = np.zeros((1 << max(4, (2 * submissions + 1).bit_length()), 2), dtype=np.int64)
     quotes = np.zeros((2, QUOTE_FIELDS), dtype=np.int64)
     taken = np.zeros((TAKEN_LEVELS, 2), dtype=np.int64)
     # a message fills at most one quote; a child at most one fill per visible level
@@ -237,6 +236,9 @@ def run(day: LobsterDay, config: AgentConfig) -> IntradayResult:
     fills = np.zeros((capacity, FILL_FIELDS), dtype=np.int64)
     agent = np.zeros(len(AGENT_COUNTER_NAMES), dtype=np.int64)
     started = time.perf_counter()
+    # only the maker's queue rule 4 reads the submission stamps
+    maker = isinstance(config, MakerConfig)
+    stamps = submission_index(day.messages) if maker else np.zeros(0, dtype=np.int64)
     intraday_kernel(book_tuple(arrays), ev, day.messages, times_ns(day), day.orderbook, counts,
                     flags, stamps, params, schedule, quotes, taken, fills, agent)  # fmt: skip
     seconds = time.perf_counter() - started
