@@ -3,6 +3,10 @@
 What it measures, all in this one run so the ratios do not depend on how busy the
 shared machine was at some other time (runs are interleaved, best of ``--repeats``):
 
+Wall figures time the kernel call (and, for agents, the per-day stamp preparation);
+``*_cpu_*`` figures time the whole call in thread CPU time (allocation included), which a
+descheduled run does not inflate.
+
 * ``plain``: the replay alone (:func:`streams.replay.lobster.replay`), messages/s;
 * ``twap`` / ``maker`` / ``maker_fast``: the same day through
   :func:`streams.replay.intraday.run` with an agent acting (the maker requoting every
@@ -46,7 +50,7 @@ AGENTS: dict[str, AgentConfig] = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="one repeat (smoke run)")
     args = parser.parse_args()
     repeats = 1 if args.quick else max(1, args.repeats)
@@ -62,25 +66,34 @@ def main() -> int:
     for config in AGENTS.values():
         run(day, config)
     seconds: dict[str, list[float]] = {name: [] for name in ("plain", *AGENTS)}
+    cpu: dict[str, list[float]] = {name: [] for name in ("plain", *AGENTS)}
     fills: dict[str, int] = {}
     for _ in range(repeats):
+        started = time.thread_time()
         seconds["plain"].append(replay(day).seconds)
+        cpu["plain"].append(time.thread_time() - started)
         for name, config in AGENTS.items():
+            started = time.thread_time()
             result = run(day, config)
+            cpu[name].append(time.thread_time() - started)
             seconds[name].append(result.seconds)
             fills[name] = int(result.fills.shape[0])
     best = {name: min(values) for name, values in seconds.items()}
+    best_cpu = {name: min(values) for name, values in cpu.items()}
     figures["messages"] = messages
     figures["repeats"] = repeats
     figures["plain"] = {
         "msgs_per_s": round(messages / best["plain"]),
         "median_msgs_per_s": round(messages / statistics.median(seconds["plain"])),
+        "msgs_per_cpu_s": round(messages / best_cpu["plain"]),
     }
     for name, config in AGENTS.items():
         figures[name] = {
             "msgs_per_s": round(messages / best[name]),
             "median_msgs_per_s": round(messages / statistics.median(seconds[name])),
             "ratio_to_plain": round(best["plain"] / best[name], 3),
+            "msgs_per_cpu_s": round(messages / best_cpu[name]),
+            "cpu_ratio_to_plain": round(best_cpu["plain"] / best_cpu[name], 3),
             "actions": int(schedule_for(config).shape[0]),
             "fills": fills[name],
         }

@@ -182,12 +182,15 @@ def schedule_for(config: AgentConfig) -> np.ndarray:
     if isinstance(config, TwapConfig):
         step = max(1, _ns(config.interval_s))
         children = max(1, -(-(end - start) // step))
-        times = [start + j * step for j in range(children)]
-        return np.array(list(zip(times, twap_slices(config.quantity, children), strict=True)),
-                        dtype=np.int64).reshape(-1, 2)  # fmt: skip
+        rows = np.zeros((children, 2), dtype=np.int64)
+        rows[:, 0] = start + step * np.arange(children, dtype=np.int64)
+        rows[:, 1] = twap_slices(config.quantity, children)
+        return rows
     step = max(1, _ns(config.requote_s))
-    times = [*range(start, end, step), end]  # the last action withdraws the quotes
-    return np.array([(t, 0) for t in times], dtype=np.int64).reshape(-1, 2)
+    times = np.append(np.arange(start, end, step, dtype=np.int64), end)  # last: withdraw
+    rows = np.zeros((times.size, 2), dtype=np.int64)
+    rows[:, 0] = times
+    return rows
 
 
 def params_for(config: AgentConfig) -> np.ndarray:
