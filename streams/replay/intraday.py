@@ -58,6 +58,13 @@ TAKEN_LEVELS = 64  # price levels a TWAP may hold "already taken" at once
 _SESSION_IN_NAME = re.compile(r"_(\d{8})_(\d{8})_")  # LOBSTER: _<start ms>_<end ms>_
 
 
+# bounds that keep a run's arrays and int64 arithmetic (price x shares) small and exact
+MAX_SHARES = 10**9
+MAX_HALF_SPREAD_TICKS = 10**6
+MIN_INTERVAL_S = 1.0  # TWAP: one child per second at most (fill rows: children x levels)
+MIN_REQUOTE_S = 0.01  # maker: 2.34 M requotes in a 6.5-hour day at most
+
+
 class IntradayConfigError(ValueError):
     """An agent configuration the backtest refuses: the field (as the CLI option names it,
     without dashes) and the rule it broke."""
@@ -140,12 +147,13 @@ def validate(config: AgentConfig, day: LobsterDay) -> None:
             "end", f"{_clock(config.end)} must be after start {_clock(config.start)}"
         )
     if isinstance(config, TwapConfig):
-        if config.quantity <= 0:
-            raise IntradayConfigError("quantity", f"must be > 0 shares, got {config.quantity}")
+        _shares("quantity", config.quantity)
         if config.side not in (1, -1):
             raise IntradayConfigError("side", f"must be buy (1) or sell (-1), got {config.side}")
-        if not config.interval_s > 0:
-            raise IntradayConfigError("interval", f"must be > 0 seconds, got {config.interval_s}")
+        if not (math.isfinite(config.interval_s) and config.interval_s >= MIN_INTERVAL_S):
+            raise IntradayConfigError(
+                "interval", f"must be >= {MIN_INTERVAL_S:g} seconds, got {config.interval_s}"
+            )
         if not 0 <= config.limit_ticks < day.levels:
             raise IntradayConfigError(
                 "limit_ticks",
@@ -153,18 +161,26 @@ def validate(config: AgentConfig, day: LobsterDay) -> None:
                 f"{day.levels} levels), got {config.limit_ticks}",
             )
         return
-    if config.size <= 0:
-        raise IntradayConfigError("size", f"must be > 0 shares, got {config.size}")
-    if config.half_spread_ticks < 0:
+    _shares("size", config.size)
+    _shares("inventory_limit", config.inventory_limit)
+    if not 0 <= config.half_spread_ticks <= MAX_HALF_SPREAD_TICKS:
         raise IntradayConfigError(
-            "half_spread_ticks", f"must be >= 0, got {config.half_spread_ticks}"
+            "half_spread_ticks",
+            f"must be 0..{MAX_HALF_SPREAD_TICKS:,}, got {config.half_spread_ticks}",
         )
     if config.inventory_limit < config.size:
         raise IntradayConfigError(
             "inventory_limit", f"must be >= size ({config.size}), got {config.inventory_limit}"
         )
-    if not config.requote_s > 0:
-        raise IntradayConfigError("requote", f"must be > 0 seconds, got {config.requote_s}")
+    if not (math.isfinite(config.requote_s) and config.requote_s >= MIN_REQUOTE_S):
+        raise IntradayConfigError(
+            "requote", f"must be >= {MIN_REQUOTE_S:g} seconds, got {config.requote_s}"
+        )
+
+
+def _shares(field: str, value: int) -> None:
+    if not 0 < value <= MAX_SHARES:
+        raise IntradayConfigError(field, f"must be 1..{MAX_SHARES:,} shares, got {value}")
 
 
 def _ns(seconds: float) -> int:
@@ -230,17 +246,17 @@ def run(day: LobsterDay, config: AgentConfig) -> IntradayResult:
     validate(config, day)
     schedule = schedule_for(config)
     params = params_for(config)
+    maker = isinstance(config, MakerConfig)
     arrays = new_book(day.messages, day.levels)
     ev, counts, flags = replay_buffers(arrays, day.messages)
     quotes = np.zeros((2, QUOTE_FIELDS), dtype=np.int64)
     taken = np.zeros((TAKEN_LEVELS, 2), dtype=np.int64)
     # a message fills at most one quote; a child at most one fill per visible level
-    capacity = day.messages.shape[0] + schedule.shape[0] * (day.levels + 1) + 16
-    fills = np.zeros((capacity, FILL_FIELDS), dtype=np.int64)
+    capacity = day.messages.shape[0] if maker else schedule.shape[0] * day.levels
+    fills = np.zeros((capacity + 16, FILL_FIELDS), dtype=np.int64)
     agent = np.zeros(len(AGENT_COUNTER_NAMES), dtype=np.int64)
     started = time.perf_counter()
     # only the maker's queue rule 4 reads the submission stamps
-    maker = isinstance(config, MakerConfig)
     stamps = submission_index(day.messages) if maker else np.zeros(0, dtype=np.int64)
     intraday_kernel(book_tuple(arrays), ev, day.messages, times_ns(day), day.orderbook, counts,
                     flags, stamps, params, schedule, quotes, taken, fills, agent)  # fmt: skip

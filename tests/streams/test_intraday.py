@@ -198,6 +198,11 @@ def test_the_maker_stays_inside_its_inventory_limit_and_its_pnl_adds_up() -> Non
         (TwapConfig(quantity=0), "quantity"),
         (TwapConfig(limit_ticks=10), "limit_ticks"),
         (TwapConfig(interval_s=0), "interval"),
+        (TwapConfig(interval_s=0.5), "interval"),
+        (TwapConfig(interval_s=float("inf")), "interval"),
+        (TwapConfig(quantity=10**20), "quantity"),
+        (MakerConfig(requote_s=0.001), "requote"),
+        (MakerConfig(inventory_limit=10**12), "inventory_limit"),
         (TwapConfig(start=30_000.0), "start"),
         (TwapConfig(end=60_000.0), "end"),
         (TwapConfig(start=40_000.0, end=40_000.0), "end"),
@@ -312,11 +317,13 @@ def test_goog_command_reports_twap_deterministically(goog: LobsterDay, tmp_path:
     ("args", "message"),
     [
         (("--agent", "vwap"), "--agent: must be twap or maker"),
-        (("--agent", "twap", "--quantity", "-5"), "--quantity: must be > 0"),
+        (("--agent", "twap", "--quantity", "-5"), "--quantity: must be 1..1,000,000,000 shares"),
         (("--agent", "twap", "--side", "short"), "--side: must be buy or sell"),
         (("--agent", "twap", "--start", "9h30"), "--start: '9h30' is not a time"),
         (("--agent", "maker", "--end", "17:00"), "--end: 17:00:00 is outside"),
         (("--agent", "maker", "--inventory-limit", "10"), "--inventory-limit: must be >= size"),
+        (("--agent", "twap", "--quantity", "99999999999999999999999"), "--quantity: must be 1.."),
+        (("--agent", "twap", "--interval", "nan"), "--interval: must be >= 1 seconds"),
     ],
 )
 def test_the_command_refuses_bad_input_in_one_line(
