@@ -11,6 +11,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kernels.intraday import F_RULE, RULE_CROSSED, RULE_QUEUE, RULE_THROUGH
 from kernels.intraday_reference import run_reference
 from streams.replay.intraday import (
     MakerConfig,
@@ -80,5 +81,5 @@ def test_random_days_do_exercise_every_fill_rule() -> None:
         config = MakerConfig(half_spread_ticks=0, size=100, inventory_limit=400,
                              requote_s=1.0, start=START, end=float(day.times[-1]))  # fmt: skip
         total += assert_same_as_reference(day, config)
-        rules |= set(run(day, config).fills[:, 6].tolist())
-    assert total > 0 and rules == {1, 2, 3}  # queue, through, crossed
+        rules |= set(run(day, config).fills[:, F_RULE].tolist())
+    assert total > 0 and rules == {RULE_QUEUE, RULE_THROUGH, RULE_CROSSED}
