@@ -263,6 +263,92 @@ def _align_side(
 
 
 @kernel
+def seed_book(book: tuple, orderbook: np.ndarray) -> None:
+    """One placeholder order per level of orderbook row 0 (the book before message 1)."""
+    depth = orderbook.shape[1] // 4
+    row0 = orderbook[0]
+    for k in range(depth):
+        if row0[4 * k + 1] > 0:
+            _add_placeholder(book, -1, row0[4 * k], row0[4 * k + 1])
+        if row0[4 * k + 3] > 0:
+            _add_placeholder(book, 1, row0[4 * k + 2], row0[4 * k + 3])
+
+
+@kernel
+def apply_message(
+    book: tuple,
+    ev: np.ndarray,
+    messages: np.ndarray,
+    orderbook: np.ndarray,
+    i: int,
+    counts: np.ndarray,
+    flags: np.ndarray,
+) -> None:
+    """Apply message ``i`` to the book, then compare with (and align to) orderbook row ``i``.
+
+    One step of :func:`replay_kernel`, apart so that drivers which act between messages
+    (the intraday agents of :mod:`kernels.intraday`) replay the book exactly as it does.
+    """
+    orders, state = book[0], book[5]
+    depth = orderbook.shape[1] // 4
+    state[S_EVENTS] = 0
+    kind = messages[i, M_TYPE]
+    oid = messages[i, M_ORDER]
+    size = messages[i, M_SIZE]
+    price = messages[i, M_PRICE]
+    side = messages[i, M_DIRECTION]
+    if kind == 1:
+        apply_command(book, ev, NEW, oid, side, LIMIT, DAY, price, size, 0)
+        if ev[0, 0] == 6:
+            counts[C_REJECTED] += 1
+    elif kind == 2 or kind == 3 or kind == 4:
+        # the message's size is what leaves the level; which order it came from is
+        # best effort when out-of-view events blurred the ids (see module doc)
+        slot = hash_find(book[4], oid)
+        if slot == NIL:
+            served = _unknown_reference(book, side, price, size)
+            if served == 1:
+                counts[C_PLACEHOLDER_REFS] += 1
+            elif served == 2:
+                counts[C_SUBSTITUTED_REFS] += 1
+            else:
+                counts[C_UNRESOLVED_REFS] += 1
+        else:
+            open_qty = orders[slot, O_QTY]
+            taken = size if size < open_qty else open_qty
+            if kind == 2:
+                apply_command(book, ev, REDUCE, oid, side, LIMIT, DAY, price, taken, 0)
+            elif kind == 3:
+                apply_command(book, ev, CANCEL, oid, side, LIMIT, DAY, price, size, 0)
+                if open_qty > size:  # ours held more: someone else's, unseen
+                    _add_placeholder(book, side, price, open_qty - size)
+            else:
+                execute_resting(book, ev, oid, taken)
+            if open_qty != size and (kind == 3 or size > open_qty):
+                counts[C_RESIZED] += 1
+                if size > open_qty and _unknown_reference(book, side, price, size - taken) == 0:
+                    counts[C_UNRESOLVED_REFS] += 1
+    elif kind == 5:
+        counts[C_HIDDEN] += 1
+    else:
+        counts[C_HALTS] += 1
+    counts[C_COMPARED] += 1
+    row = orderbook[i]
+    if _compare_side(book, row, 0, depth) and _compare_side(book, row, 1, depth):
+        return
+    counts[C_MISMATCHED] += 1
+    prev = orderbook[i - 1]
+    explained = _align_side(book, prev, row, 0, depth, counts)
+    explained = _align_side(book, prev, row, 1, depth, counts) and explained
+    if explained:
+        counts[C_WINDOW] += 1
+        flags[i] = 1
+    else:
+        counts[C_UNEXPLAINED] += 1
+        flags[i] = 2
+
+
+@kernel
 def replay_kernel(
     book: tuple,
     ev: np.ndarray,
@@ -275,70 +361,9 @@ def replay_kernel(
 
     ``flags[i]``: 0 match, 1 window mismatch, 2 unexplained mismatch after message ``i``.
     """
-    orders, state = book[0], book[5]
-    depth = orderbook.shape[1] // 4
-    row0 = orderbook[0]
-    for k in range(depth):
-        if row0[4 * k + 1] > 0:
-            _add_placeholder(book, -1, row0[4 * k], row0[4 * k + 1])
-        if row0[4 * k + 3] > 0:
-            _add_placeholder(book, 1, row0[4 * k + 2], row0[4 * k + 3])
+    seed_book(book, orderbook)
     for i in range(1, messages.shape[0]):
-        state[S_EVENTS] = 0
-        kind = messages[i, M_TYPE]
-        oid = messages[i, M_ORDER]
-        size = messages[i, M_SIZE]
-        price = messages[i, M_PRICE]
-        side = messages[i, M_DIRECTION]
-        if kind == 1:
-            apply_command(book, ev, NEW, oid, side, LIMIT, DAY, price, size, 0)
-            if ev[0, 0] == 6:
-                counts[C_REJECTED] += 1
-        elif kind == 2 or kind == 3 or kind == 4:
-            # the message's size is what leaves the level; which order it came from is
-            # best effort when out-of-view events blurred the ids (see module doc)
-            slot = hash_find(book[4], oid)
-            if slot == NIL:
-                served = _unknown_reference(book, side, price, size)
-                if served == 1:
-                    counts[C_PLACEHOLDER_REFS] += 1
-                elif served == 2:
-                    counts[C_SUBSTITUTED_REFS] += 1
-                else:
-                    counts[C_UNRESOLVED_REFS] += 1
-            else:
-                open_qty = orders[slot, O_QTY]
-                taken = size if size < open_qty else open_qty
-                if kind == 2:
-                    apply_command(book, ev, REDUCE, oid, side, LIMIT, DAY, price, taken, 0)
-                elif kind == 3:
-                    apply_command(book, ev, CANCEL, oid, side, LIMIT, DAY, price, size, 0)
-                    if open_qty > size:  # ours held more: someone else's, unseen
-                        _add_placeholder(book, side, price, open_qty - size)
-                else:
-                    execute_resting(book, ev, oid, taken)
-                if open_qty != size and (kind == 3 or size > open_qty):
-                    counts[C_RESIZED] += 1
-                    if size > open_qty and _unknown_reference(book, side, price, size - taken) == 0:
-                        counts[C_UNRESOLVED_REFS] += 1
-        elif kind == 5:
-            counts[C_HIDDEN] += 1
-        else:
-            counts[C_HALTS] += 1
-        counts[C_COMPARED] += 1
-        row = orderbook[i]
-        if _compare_side(book, row, 0, depth) and _compare_side(book, row, 1, depth):
-            continue
-        counts[C_MISMATCHED] += 1
-        prev = orderbook[i - 1]
-        explained = _align_side(book, prev, row, 0, depth, counts)
-        explained = _align_side(book, prev, row, 1, depth, counts) and explained
-        if explained:
-            counts[C_WINDOW] += 1
-            flags[i] = 1
-        else:
-            counts[C_UNEXPLAINED] += 1
-            flags[i] = 2
+        apply_message(book, ev, messages, orderbook, i, counts, flags)
 
 
 def new_book(messages: np.ndarray, levels: int) -> BookArrays:

@@ -15,6 +15,7 @@ import typer
 
 from api.cli import auth, model
 from api.cli.demo import demo
+from api.cli.intraday import intraday_command
 from api.cli.readmodels import db_app, projections_app
 from api.cli.serve import serve, worker
 from api.cli.trading import account_app, events, market_app, order_app
@@ -36,6 +37,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(projections_app, name="projections")
 app.add_typer(auth.app, name="auth", help="Issue tokens and rotate signing keys.")
 app.add_typer(model.app, name="model", help="Train, evaluate and serve the ATFT-GAT-FAN model.")
+# issue 13 part 4; the lead mounts it as `backtest intraday` beside the daily backtest
+app.command(name="backtest-intraday")(intraday_command)
 
 
 def _prose(text: str | None) -> str | None:

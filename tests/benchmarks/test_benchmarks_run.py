@@ -112,3 +112,15 @@ def test_restart(tmp_path: Path) -> None:
         assert set(out[store]["inprocess"]["stage_open_s"]) == {"saga", "matching",
                                                                 "projections"}
         assert all(v == 0 for v in out[store]["inprocess"]["behind_after_open"].values())
+
+
+def test_intraday() -> None:
+    from tests.conftest import require_data
+
+    require_data("lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip")
+    out = run("intraday.py", "--quick")
+    assert_machine_noted(out)
+    assert out["ok"] is True and out["messages"] == 147_915
+    for agent in ("twap", "maker", "maker_fast"):
+        assert out[agent]["msgs_per_s"] > 0 and out[agent]["ratio_to_plain"] > 0
+        assert out[agent]["fills"] > 0 and out["reference"][agent]["fills_equal"] is True
