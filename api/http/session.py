@@ -57,7 +57,7 @@ def router(context: Context) -> APIRouter:
                   lockout_s=settings.user_lockout_s)
 
     @api.post(PATH, response_model=SessionToken,
-              responses=problem_responses(401, 422, 423, 429))
+              responses=problem_responses(400, 401, 413, 422, 423, 429, 500))
     async def sign_in(body: SignIn, request: Request) -> SessionToken | JSONResponse:
         """Sign a console user in: name and password for a short-lived bearer token."""
         refused_s = context.refused_for(request)
