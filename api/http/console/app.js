@@ -40,7 +40,8 @@
     return yen.toLocaleString("ja-JP", {
       minimumFractionDigits: units % PRICE_SCALE ? 1 : 0, maximumFractionDigits: 1 });
   }
-  const yen = (amount) => (amount === null || amount === undefined ? "–" : "¥" + yenFmt.format(amount));
+  const yen = (amount) => (amount === null || amount === undefined ? "–"
+    : (amount < 0 ? "-¥" : "¥") + yenFmt.format(Math.abs(amount)));
   const shares = (n) => yenFmt.format(n);
 
   /** Read-model times arrive as ISO text (queries) or microseconds (SQLite stream rows). */
@@ -293,14 +294,19 @@
     if (!answer.ok) return;
     state.instruments = new Map(answer.data.map((i) => [i.symbol, i]));
     const option = (i) => el("option", { value: i.symbol, text: `${i.symbol} ${i.name}` });
-    const chosen = $("t-symbol").value;
+    const chosen = $("m-symbol").value;
     $("t-symbol").replaceChildren(...answer.data.map(option));
+    $("m-symbol").replaceChildren(...answer.data.map(option));
     $("r-symbol").replaceChildren(...answer.data.map((i) => el("option", { value: i.symbol, text: i.symbol })));
-    if (chosen && state.instruments.has(chosen)) $("t-symbol").value = chosen;
+    if (chosen && state.instruments.has(chosen)) {
+      $("t-symbol").value = chosen;
+      $("m-symbol").value = chosen;
+    }
     showInstrument();
   }
 
-  function currentSymbol() { return $("t-symbol").value || [...state.instruments.keys()][0]; }
+  /** The symbol the book, the price chart and the ticket's facts show. */
+  function currentSymbol() { return $("m-symbol").value || [...state.instruments.keys()][0]; }
 
   function tickAt(instrument, units) {
     for (const band of instrument.ticks) if (units <= band.upper) return band.tick;
@@ -328,7 +334,6 @@
     input.setAttribute("max", String(instrument.upper_limit / PRICE_SCALE));
     input.placeholder = `${price(instrument.lower_limit)} – ${price(instrument.upper_limit)}`;
     $("book-symbol").textContent = instrument.symbol;
-    $("bars-symbol").textContent = `${instrument.symbol} ${instrument.name}`;
   }
 
   // ------------------------------------------------------------------ ticket
@@ -344,11 +349,16 @@
     $("t-price").disabled = market;
     if (market) $("t-price").value = "";
   });
-  $("t-symbol").addEventListener("change", () => {
+  /** The ticket's symbol and the market panels' symbol move together. */
+  function symbolChosen(symbol) {
+    $("t-symbol").value = symbol;
+    $("m-symbol").value = symbol;
     showInstrument();
     refreshBook().catch(quiet);
     refreshBars().catch(quiet);
-  });
+  }
+  $("t-symbol").addEventListener("change", () => symbolChosen($("t-symbol").value));
+  $("m-symbol").addEventListener("change", () => symbolChosen($("m-symbol").value));
 
   $("ticket").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -367,7 +377,7 @@
     const order = {
       account_id: $("t-account").value,
       client_order_id: `web-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
-      symbol: currentSymbol(),
+      symbol: $("t-symbol").value,
       side: $("t-side").value,
       order_type: $("t-type").value,
       tif: $("t-tif").value,
@@ -499,7 +509,7 @@
       if (!p.ok) return;
       for (const row of p.data) {
         if (!row.quantity && !row.realised_pnl) continue;
-        const average = row.quantity ? Math.round((row.cost / Math.abs(row.quantity)) * 10) / 10 : null;
+        const average = row.quantity ? Math.round((row.cost / row.quantity) * 10) / 10 : null;
         rows.push(el("tr", { "data-position": `${answer.data[i].name}/${row.symbol}` },
           cell(answer.data[i].name), cell(row.symbol), cell(shares(row.quantity)),
           cell(average === null ? "–" : average.toLocaleString("ja-JP")),
