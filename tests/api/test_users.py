@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from projections.schema import upgrade
 from projections.store import ReadStore
 from tests.api.server import live_server
 from tests.processes import TRADECORE, env_for
+from tests.projections.conftest import plain_url
 
 PASSWORD = "correct horse battery staple"
 ALICE, BOB = account_id("alice"), account_id("bob")
@@ -37,11 +39,17 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ReadStore]:
-    store = ReadStore.sqlite(tmp_path / "readmodels.sqlite")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReadStore]:
+    """The users table where each deployment keeps it: SQLite, or PostgreSQL."""
+    if request.param == "sqlite":
+        store = ReadStore.sqlite(tmp_path / "readmodels.sqlite")
+    else:
+        store = ReadStore.postgres(plain_url(), f"users_{uuid.uuid4().hex[:12]}")
     upgrade(store)
     yield store
+    if store.schema:
+        store.execute(f'DROP SCHEMA "{store.schema}" CASCADE')
     store.close()
 
 
