@@ -28,6 +28,8 @@ PATH = "/v1/session"
 """Public: the gate (``api.gate``) lets this path through without a token."""
 
 _REFUSED = "name or password not accepted"
+SIGN_INS_AT_ONCE = 2
+"""Password checks running at once per process (each uses 4 lanes and 64 MiB)."""
 
 
 class SignIn(Strict):
@@ -55,6 +57,16 @@ def router(context: Context) -> APIRouter:
     users = Users(UserStore(lambda: context.rt.reads.get()),
                   lockout_failures=settings.user_lockout_failures,
                   lockout_s=settings.user_lockout_s)
+    # An argon2id check takes 64 MiB and all its lanes for tens of milliseconds: a burst
+    # of sign-ins (from many addresses) waits here rather than taking every worker
+    # thread and a gigabyte of memory at once.
+    hashing = asyncio.Semaphore(SIGN_INS_AT_ONCE)
+
+    async def too_many(request: Request, retry_s: int) -> JSONResponse:
+        """A 429 waits ``refusal_delay_s`` first, as the gate's do (``api.gate``)."""
+        if settings.refusal_delay_s:
+            await asyncio.sleep(settings.refusal_delay_s)
+        return _too_many(request, retry_s)
 
     @api.post(PATH, response_model=SessionToken,
               responses=problem_responses(400, 401, 413, 422, 423, 429, 500))
@@ -62,17 +74,18 @@ def router(context: Context) -> APIRouter:
         """Sign a console user in: name and password for a short-lived bearer token."""
         refused_s = context.refused_for(request)
         if refused_s is not None:
-            return _too_many(request, refused_s)
+            return await too_many(request, refused_s)
         if len(body.password) > MAX_PASSWORD:  # argon2 would hash it all: refuse unread
             return problem_response(
                 422, "Invalid request", f"password: at most {MAX_PASSWORD} characters",
                 field="password", rule=f"at most {MAX_PASSWORD} characters")
         try:
-            user = await asyncio.to_thread(users.sign_in, body.name, body.password)
+            async with hashing:
+                user = await asyncio.to_thread(users.sign_in, body.name, body.password)
         except SignInRefused as refusal:
             refused_s = context.refused(request)
             if refused_s is not None:
-                return _too_many(request, refused_s)
+                return await too_many(request, refused_s)
             if refusal.locked_for is not None:
                 return problem_response(
                     423, "Locked",
