@@ -399,9 +399,17 @@
   });
 
   // ------------------------------------------------------------------ blotter
-  function upsertOrder(order) {
+  /** Keep the newest state of an order: a query answered before a stream message can
+   *  arrive after it, and must not put the older state back. */
+  function keepOrder(order) {
+    const known = state.orders.get(order.order_id);
+    if (known && known.version > order.version) return false;
     state.orders.set(order.order_id, order);
-    renderOrders(order.order_id);
+    return true;
+  }
+
+  function upsertOrder(order) {
+    if (keepOrder(order)) renderOrders(order.order_id);
   }
 
   function renderOrders(flashId) {
@@ -488,7 +496,7 @@
     const [orders, fills] = await Promise.all([
       api("GET", `/v1/orders?limit=100${wait}`), api("GET", `/v1/fills?limit=100${wait}`)]);
     if (orders.ok) {
-      for (const o of orders.data.items) state.orders.set(o.order_id, o);
+      for (const o of orders.data.items) keepOrder(o);
       renderOrders();
     }
     if (fills.ok) for (const f of fills.data.items) addFill(f, false);
