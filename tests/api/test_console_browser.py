@@ -137,6 +137,7 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
         add_user(folder, "dana", "trader", "alice", "bob")
         add_user(folder, "vic", "viewer", "carol")
         add_user(folder, "rita", "risk")
+        add_user(folder, "olga", "admin")
         instrument = server.http.get(f"/v1/instruments/{SYMBOL}").json()
         desk.base_price = instrument["base_price"]
         yield desk
@@ -278,6 +279,20 @@ def test_risk_halts_a_symbol_and_the_next_order_is_refused(desk: Desk) -> None:
     expect(trader.locator("#t-result")).to_contain_text("placed")
     desk.close(risk)
     desk.close(trader)
+
+
+def test_an_admin_closing_a_far_session_sees_the_rule_by_the_date(desk: Desk) -> None:
+    expect = desk.expect
+    page = desk.sign_in("olga")
+    expect(page.locator("#ticket-panel")).to_be_visible()  # admin trades every account
+    expect(page.locator("#balances tbody tr")).to_have_count(3)
+    page.fill("#r-session-date", "9999-12-31")
+    page.click("#r-close-session")
+    expect(page.locator('#risk-form .field-error[data-for="session_date"]')).to_contain_text(
+        "is not a session that can close now")
+    expect(page.locator("#r-session-date")).to_have_value("9999-12-31")
+    expect(page.locator("#risk-log li")).to_have_count(0)
+    desk.close(page)
 
 
 def test_a_lost_connection_shows_a_banner_and_reconnects(desk: Desk) -> None:
