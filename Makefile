@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run serve demo test test-fast lint typecheck bench bench-tools db-start db-stop clean
+.PHONY: install run serve demo test test-fast lint typecheck bench bench-tools browser db-start db-stop clean
 
 install: $(STAMP)
 
@@ -33,7 +33,7 @@ db-start:
 db-stop:
 	bash infra/postgres.sh stop
 
-test: install db-start
+test: install db-start browser
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy aggregates kernels streams inference projections api infra
@@ -49,6 +49,13 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy aggregates kernels streams inference projections api infra
+
+# Debian's chromium runs the desk console's browser tests (tests/api/test_console_browser.py,
+# through Playwright; its own browser download is not reachable). apt as root; without it
+# those tests skip, or fail under TRADECORE_REQUIRE_DATA=1.
+browser:
+	@command -v /usr/bin/chromium >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq \
+		&& apt-get install -y -qq chromium; } || echo "chromium missing: the console's browser tests will skip"
 
 # wrk drives benchmarks/api_load.py (apt as root; without it that benchmark skips).
 bench-tools:

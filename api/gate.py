@@ -48,6 +48,9 @@ from api.security import (
 )
 
 PROTECTED_PREFIX = "/v1/"
+PUBLIC_PATHS = frozenset({"/v1/session"})
+"""Where a caller gets a token (``api.http.session``): it has none yet. The route counts
+its own failures against the address, as the gate does for tokens."""
 
 
 def client_address(scope: Scope) -> str:
@@ -98,7 +101,8 @@ class Gate:
         self._unauthorized: dict[tuple[str, bool], tuple[bytes, list[tuple[bytes, bytes]]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
+        if (scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX)
+                or scope["path"] in PUBLIC_PATHS):
             await self.app(scope, receive, send)
             return
         principal = self._remembered(scope)

@@ -174,6 +174,14 @@ class Settings(BaseSettings):
         default=1000,
         description="Open connections and running requests per process; beyond it 503.",
     )
+    user_lockout_failures: int = Field(
+        default=5, ge=1,
+        description="Failed console sign-ins in a row that lock a user (`POST /v1/session`).",
+    )
+    user_lockout_s: int = Field(
+        default=900, ge=1,
+        description="Seconds a locked user stays locked (423); `tradecore user enable` unlocks.",
+    )
     read_wait_timeout_s: float = Field(
         default=5.0,
         description="Longest a query waits for its projection to reach `min_position`.",

@@ -196,6 +196,17 @@ class ReadModels:
             (account_id,)))
         return rows[0] if rows else None
 
+    def balances(self, accounts: set[str] | None) -> list[dict[str, Any]]:
+        """Every account's balance row the caller may see (``None``: all), by name."""
+        where: list[str] = []
+        params: list[Any] = []
+        if not self._scope(where, params, "account_id", accounts, None):
+            return []
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        return self._rows(BALANCE_COLUMNS, self.store.fetchall(
+            f"SELECT {', '.join(BALANCE_COLUMNS)} FROM balances{clause} ORDER BY name",
+            params))
+
     def ledger(self, account_id: str, *, since: datetime | None = None,
                until: datetime | None = None, cursor: int | None = None,
                limit: int = 100) -> Page:

@@ -13,7 +13,8 @@ Tables (``ts`` is the event's time):
 - ``balances`` (current) and ``cash_ledger`` (hypertable);
 - ``pnl`` (hypertable: realised, unrealised and fees per account over time);
 - ``bars`` (hypertable: one-minute bars from executions);
-- ``projection_tracking``: the last notification each projection has applied.
+- ``projection_tracking``: the last notification each projection has applied;
+- ``users``: the desk console's users (not a projection; see ``api.users``).
 """
 
 from __future__ import annotations
@@ -201,9 +202,24 @@ def hypertables(store: ReadStore) -> str | None:
     return None
 
 
+def users(store: ReadStore) -> None:
+    """The desk console's users (``api.users``). Not a projection: no event makes them and
+    a rebuild leaves them alone; they live here because this is the one database every
+    deployment already has beside its event store."""
+    types = _types(store)
+    store.execute(
+        "CREATE TABLE users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, "
+        "role TEXT NOT NULL, accounts TEXT NOT NULL, disabled {bool} NOT NULL, "
+        "failures INTEGER NOT NULL, locked_until {ts}, created_at {ts} NOT NULL, "
+        "updated_at {ts} NOT NULL)".format(**types)
+    )
+    return None
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "read-model tables", initial),
     Migration(2, "hypertables", hypertables),
+    Migration(3, "console users", users),
 )
 
 

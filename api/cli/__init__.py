@@ -13,7 +13,7 @@ import re
 
 import typer
 
-from api.cli import auth, model
+from api.cli import auth, model, users
 from api.cli.demo import demo
 from api.cli.intraday import intraday_command
 from api.cli.readmodels import db_app, projections_app
@@ -36,6 +36,7 @@ app.command(help="Run one stage of the order flow (saga, matching, projections) 
 app.add_typer(db_app, name="db")
 app.add_typer(projections_app, name="projections")
 app.add_typer(auth.app, name="auth", help="Issue tokens and rotate signing keys.")
+app.add_typer(users.app, name="user", help="Desk console users: add, list, disable, passwd.")
 app.add_typer(model.app, name="model", help="Train, evaluate and serve the ATFT-GAT-FAN model.")
 # issue 13 part 4; the lead mounts it as `backtest intraday` beside the daily backtest
 app.command(name="backtest-intraday")(intraday_command)

@@ -269,3 +269,27 @@ class Health(BaseModel):
     status: str
     projections: list[ProjectionLag] = []
     stages: list[StageLag] = []
+
+
+class TickBandView(BaseModel):
+    """A price ``p`` with ``lower <= p <= upper`` is on the grid when ``p % tick == 0``
+    (a price equal to a band's ``upper`` belongs to that band, as JPX counts it)."""
+
+    lower: int
+    upper: int
+    tick: int
+
+
+class InstrumentView(BaseModel):
+    """What an order ticket needs to know about a symbol today (prices in tenths of a yen)."""
+
+    symbol: str
+    name: str
+    lot_size: int = Field(description="Quantities are whole multiples of this (shares).")
+    tick_table: str = Field(description="JPX tick table: standard or topix100.")
+    base_price: int = Field(description="The previous close the day's limits come from.")
+    lower_limit: int = Field(description="Lowest price accepted today (inclusive).")
+    upper_limit: int = Field(description="Highest price accepted today (inclusive).")
+    ticks: list[TickBandView] = Field(
+        description="The tick grid between today's limits, band by band.")
+    last_price: int | None = Field(description="The venue's last trade price, if any.")

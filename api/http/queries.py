@@ -20,12 +20,14 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BeforeValidator
 
 from aggregates.errors import RuleViolation
+from aggregates.instruments import Instrument
 from api.http.deps import Context, account_scope, no_account, no_order
 from api.http.models import (
     BalanceView,
     Bar,
     Book,
     FillPage,
+    InstrumentView,
     LedgerPage,
     Level,
     OrderDetail,
@@ -33,6 +35,7 @@ from api.http.models import (
     PnlPoint,
     PositionView,
     SymbolPath,
+    TickBandView,
 )
 from api.problems import PROBLEM_RESPONSES, problem_responses
 from api.security import Principal, require_see
@@ -148,6 +151,29 @@ def router(context: Context) -> APIRouter:
             raise no_account(account_id)
         return found
 
+    @api.get("/accounts", response_model=list[BalanceView])
+    async def accounts(principal: caller, rm: reads) -> list[BalanceView]:
+        """Every account the caller may see, with its balance, by name (the console's
+        account picker; risk and admin see the whole desk)."""
+        rows = await asyncio.to_thread(rm.balances, account_scope(principal))
+        return [BalanceView.model_validate({**r, "available": r["cash"] - r["reserved"]})
+                for r in rows]
+
+    @api.get("/instruments", response_model=list[InstrumentView])
+    async def instruments(principal: caller) -> list[InstrumentView]:
+        """Every tradable symbol with its lot, tick grid and today's price limits."""
+        app = context.rt.app
+        listed = app.universe.instruments
+        last = await asyncio.to_thread(lambda: [app.last_price(i.symbol) for i in listed])
+        return [_instrument_view(i, p) for i, p in zip(listed, last, strict=True)]
+
+    @api.get("/instruments/{symbol}", response_model=InstrumentView)
+    async def instrument(symbol: SymbolPath, principal: caller) -> InstrumentView:
+        """One symbol's lot, tick grid, today's price limits and last price."""
+        app = context.rt.app
+        listed = app.universe.get(symbol)  # 404 naming the symbol when unknown
+        return _instrument_view(listed, await asyncio.to_thread(app.last_price, symbol))
+
     @api.get("/accounts/{account_id}/positions", response_model=list[PositionView])
     async def positions(account_id: UUID, principal: caller, rm: reads
                         ) -> list[PositionView]:
@@ -204,3 +230,22 @@ def router(context: Context) -> APIRouter:
                     asks=[Level(price=p, quantity=q, orders=n) for p, q, n in levels["asks"]])
 
     return api
+
+
+def _instrument_view(instrument: Instrument, last_price: int | None) -> InstrumentView:
+    """The tick bands clipped to today's limit band: the grid a ticket can offer."""
+    limits = instrument.limits
+    ticks: list[TickBandView] = []
+    lower = 0
+    for band in instrument.tick_bands:
+        low, high = max(lower, limits.lower), min(band.upper, limits.upper)
+        lower = band.upper
+        if low <= high and high >= limits.lower:
+            ticks.append(TickBandView(lower=low, upper=high, tick=band.tick))
+        if band.upper >= limits.upper:
+            break
+    return InstrumentView(
+        symbol=instrument.symbol, name=instrument.name, lot_size=instrument.lot_size,
+        tick_table=instrument.tick_table.value, base_price=instrument.base_price,
+        lower_limit=limits.lower, upper_limit=limits.upper, ticks=ticks,
+        last_price=last_price)

@@ -50,8 +50,10 @@ PUBLIC = {
     ("GET", "/docs"): "Swagger UI",
     ("GET", "/docs/oauth2-redirect"): "Swagger UI's OAuth2 redirect page",
     ("GET", "/redoc"): "ReDoc",
+    ("GET", "/"): "the desk console's page (it signs in through the API)",
+    ("POST", "/v1/session"): "where a person gets a token (tests/api/test_users.py)",
 }
-"""Routes that answer anyone, on purpose (probes, metrics, documentation)."""
+"""Routes that answer anyone, on purpose (probes, metrics, documentation, sign-in)."""
 
 STREAM = "/v1/stream"
 SEE = (403, "account_id", "caller may see this account")
@@ -282,6 +284,10 @@ ROUTES: dict[tuple[str, str], RouteCase] = {
     ("GET", "/v1/accounts/{account_id}/pnl"): RouteCase(
         lambda w: Call("GET", f"/v1/accounts/{w.own}/pnl", params={"bucket": "1d"}),
         EVERYONE, foreign=NO_ACCOUNT),
+    ("GET", "/v1/accounts"): RouteCase(lambda w: Call("GET", "/v1/accounts"), EVERYONE),
+    ("GET", "/v1/instruments"): RouteCase(lambda w: Call("GET", "/v1/instruments"), EVERYONE),
+    ("GET", "/v1/instruments/{symbol}"): RouteCase(
+        lambda w: Call("GET", f"/v1/instruments/{w.traded}"), EVERYONE),
     ("GET", "/v1/market/{symbol}/bars"): RouteCase(
         lambda w: Call("GET", f"/v1/market/{w.traded}/bars"), EVERYONE),
     ("GET", "/v1/market/{symbol}/book"): RouteCase(

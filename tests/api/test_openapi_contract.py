@@ -54,6 +54,7 @@ from aggregates.ids import account_id
 from api.http import create_app
 from api.problems import MEDIA_TYPE
 from api.security import KeyRing, Role, issue_token
+from api.users import Users, UserStore
 from infra.settings import Settings
 from tests.api.server import LiveServer, live_server
 
@@ -143,8 +144,14 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     folder = tmp_path_factory.mktemp("contract")
+    # failed sign-ins (POST /v1/session) count against the address like bad tokens: the
+    # generated ones must not get the address refused for the rest of the run
     with live_server(folder, rate_limit="100000/second", max_request_bytes=MAX_BYTES,
+                     auth_failure_limit="100000/minute",
                      jwt_keys_path=KEY_PATH) as server, server.client() as http:
+        users = Users(UserStore(server.runtime.reads.get), lockout_failures=10**6,
+                      lockout_s=1)
+        users.add(*CONSOLE_USER, role=Role.trader, accounts=[ALICE])
         admin = {"Authorization": f"Bearer {TOKENS[Role.admin]}"}
         opened = http.post("/v1/accounts", headers=admin,
                            json={"name": "alice", "owner": "alice", "allow_short": True})
@@ -174,6 +181,10 @@ def calls() -> Iterator[Counter[int]]:
     assert set(statuses) != {401}, f"the token was never accepted: {dict(statuses)}"
 
 
+CONSOLE_USER = ("contract-desk", "a long enough password")
+"""The console user the world adds: every other valid sign-in uses its credentials."""
+
+
 def _aim_at_seeded_things(world: World, case: Any) -> None:
     """Every other valid case targets the seeded account/order/symbol (else nearly all 404).
 
@@ -186,6 +197,8 @@ def _aim_at_seeded_things(world: World, case: Any) -> None:
     world.positive_cases += 1
     if world.positive_cases % 2:
         return
+    if case.path == "/v1/session" and isinstance(case.body, dict):
+        case.body = {"name": CONSOLE_USER[0], "password": CONSOLE_USER[1]}
     known = {"account_id": str(world.account), "order_id": str(world.order),
              "symbol": world.symbol}
     for name in case.path_parameters or {}:
@@ -271,6 +284,7 @@ CLOSE = "POST /v1/session/close"
 PLACE = "POST /v1/orders"
 AMEND = "PATCH /v1/orders/{order_id}"
 CANCEL = "DELETE /v1/orders/{order_id}"
+SESSION = "POST /v1/session"
 
 
 def _at(template: str) -> Callable[[World], str]:
@@ -412,6 +426,19 @@ def _bad_cases() -> dict[str, Bad]:
     add("cancel: order id not a UUID", CANCEL, _value(None), "order_id",
         path=_fixed("/v1/orders/1"))
 
+    signing_in = {"name": CONSOLE_USER[0], "password": CONSOLE_USER[1]}
+    add("session: name of the wrong type", SESSION, _value({**signing_in, "name": 7}), "name")
+    add("session: name with a space", SESSION, _value({**signing_in, "name": "a b"}), "name")
+    add("session: password not a string", SESSION, _value({**signing_in, "password": 5}),
+        "password")
+    add("session: password too long", SESSION,
+        _value({**signing_in, "password": "x" * 1025}), "password")
+    add("session: missing password", SESSION, _value({"name": CONSOLE_USER[0]}), "password")
+    add("session: unknown field", SESSION, _value({**signing_in, "otp": "1"}), "otp")
+    add("session: wrong password", SESSION,
+        _value({**signing_in, "password": "not the password at all"}), "credentials",
+        status=401)
+
     for route in BODY_ROUTES:
         add(f"{route}: malformed JSON", route, _value(b'{"amount": '), "body", raw=True)
         add(f"{route}: a JSON list", route, _value([]), "body")
@@ -423,7 +450,7 @@ def _bad_cases() -> dict[str, Bad]:
     return cases
 
 
-BODY_ROUTES = (OPEN, DEPOSIT, WITHDRAW, HALT, SYMBOL_HALT, CLOSE, PLACE, AMEND)
+BODY_ROUTES = (OPEN, DEPOSIT, WITHDRAW, HALT, SYMBOL_HALT, CLOSE, PLACE, AMEND, SESSION)
 """Every command route that reads a body also gets the malformed-body cases."""
 BAD = _bad_cases()
 @pytest.mark.parametrize("name", list(BAD))
