@@ -189,7 +189,7 @@ class TradingApplication(Application[UUID]):
         ``base`` (the previous close), as they do at a real session's start."""
         meta = self._stamped(meta)
         for bar in bars:
-            self.universe.get(bar.get("symbol"))  # an unknown symbol stores nothing
+            self.universe.get(str(bar.get("symbol")))  # an unknown symbol stores nothing
         self._change(ids.MARKET_ID, Market, "market", lambda m: m.open_bars(
             session_date, bars, participation_bp=participation_bp,
             slippage_ticks=slippage_ticks, meta=meta))

@@ -346,12 +346,12 @@ class VenueBooks:
             if command is None:
                 continue
             kind, symbol, eid, order_id, quantity, price, side, order_type, tif, owner = command
-            if kind == CLOSE or kind == OPEN:
+            if kind in (CLOSE, OPEN):
                 for pending in runs.values():
                     self._flush(pending, results)
                 runs.clear()
                 results[index] = (self._close_session() if kind == CLOSE else
-                                  self._open_session(symbol, quantity, price, owner))
+                                  self._open_session(str(symbol), quantity, price, owner))
                 continue
             if symbol is None:  # older events: the order's book, if the venue knows it
                 known = tickets.get(eid)
@@ -506,12 +506,14 @@ class VenueBooks:
             reports: list[dict[str, Any]] = [{"kind": "external", "session_date": session_date,
                                               "bid": offered["bid"], "ask": offered["ask"]}]
             sequence, last = self.sequences[symbol], self.last_prices.get(symbol)
-            for name, (_, sequence, more, last) in zip(sides, results, strict=True):
+            for name, (_, _, more, _) in zip(sides, results, strict=True):
                 # the engine may refuse a price off this book's grid (kept for our
                 # resting orders): that side then offers nothing
                 refused = any(r["kind"] == "refused" for r in more)
                 offered[name][1] = 0 if refused else size
                 reports.extend(r for r in more if r["kind"] != "refused")
+            if results:
+                _, sequence, _, last = results[-1]
             outcomes.append((symbol, sequence, reports, last))
         return outcomes
 
@@ -787,7 +789,7 @@ class MatchingStage:
             command_id = "match:" + cause
             correlation = event.correlation_id
             kind = command[0]
-            if kind == CLOSE or kind == OPEN:
+            if kind in (CLOSE, OPEN):
                 kind = EXPIRE if kind == CLOSE else OPEN
                 order_id: UUID | None = None
                 outcomes = outcome

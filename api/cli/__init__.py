@@ -14,6 +14,7 @@ import re
 import typer
 
 from api.cli import auth, model
+from api.cli.backtest import backtest
 from api.cli.demo import demo
 from api.cli.readmodels import db_app, projections_app
 from api.cli.serve import serve, worker
@@ -36,6 +37,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(projections_app, name="projections")
 app.add_typer(auth.app, name="auth", help="Issue tokens and rotate signing keys.")
 app.add_typer(model.app, name="model", help="Train, evaluate and serve the ATFT-GAT-FAN model.")
+app.command()(backtest)
 
 
 def _prose(text: str | None) -> str | None:

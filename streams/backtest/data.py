@@ -42,7 +42,7 @@ class DailyBars:
 
     def on_tick(self, symbol: str, yen: float) -> int:
         """A yen price as price units on the symbol's tick grid (nearest tick)."""
-        units = max(1, int(round(yen * PRICE_SCALE)))
+        units = max(1, round(yen * PRICE_SCALE))
         table = self.universe.get(symbol).tick_table
         down = round_to_tick(units, table, "down") if units > 1 else 1
         up = round_to_tick(units, table, "up")

@@ -65,7 +65,7 @@ def _charts(days: Sequence[DayRecord], cash: int, folder: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = [d.day for d in days]
+    x = np.array([d.day for d in days], dtype="datetime64[D]")
     equity = np.array([d.equity for d in days], dtype=float)
     peak = np.maximum.accumulate(np.concatenate([[cash], equity]))[1:]
     drawdown = (equity - peak) / peak
