@@ -73,10 +73,10 @@ class Market(TradingAggregate):
         +/- ``slippage_ticks`` ticks (see ``docs/backtests.md``). The terms travel
         with the fact so that the log alone decides what the venue did."""
 
-        session_date: str
-        bars: list[dict[str, Any]]
-        participation_bp: int
-        slippage_ticks: int
+        session_date: str  # YYYY-MM-DD, the Tokyo session
+        bars: list[dict[str, Any]]  # symbol, open, high, low, close, volume, base
+        participation_bp: int  # outside liquidity a side, basis points of the bar's volume
+        slippage_ticks: int  # outside ask/bid this many ticks from the open
 
         def apply(self, market: Market) -> None:
             market.opened_session = self.session_date
