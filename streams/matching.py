@@ -285,6 +285,7 @@ class VenueBooks:
         self.tickets: dict[int, Ticket] = {}
         self.last_prices: dict[str, int] = {}
         self.sequences: dict[str, int] = {}  # symbols with a book -> their input sequence
+        self._grids: dict[str, tuple[int, int]] = {}  # books' price ranges set here
         self.engine.restore(self._empty_engine_image())
 
     @property
@@ -309,6 +310,7 @@ class VenueBooks:
 
     def load(self, image: dict[str, Any] | None, engine: bytes = b"") -> None:
         """Replace the state with ``image`` and the engine's snapshot (None: empty)."""
+        self._grids = {}  # unknown after a restore: the next bar sets each again
         if image is None:
             self.engine.restore(self._empty_engine_image())
             self.tickets = {}
@@ -429,6 +431,7 @@ class VenueBooks:
             return False
         limits = instrument.limits
         self.engine.add_symbol(symbol, instrument.tick_bands, limits.lower, limits.upper)
+        self._grids[symbol] = (limits.lower, limits.upper)
         self.sequences[symbol] = 0
         return True
 
@@ -446,7 +449,8 @@ class VenueBooks:
             run.slots.append((0, EXPIRE, None, len(day), 0, True, None))
             results: list[Any] = [None]
             self._flush(run, results)
-            outcomes.append(results[0])
+            if results[0][2] or any(t.order_id != EXTERNAL for t in day):
+                outcomes.append(results[0])  # (outside liquidity alone leaves unreported)
         return outcomes
 
     def _open_session(self, session_date: str, participation_bp: int, slippage_ticks: int,
@@ -476,8 +480,11 @@ class VenueBooks:
                 self._flush(run, [None])
                 run = _Run(symbol)
             limits = price_limits(bar["base"])
-            if symbol not in ours:  # empty book: the grid follows the day's limits
-                self.engine.regrid(symbol, limits.lower, limits.upper)
+            grid = (limits.lower, limits.upper)
+            if symbol not in ours and self._grids.get(symbol) != grid:
+                # an empty book: its grid follows the day's limits
+                self.engine.regrid(symbol, *grid)
+                self._grids[symbol] = grid
             table = instrument.tick_table
             open_ = bar["open"]
             self.last_prices[symbol] = open_

@@ -134,7 +134,11 @@ class _Run:
         first = bars.dates[bars.dates.index(self._sessions()[0])]
         self.clock = SimulatedClock(_moment(first, clock_time(0, 0)))
         settings = Settings(persistence="sqlite", sqlite_path=folder / EVENTS_FILE)
-        self.app = TradingApplication(eventsourcing_env(settings), universe=bars.universe,
+        env = eventsourcing_env(settings)
+        # a run is thrown away unless it completes (then the file is closed, so flushed):
+        # an fsync per commit would buy nothing
+        env["SQLITE_SYNCHRONOUS"] = "OFF"
+        self.app = TradingApplication(env, universe=bars.universe,
                                       limits=RiskLimits(), schedule=spec.schedule,
                                       clock=self.clock)
         self.stages = in_process(self.app)
@@ -183,34 +187,33 @@ class _Run:
         targets = decision if isinstance(decision, dict) else None
         wanted = set(targets or ()) | self.held | {o.symbol for o in intents
                                                    if isinstance(o, OrderIntent)}
-        bars = []
+        bars: dict[str, dict[str, Any]] = {}
         for symbol in sorted(s for s in wanted if s in self.column):
             base = self._last_close.get(symbol)
             if base is None:
                 continue  # no close seen yet: no limits to trade within
             bar = self.bars.bar(i, self.column[symbol], base)
             if bar is not None:
-                bars.append(bar)
-        prices = {b["symbol"]: b["open"] for b in bars}
+                bars[symbol] = bar
+        prices = {symbol: bar["open"] for symbol, bar in bars.items()}
         fees0 = self._account_totals()
         placed: list[UUID] = []
-        if bars:
-            self.app.open_bars(day.isoformat(), bars, self._meta(f"bars:{day}"),
-                               participation_bp=self.spec.fill.participation_bp,
-                               slippage_ticks=self.spec.fill.slippage_ticks)
         if targets is not None:
-            portfolio = self.portfolio(prices)
             orders, skipped = orders_for_targets(
-                targets, portfolio, prices, self.bars.universe.get, self.app.schedule,
-                slippage_ticks=self.spec.fill.slippage_ticks)
+                targets, self.portfolio(prices), prices, self.bars.universe.get,
+                self.app.schedule, slippage_ticks=self.spec.fill.slippage_ticks)
             self._skip(skipped)
+            # the venue hears only of the bars of the symbols ordered today
+            opened = self._open(day, bars, {o.symbol for o in orders})
             placed += self._place(day, [o for o in orders if o.side == "sell"])
             # buys sized again on the cash the sells actually brought
             orders, _ = orders_for_targets(
                 targets, self.portfolio(prices), prices, self.bars.universe.get,
                 self.app.schedule, slippage_ticks=self.spec.fill.slippage_ticks)
-            placed += self._place(day, [o for o in orders if o.side == "buy"])
+            placed += self._place(day, [o for o in orders
+                                        if o.side == "buy" and o.symbol in opened])
         elif intents:
+            self._open(day, bars, {o.symbol for o in intents if isinstance(o, OrderIntent)})
             placed += self._place(day, intents, prices)
         self.clock.set(_moment(day, CLOSE_AT))
         self.app.close_session(day.isoformat(), self._meta(f"close:{day}"))
@@ -220,10 +223,21 @@ class _Run:
             self._last_close[symbol] = self.bars.on_tick(symbol, float(self.bars.close[i, j]))
         cash, fees, bought, sold = self._account_totals()
         portfolio = self.portfolio(self._last_close)
+        self.held = set(portfolio.positions)  # every order is final after the close
         self.days.append(DayRecord(
             day, portfolio.equity + (cash - portfolio.cash), cash, fees - fees0[1],
             bought - fees0[2], sold - fees0[3], len(placed), filled,
             self._rejected_today))
+
+    def _open(self, day: date, bars: dict[str, dict[str, Any]], symbols: set[str]
+              ) -> set[str]:
+        """Record the session's bars of ``symbols`` (those that have one); which did."""
+        chosen = [bars[s] for s in sorted(symbols) if s in bars]
+        if chosen:
+            self.app.open_bars(day.isoformat(), chosen, self._meta(f"bars:{day}"),
+                               participation_bp=self.spec.fill.participation_bp,
+                               slippage_ticks=self.spec.fill.slippage_ticks)
+        return {b["symbol"] for b in chosen}
 
     def _skip(self, skipped: list[tuple[str, str]]) -> None:
         for _, reason in skipped:
