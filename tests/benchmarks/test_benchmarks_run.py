@@ -112,3 +112,15 @@ def test_restart(tmp_path: Path) -> None:
         assert set(out[store]["inprocess"]["stage_open_s"]) == {"saga", "matching",
                                                                 "projections"}
         assert all(v == 0 for v in out[store]["inprocess"]["behind_after_open"].values())
+
+
+def test_backtest_benchmark_runs_the_live_path_and_prints_its_figures() -> None:
+    from tests.conftest import require_data
+
+    require_data("jquants/daily_quotes.csv.gz")
+    out = run("backtest.py", "--quick")
+    assert_machine_noted(out)
+    assert out["days_per_s"] > 0 and out["orders_per_s"] > 0
+    assert out["eight_year_seconds"] is None and out["eight_year_seconds_estimate"] > 0
+    run_ = out["run"]
+    assert run_["sessions"] == 40 and run_["orders"]["placed"] > 0 and run_["ok"] is True

@@ -216,3 +216,31 @@ def test_the_cli_runs_a_backtest_and_its_store_is_auditable(data: Path, tmp_path
     assert trail.exit_code == 0, trail.output
     kinds = [json.loads(line)["event"] for line in trail.output.splitlines()]
     assert kinds[:2] == ["Account.Opened", "Account.Deposited"] and "Account.BuySettled" in kinds
+
+
+def test_the_readme_backtest_example_works_as_written(tmp_path: Path) -> None:
+    """The README's "Backtests" block, line by line in bash, from a folder whose
+    ``.venv/bin/tradecore`` is this checkout and whose ``../shared/data`` is the shared
+    data (linked, not copied)."""
+    import os
+    import subprocess
+
+    from infra.settings import get_settings
+    from tests.api.test_readme import block_after, user_folder
+
+    data_dir = require_data("jquants/daily_quotes.csv.gz").parents[1]
+    home = user_folder(tmp_path)
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "data").symlink_to(data_dir.resolve())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADECORE_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env["TRADECORE_DATA_DIR"] = str(get_settings().data_dir)
+    lines = block_after("Backtests")
+    assert lines[0].startswith(".venv/bin/tradecore backtest --strategy momentum")
+    for line in lines:
+        done = subprocess.run(["bash", "-c", line], cwd=home, env=env, capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
+    run = home / "var" / "backtests" / "momentum-2015-11"
+    assert (run / "report.md").is_file() and (run / "equity.png").is_file()
+    assert "Account.Deposited" in done.stdout  # the audit trail of the run's account
