@@ -10,7 +10,8 @@ Prints one JSON object:
 - ``eight_year_seconds``: wall seconds of the 2008-2015 run (target < 60 s on the
   2-core dev machine); ``null`` with ``--quick`` or a shorter range, where
   ``eight_year_seconds_estimate`` scales the measured rate to the 8 years' sessions;
-- ``run``: sessions, orders, events, final equity and the run's own checks
+- ``run``: sessions, orders, events, final equity, ``phases_seconds`` (data loading,
+  the order flow, projecting the read models, the report) and the run's own checks
   (``ok``: every order accepted by the venue reached a final state, cash never
   negative); ``commit``, ``load_avg_*`` and ``calibration`` (the machine is shared);
 - with ``--profile``: where the time goes (cProfile, shares of the run).
@@ -82,6 +83,8 @@ def measure(start: date, end: date, top: int, data: Path, *, readmodels: bool,
             "from": str(start), "to": str(end), "top": top, "readmodels": readmodels,
             "sessions": len(days), "seconds": round(seconds, 2),
             "orders": dict(sorted(result.orders.items())), "events": result.events,
+            "phases_seconds": {k: round(v, 2) for k, v in result.phases.items()},
+            "events_per_s": round(result.events / seconds),
             "final_equity_yen": days[-1].equity if days else None,
             "ok": bool(days) and placed > 0 and all(d.cash >= 0 for d in days)
             and placed == sum(result.orders[k] for k in (

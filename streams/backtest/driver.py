@@ -117,6 +117,7 @@ class BacktestResult:
     reasons: Counter[str]  # why orders were rejected or skipped
     events: int
     seconds: float
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: where the time went
 
 
 def _moment(day: date, at: clock_time) -> datetime:
@@ -347,23 +348,30 @@ def run_backtest(strategy: Strategy, spec: BacktestSpec, out: Path) -> BacktestR
         raise BacktestError("out", "a folder that does not exist yet", str(out),
                             f"--out {out} exists: a run never overwrites another")
     bars = load_bars(Path(spec.data), spec.start, spec.end)
+    phases = {"data": time.perf_counter() - started}
     out.parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
+        mark = time.perf_counter()
         run = _Run(strategy, spec, bars, folder)
         try:
             run.run()
             events = run.app.head()
+            phases["order_flow"] = time.perf_counter() - mark
+            mark = time.perf_counter()
             if spec.readmodels:
                 _project(run.app, folder / READMODELS_FILE)
+            phases["read_models"] = time.perf_counter() - mark
         finally:
             run.app.close()
         spec_dict = {k: (str(v) if isinstance(v, Path | date) else v)
                      for k, v in asdict(spec).items()}
         result = BacktestResult(out, strategy.name, spec_dict, run.days, run.orders,
-                                run.reasons, events, 0.0)
-        result.seconds = time.perf_counter() - started
+                                run.reasons, events, 0.0, phases)
+        mark = time.perf_counter()
         write_report(result, folder)
+        phases["report"] = time.perf_counter() - mark
+        result.seconds = time.perf_counter() - started
         folder.rename(out)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
