@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as clock_time
@@ -184,8 +185,8 @@ class _Run:
     def session(self, i: int, decision: Any) -> None:
         day = self.bars.dates[i]
         self.clock.set(_moment(day, OPEN_AT))
-        intents = list(decision) if not isinstance(decision, dict) else []
-        targets = decision if isinstance(decision, dict) else None
+        intents = [] if isinstance(decision, Mapping) else list(decision)
+        targets = decision if isinstance(decision, Mapping) else None
         wanted = set(targets or ()) | self.held | {o.symbol for o in intents
                                                    if isinstance(o, OrderIntent)}
         bars: dict[str, dict[str, Any]] = {}
@@ -211,8 +212,11 @@ class _Run:
             orders, _ = orders_for_targets(
                 targets, self.portfolio(prices), prices, self.bars.universe.get,
                 self.app.schedule, slippage_ticks=self.spec.fill.slippage_ticks)
-            placed += self._place(day, [o for o in orders
-                                        if o.side == "buy" and o.symbol in opened])
+            buys = [o for o in orders if o.side == "buy"]
+            # a buy the sells' cash made possible in a symbol without a bar today waits
+            self._skip([(o.symbol, "no bar opened for it this session")
+                        for o in buys if o.symbol not in opened])
+            placed += self._place(day, [o for o in buys if o.symbol in opened])
         elif intents:
             self._open(day, bars, {o.symbol for o in intents if isinstance(o, OrderIntent)})
             placed += self._place(day, intents, prices)
@@ -250,9 +254,10 @@ class _Run:
         """Place a basket through the command path; refused orders are counted."""
         requests, refused = [], 0
         for intent in intents:
-            if not isinstance(intent, OrderIntent):
+            if not isinstance(intent, OrderIntent) or not _typed(intent):
                 refused += 1
-                self.reasons[f"rejected: not an OrderIntent ({type(intent).__name__})"] += 1
+                self.reasons["rejected: not an OrderIntent of str symbol, side and type "
+                             "and int quantity and price"] += 1
                 continue
             if prices is not None and intent.symbol not in prices and \
                     intent.symbol in self.bars.universe:
@@ -321,9 +326,14 @@ class _Run:
                 "strategy", "decides without raising", self.strategy.name,
                 f"strategy {self.strategy.name!r} raised on {day}: "
                 f"{type(exc).__name__}: {exc}") from exc
-        if isinstance(decision, dict):
-            bad = [s for s, w in decision.items()
-                   if not isinstance(w, int | float) or not np.isfinite(w) or w < 0]
+        if not isinstance(decision, Mapping | list | tuple):
+            raise BacktestError(
+                "strategy", "returns target weights or a list of order intents",
+                self.strategy.name, f"strategy {self.strategy.name!r} on {day} returned "
+                f"{type(decision).__name__}, not target weights or a list of order intents")
+        if isinstance(decision, Mapping):
+            bad = [s for s, w in decision.items() if not isinstance(s, str)
+                   or not isinstance(w, int | float) or not np.isfinite(w) or w < 0]
             if bad or sum(decision.values()) > 1.0 + 1e-9:
                 raise BacktestError(
                     "strategy", "target weights are finite, >= 0 and sum to at most 1",
@@ -331,6 +341,11 @@ class _Run:
                     f"weights must be finite, >= 0 and sum to at most 1 (bad: {bad[:5]}, "
                     f"sum {sum(w for w in decision.values() if isinstance(w, int | float))})")
         return decision
+
+
+def _typed(intent: OrderIntent) -> bool:
+    return (all(isinstance(v, str) for v in (intent.symbol, intent.side, intent.order_type))
+            and all(type(v) is int for v in (intent.quantity, intent.price)))
 
 
 def run_backtest(strategy: Strategy, spec: BacktestSpec, out: Path) -> BacktestResult:

@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from aggregates.errors import DomainError
 from aggregates.fees import CommissionSchedule
 from aggregates.instruments import PRICE_SCALE, Instrument, round_to_tick
 from aggregates.risk import notional_yen
@@ -145,8 +146,8 @@ def orders_for_targets(targets: Mapping[str, float], portfolio: Portfolio,
         price = prices.get(symbol)
         try:
             rules = instrument(symbol)
-        except LookupError as exc:
-            skipped.append((symbol, f"unknown symbol: {exc}"))
+        except (LookupError, DomainError):
+            skipped.append((symbol, "unknown symbol"))
             continue
         if not price:
             skipped.append((symbol, "no price for the session (no bar)"))

@@ -244,3 +244,37 @@ def test_the_readme_backtest_example_works_as_written(tmp_path: Path) -> None:
     run = home / "var" / "backtests" / "momentum-2015-11"
     assert (run / "report.md").is_file() and (run / "equity.png").is_file()
     assert "Account.Deposited" in done.stdout  # the audit trail of the run's account
+
+
+class Careless:
+    """Targets naming a code the market does not know, and intents of the wrong types."""
+
+    name = "careless"
+
+    def decide(self, day: date, history: MarketHistory, portfolio: Portfolio) -> Any:
+        if day.day % 2:
+            return {"0000": 0.3, "7203": 0.3}
+        return [OrderIntent("7203", "buy", "100", 0, "market")]  # type: ignore[arg-type]
+
+
+def test_unknown_targets_and_mistyped_intents_are_counted_not_crashed(
+        data: Path, tmp_path: Path) -> None:
+    result = run_backtest(Careless(), _spec(data, end="2015-11-13"), tmp_path / "run")
+    assert result.reasons["skipped: unknown symbol"] >= 1
+    assert any("not an OrderIntent" in r for r in result.reasons)
+    assert result.orders["placed"] >= 1  # the valid target was still bought
+
+
+class Silent:
+    name = "silent"
+
+    def decide(self, day: date, history: MarketHistory, portfolio: Portfolio) -> Any:
+        return None
+
+
+def test_a_strategy_returning_nothing_usable_is_a_clear_error(
+        data: Path, tmp_path: Path) -> None:
+    with pytest.raises(BacktestError) as refused:
+        run_backtest(Silent(), _spec(data), tmp_path / "run")
+    assert refused.value.field == "strategy" and "returned NoneType" in refused.value.message
+    assert not (tmp_path / "run").exists()
