@@ -125,9 +125,10 @@ class Market(TradingAggregate):
         except (TypeError, ValueError):
             raise RuleViolation("session_date", "an existing date, YYYY-MM-DD",
                                 session_date) from None
-        if self.opened_session is not None and session_date <= self.opened_session:
+        opened = getattr(self, "opened_session", None)  # absent in snapshots before bars
+        if opened is not None and session_date <= opened:
             raise RuleViolation("session_date", "after the last session opened "
-                                f"({self.opened_session})", session_date)
+                                f"({opened})", session_date)
         if type(participation_bp) is not int or not 0 < participation_bp <= 10_000:
             raise RuleViolation("participation_bp", "an integer in 1..10000",
                                 participation_bp)
