@@ -44,7 +44,7 @@ from aggregates.base import Meta
 from aggregates.clock import SimulatedClock
 from aggregates.errors import DomainError, RuleViolation
 from aggregates.fees import DEFAULT_SCHEDULE
-from aggregates.instruments import PRICE_SCALE, TOKYO
+from aggregates.instruments import TOKYO
 from aggregates.order import OrderStatus
 from aggregates.risk import RiskLimits
 from infra.eventstore import eventsourcing_env
@@ -422,5 +422,5 @@ def summary_json(result: BacktestResult) -> str:
     }, indent=2, sort_keys=True, default=str)
 
 
-__all__ = ["PRICE_SCALE", "BacktestError", "BacktestResult", "BacktestSpec", "FillModel",
+__all__ = ["BacktestError", "BacktestResult", "BacktestSpec", "FillModel",
            "run_backtest", "summary_json"]
