@@ -182,6 +182,19 @@ class TradingApplication(Application[UUID]):
         self._change(ids.MARKET_ID, Market, "market",
                      lambda m: m.close_session(session_date, meta))
 
+    def open_bars(self, session_date: str, bars: list[dict[str, Any]], meta: Meta, *,
+                  participation_bp: int, slippage_ticks: int) -> None:
+        """A backtest's session opens with these bars: the venue offers the outside
+        world's liquidity from them, and the day's price limits move to each bar's
+        ``base`` (the previous close), as they do at a real session's start."""
+        meta = self._stamped(meta)
+        for bar in bars:
+            self.universe.get(str(bar.get("symbol")))  # an unknown symbol stores nothing
+        self._change(ids.MARKET_ID, Market, "market", lambda m: m.open_bars(
+            session_date, bars, participation_bp=participation_bp,
+            slippage_ticks=slippage_ticks, meta=meta))
+        self.universe.rebase({bar["symbol"]: bar["base"] for bar in bars})
+
     def place_order(self, account_id: UUID, *, meta: Meta, **terms: Any) -> Placement:
         """Place one order (see :class:`OrderRequest` for the terms); raise if refused."""
         outcome = self.place_orders([OrderRequest(account_id=account_id, meta=meta, **terms)])[0]

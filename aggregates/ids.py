@@ -38,3 +38,9 @@ def engine_id(aggregate_id: UUID) -> int:
 def venue_id(symbol: str) -> UUID:
     """The venue's report stream for one symbol (see :mod:`aggregates.venue`)."""
     return uuid5(_NAMESPACE, f"venue/{symbol}")
+
+
+def external_liquidity_id(symbol: str, session_date: str, side: str) -> UUID:
+    """The venue's resting order for the outside world's liquidity on one side of one
+    symbol's book in one session (backtests: see ``Market.BarsOpened``)."""
+    return uuid5(_NAMESPACE, f"external/{symbol}/{session_date}/{side}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -543,7 +543,8 @@ class ListedStock(Protocol):
 
 
 class Universe:
-    """The tradable instruments by symbol; read-only once built."""
+    """The tradable instruments by symbol; changed only by :meth:`rebase` when a new
+    session's price limits take effect."""
 
     def __init__(self, instruments: Iterable[Instrument], source: str = ""):
         by_symbol: dict[str, Instrument] = {}
@@ -583,6 +584,15 @@ class Universe:
                 )
             )
         return cls(instruments, source=source)
+
+    def rebase(self, base_prices: dict[str, int]) -> None:
+        """A new session: each named instrument's limits are based on its previous close
+        from now on (in place, so everyone holding this universe sees the same day)."""
+        by_symbol = self._by_symbol
+        for symbol, base in base_prices.items():
+            current = self.get(symbol)
+            if current.base_price != base:
+                by_symbol[current.symbol] = replace(current, base_price=base)
 
     def get(self, symbol: str) -> Instrument:
         """The instrument for a 4-character symbol (a 5-digit J-Quants code also works)."""

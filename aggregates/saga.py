@@ -147,8 +147,14 @@ class OrderSaga:
         for report in e.reports:
             kind = report["kind"]
             if kind == "fill":
-                self._fill(report, UUID(report["taker"]), "taker", uow, meta)
-                self._fill(report, UUID(report["maker"]), "maker", uow, meta)
+                # a side that is None traded with liquidity from outside the system
+                # (a backtest's bar, ``"external": true``): only our side settles
+                if report["taker"] is not None:
+                    self._fill(report, UUID(report["taker"]), "taker", uow, meta)
+                if report["maker"] is not None:
+                    self._fill(report, UUID(report["maker"]), "maker", uow, meta)
+                continue
+            if kind == "external":  # the outside liquidity offered: nothing of ours
                 continue
             order = uow.order(UUID(report["order_id"]))
             if kind == "removed":

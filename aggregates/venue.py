@@ -11,7 +11,13 @@ Reports are plain JSON-friendly dicts (order ids as canonical UUID strings):
 
 - ``{"kind": "fill", "execution_id", "price", "quantity", "taker", "maker"}``: both
   order ids; the execution id derives from (symbol, input sequence, fill index), so a
-  replay of the same inputs reproduces it and consumers drop duplicates;
+  replay of the same inputs reproduces it and consumers drop duplicates. A fill
+  against liquidity from outside the system (a backtest's bar, see
+  ``Market.BarsOpened``) has ``None`` for that side and ``"external": true``;
+- ``{"kind": "external", "session_date", "bid": [price, quantity], "ask": [price,
+  quantity]}``: the outside liquidity a session's bar put on the book (``command``
+  ``"open"``), replacing the previous session's (a side of quantity 0 offers nothing);
+  the session close takes it off again without a report;
 - ``{"kind": "removed", "order_id", "quantity", "reason", "expired"}``: quantity taken
   off the book or never rested (IOC/FOK/market remainder, cancel, session expiry);
 - ``{"kind": "amended", "order_id", "quantity", "price", "priority_kept"}``: the new
@@ -41,8 +47,8 @@ class Venue(TradingAggregate):
 
         symbol: str
         sequence: int  # the engine's input sequence for the symbol after this command
-        command: str  # "new" | "cancel" | "amend" | "expire"
-        order_id: UUID | None  # the order the command was about (None for a session close)
+        command: str  # "new" | "cancel" | "amend" | "expire" | "open"
+        order_id: UUID | None  # the order the command was about (None: a session close/open)
         reports: list[dict[str, Any]]
         last_price: int | None  # the symbol's last trade price after this command
         depth: dict[str, Any] | None

@@ -146,6 +146,10 @@ class Engine(Protocol):
     ) -> None:
         """Open a book; its grid is the tick bands clipped to [min_price, max_price]."""
 
+    def regrid(self, symbol: str, min_price: int, max_price: int) -> None:
+        """Move an empty book's grid to a new session's limits; the sequence carries on
+        (``ValueError`` while orders rest)."""
+
     def submit(self, symbol: str, command: Command) -> list[Event]:
         """Apply one command; return its events in order."""
 

@@ -136,6 +136,20 @@ class KernelEngine:
         )
         self._books[symbol] = _SymbolBook(arrays, grid, min_price, max_price)
 
+    def regrid(self, symbol: str, min_price: int, max_price: int) -> None:
+        """A new session's price limits for an empty book: the grid moves with the base
+        price (the previous close) while the input sequence carries on, so execution ids
+        stay unique. Refused (``ValueError``) while orders rest: they would fall off it."""
+        book = self._book(symbol)
+        if int(book.arrays.state[S_RESTING]):
+            raise ValueError(f"symbol: {symbol!r} has resting orders; regrid needs an empty book")
+        validate_grid(book.bands, min_price, max_price)
+        arrays = BookArrays.allocate(
+            book.bands, min_price, max_price, self.self_trade_prevention, self.initial_capacity
+        )
+        arrays.state[S_SEQ] = book.arrays.state[S_SEQ]
+        self._books[symbol] = _SymbolBook(arrays, book.bands, min_price, max_price)
+
     def _book(self, symbol: str) -> _SymbolBook:
         try:
             return self._books[symbol]

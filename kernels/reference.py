@@ -154,6 +154,14 @@ class ReferenceEngine:
         validate_grid(grid_bands, min_price, max_price)
         self._books[symbol] = _Book(_Grid(grid_bands, min_price, max_price))
 
+    def regrid(self, symbol: str, min_price: int, max_price: int) -> None:
+        """A new session's price limits for an empty book; the sequence carries on."""
+        book = self._book(symbol)
+        if book.orders:
+            raise ValueError(f"symbol: {symbol!r} has resting orders; regrid needs an empty book")
+        validate_grid(book.grid.bands, min_price, max_price)
+        book.grid = _Grid(book.grid.bands, min_price, max_price)
+
     def _book(self, symbol: str) -> _Book:
         try:
             return self._books[symbol]

@@ -16,7 +16,16 @@ Venue commands (event topics the stage consumes):
 - ``Order.AmendRouted``: new total quantity and price (the venue converts the total to
   a new open quantity with what it knows was filled);
 - ``Market.SessionClosed``: expire every resting DAY order of every symbol, one
-  ``Reported`` (``command="expire"``, ``order_id=None``) per symbol that had any.
+  ``Reported`` (``command="expire"``, ``order_id=None``) per symbol that had any;
+- ``Market.BarsOpened`` (backtests): per bar, take the previous session's outside
+  liquidity off the book, move the (then empty) book's grid to the session's price
+  limits, set the last price to the open, and rest the outside world's liquidity: a
+  sell at open + ``slippage_ticks`` ticks and a buy at open - ``slippage_ticks`` ticks,
+  each of ``participation_bp`` of the bar's volume rounded down to the lot. One
+  ``Reported`` (``command="open"``, ``order_id=None``) per bar, with an ``external``
+  report; fills against that liquidity name ``None`` for the outside side and carry
+  ``"external": true``. This is the whole of the backtest fill model, and it lives here,
+  at the venue: the command path, risk and the saga are the live ones.
 
 State (:class:`VenueBooks`: the engine's books, the tickets of resting orders, last
 prices) is a pure function of the commands in order, and so are the reports: execution
@@ -50,7 +59,7 @@ import numpy as np
 
 from aggregates import ids
 from aggregates.errors import DomainError
-from aggregates.instruments import Instrument
+from aggregates.instruments import Instrument, price_limits, round_to_tick
 from aggregates.market import Market
 from aggregates.order import Order
 from aggregates.venue import Venue
@@ -92,6 +101,7 @@ VENUE_COMMAND_TOPICS: tuple[str, ...] = (
     _topic(Order.AmendRouted),
     _topic(Order.ExpiryRouted),
     _topic(Market.SessionClosed),
+    _topic(Market.BarsOpened),
 )
 
 
@@ -130,6 +140,10 @@ _UNKNOWN_SYMBOL = "unknown_symbol"
 
 # venue command kinds (what the stage decodes events into)
 NEW, CANCEL, AMEND, EXPIRE, CLOSE = "new", "cancel", "amend", "expire", "close"
+OPEN = "open"
+EXTERNAL = "external"
+"""The order id of a ticket the venue rests for the outside world (a bar's liquidity)."""
+EXTERNAL_OWNER = 1  # the engine owner of outside liquidity (accounts: engine_id(account))
 
 
 @dataclass(slots=True)
@@ -150,7 +164,7 @@ class Ticket:
                 self.quantity, self.open, self.price]
 
 
-VenueCommand = tuple[str, "str | None", int, str, int, int, int, int, int, int]
+VenueCommand = tuple[str, "str | None", int, str, int, int, int, int, int, Any]
 """A venue command decoded from its event, what the venue needs and nothing more:
 ``(kind, symbol, engine_id, order_id, quantity, price, side, order_type, tif, owner)``.
 
@@ -158,7 +172,9 @@ VenueCommand = tuple[str, "str | None", int, str, int, int, int, int, int, int]
 for a cancel/amend/expiry whose event names none (the venue then finds the order's book
 from its tickets) and for a session close; ``order_id`` the order's canonical UUID
 string; ``quantity`` a NEW's quantity or an AMEND's new total; ``side``/``order_type``/
-``tif`` engine ints. Plain tuples: the stage builds one per command.
+``tif`` engine ints. Plain tuples: the stage builds one per command. A session's bars
+(``open``) are ``(open, session_date, 0, market id, participation_bp, slippage_ticks,
+0, 0, 0, bars)``.
 """
 
 Outcome = tuple[str, int, list[dict[str, Any]], "int | None"]
@@ -200,12 +216,18 @@ def _decode_close(e: Any) -> VenueCommand:
     return (CLOSE, None, 0, str(e.originator_id), 0, 0, 1, _LIMIT, _DAY, 0)
 
 
+def _decode_bars(e: Any) -> VenueCommand:
+    return (OPEN, e.session_date, 0, str(e.originator_id), e.participation_bp,
+            e.slippage_ticks, 0, 0, 0, e.bars)
+
+
 _DECODERS: dict[type, Callable[[Any], VenueCommand]] = {
     Order.Routed: _decode_routed,
     Order.CancelRouted: _decode_cancel,
     Order.ExpiryRouted: _decode_expiry,
     Order.AmendRouted: _decode_amend,
     Market.SessionClosed: _decode_close,
+    Market.BarsOpened: _decode_bars,
 }
 
 
@@ -263,6 +285,7 @@ class VenueBooks:
         self.tickets: dict[int, Ticket] = {}
         self.last_prices: dict[str, int] = {}
         self.sequences: dict[str, int] = {}  # symbols with a book -> their input sequence
+        self._grids: dict[str, tuple[int, int]] = {}  # books' price ranges set here
         self.engine.restore(self._empty_engine_image())
 
     @property
@@ -287,6 +310,7 @@ class VenueBooks:
 
     def load(self, image: dict[str, Any] | None, engine: bytes = b"") -> None:
         """Replace the state with ``image`` and the engine's snapshot (None: empty)."""
+        self._grids = {}  # unknown after a restore: the next bar sets each again
         if image is None:
             self.engine.restore(self._empty_engine_image())
             self.tickets = {}
@@ -324,11 +348,12 @@ class VenueBooks:
             if command is None:
                 continue
             kind, symbol, eid, order_id, quantity, price, side, order_type, tif, owner = command
-            if kind == CLOSE:
+            if kind in (CLOSE, OPEN):
                 for pending in runs.values():
                     self._flush(pending, results)
                 runs.clear()
-                results[index] = self._close_session()
+                results[index] = (self._close_session() if kind == CLOSE else
+                                  self._open_session(str(symbol), quantity, price, owner))
                 continue
             if symbol is None:  # older events: the order's book, if the venue knows it
                 known = tickets.get(eid)
@@ -406,6 +431,7 @@ class VenueBooks:
             return False
         limits = instrument.limits
         self.engine.add_symbol(symbol, instrument.tick_bands, limits.lower, limits.upper)
+        self._grids[symbol] = (limits.lower, limits.upper)
         self.sequences[symbol] = 0
         return True
 
@@ -423,7 +449,79 @@ class VenueBooks:
             run.slots.append((0, EXPIRE, None, len(day), 0, True, None))
             results: list[Any] = [None]
             self._flush(run, results)
-            outcomes.append(results[0])
+            if results[0][2] or any(t.order_id != EXTERNAL for t in day):
+                outcomes.append(results[0])  # (outside liquidity alone leaves unreported)
+        return outcomes
+
+    def _open_session(self, session_date: str, participation_bp: int, slippage_ticks: int,
+                      bars: list[dict[str, Any]]) -> list[Outcome]:
+        """A session's bars: per symbol, the outside liquidity (see the module doc)."""
+        external: dict[str, list[Ticket]] = {}
+        ours: set[str] = set()
+        for t in self.tickets.values():
+            if t.order_id == EXTERNAL:
+                external.setdefault(t.symbol, []).append(t)
+            else:
+                ours.add(t.symbol)
+        outcomes: list[Outcome] = []
+        for bar in sorted(bars, key=lambda b: str(b["symbol"])):
+            symbol = bar["symbol"]
+            try:
+                instrument = self._instrument(symbol)
+            except (LookupError, DomainError):
+                continue  # the command side stores bars only for known symbols
+            if symbol not in self.sequences:
+                self._open_book(symbol)
+            run = _Run(symbol)
+            gone = sorted(external.get(symbol, ()), key=lambda t: t.engine_id)
+            if gone:  # the previous session's outside liquidity: off the book, unreported
+                run.rows = [(_CANCEL, t.engine_id, 1, _LIMIT, _DAY, 0, 0, 0) for t in gone]
+                run.slots.append((0, CANCEL, None, len(gone), 0, False, None))
+                self._flush(run, [None])
+                run = _Run(symbol)
+            limits = price_limits(bar["base"])
+            grid = (limits.lower, limits.upper)
+            if symbol not in ours and self._grids.get(symbol) != grid:
+                # an empty book: its grid follows the day's limits
+                self.engine.regrid(symbol, *grid)
+                self._grids[symbol] = grid
+            table = instrument.tick_table
+            open_ = bar["open"]
+            self.last_prices[symbol] = open_
+            ask, bid = open_, open_
+            for _ in range(slippage_ticks):
+                ask = round_to_tick(ask + 1, table, "up")
+                bid = round_to_tick(bid - 1, table, "down") if bid > 1 else bid
+            ask = min(ask, round_to_tick(limits.upper, table, "down"))
+            bid = max(bid, round_to_tick(limits.lower, table, "up"))
+            lot = instrument.lot_size
+            size = bar["volume"] * participation_bp // 10_000 // lot * lot
+            offered = {"ask": [ask, 0], "bid": [bid, 0]}
+            sides: list[str] = []
+            if size > 0:
+                for side, price in ((-1, ask), (1, bid)):
+                    name = "ask" if side == -1 else "bid"
+                    eid = ids.engine_id(ids.external_liquidity_id(symbol, session_date, name))
+                    ticket = Ticket(eid, EXTERNAL, symbol, side, _DAY, size, size, price)
+                    run.rows.append((_NEW, eid, side, _LIMIT, _DAY, price, size,
+                                     EXTERNAL_OWNER))
+                    run.slots.append((len(sides), NEW, ticket, 1, 0, False, None))
+                    sides.append(name)
+            results: list[Any] = [None] * len(sides)
+            if sides:
+                self._flush(run, results)
+            reports: list[dict[str, Any]] = [{"kind": "external", "session_date": session_date,
+                                              "bid": offered["bid"], "ask": offered["ask"]}]
+            sequence, last = self.sequences[symbol], self.last_prices.get(symbol)
+            for name, (_, _, more, _) in zip(sides, results, strict=True):
+                # the engine may refuse a price off this book's grid (kept for our
+                # resting orders): that side then offers nothing
+                refused = any(r["kind"] == "refused" for r in more)
+                offered[name][1] = 0 if refused else size
+                reports.extend(r for r in more if r["kind"] != "refused")
+            if results:
+                _, sequence, _, last = results[-1]
+            outcomes.append((symbol, sequence, reports, last))
         return outcomes
 
     def _engine_events(self, symbol: str, rows: list[tuple[int, ...]]) -> list[list[int]]:
@@ -473,14 +571,21 @@ class VenueBooks:
                     if maker.open == 0:
                         del tickets[ev[3]]
                     last = ev[5]
-                    reports.append({"kind": "fill",
-                                    "execution_id": execution_id(symbol, ev[1], ev[9]),
-                                    "price": last, "quantity": ev[6],
-                                    "taker": taker.order_id, "maker": maker.order_id})
+                    fill = {"kind": "fill",
+                            "execution_id": execution_id(symbol, ev[1], ev[9]),
+                            "price": last, "quantity": ev[6],
+                            "taker": taker.order_id, "maker": maker.order_id}
+                    if fill["taker"] == EXTERNAL or fill["maker"] == EXTERNAL:
+                        fill["taker"] = None if taker.order_id == EXTERNAL else taker.order_id
+                        fill["maker"] = None if maker.order_id == EXTERNAL else maker.order_id
+                        fill["external"] = True
+                    reports.append(fill)
                 elif k == _CANCELLED:
                     gone = tickets.pop(ev[2], None) or ticket
                     assert gone is not None
                     gone.open = 0
+                    if gone.order_id == EXTERNAL:  # outside liquidity leaves unreported
+                        continue
                     reports.append({"kind": "removed", "order_id": gone.order_id,
                                     "quantity": ev[6],
                                     "reason": _EXPIRED if expired else reasons[ev[10]],
@@ -691,8 +796,8 @@ class MatchingStage:
             command_id = "match:" + cause
             correlation = event.correlation_id
             kind = command[0]
-            if kind == CLOSE:
-                kind = EXPIRE
+            if kind in (CLOSE, OPEN):
+                kind = EXPIRE if kind == CLOSE else OPEN
                 order_id: UUID | None = None
                 outcomes = outcome
             else:

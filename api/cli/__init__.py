@@ -13,9 +13,8 @@ import re
 
 import typer
 
-from api.cli import auth, model, users
+from api.cli import auth, backtest, model, users
 from api.cli.demo import demo
-from api.cli.intraday import intraday_command
 from api.cli.readmodels import db_app, projections_app
 from api.cli.serve import serve, worker
 from api.cli.trading import account_app, events, market_app, order_app
@@ -38,8 +37,9 @@ app.add_typer(projections_app, name="projections")
 app.add_typer(auth.app, name="auth", help="Issue tokens and rotate signing keys.")
 app.add_typer(users.app, name="user", help="Desk console users: add, list, disable, passwd.")
 app.add_typer(model.app, name="model", help="Train, evaluate and serve the ATFT-GAT-FAN model.")
-# issue 13 part 4; the lead mounts it as `backtest intraday` beside the daily backtest
-app.command(name="backtest-intraday")(intraday_command)
+app.add_typer(backtest.app, name="backtest",
+              help="Replay history: daily bars through the live order flow, or "
+                   "`intraday` execution agents on a LOBSTER day.")
 
 
 def _prose(text: str | None) -> str | None:

@@ -1,8 +1,7 @@
 """``tradecore backtest intraday``: a TWAP buyer or a passive market maker on a LOBSTER day.
 
-``intraday_command`` is a plain typer command so the lead can mount it under the
-``backtest`` group; until then ``api/cli/__init__.py`` registers it as
-``backtest-intraday``. The replay, its Numba kernel and numpy load only when it runs.
+``intraday_command`` is mounted under the ``backtest`` group by :mod:`api.cli.backtest`.
+The replay, its Numba kernel and numpy load only when it runs.
 The model is in ``docs/backtests.md`` ("Intraday") and :mod:`kernels.intraday`.
 """
 

@@ -124,3 +124,15 @@ def test_intraday() -> None:
     for agent in ("twap", "maker", "maker_fast"):
         assert out[agent]["msgs_per_s"] > 0 and out[agent]["ratio_to_plain"] > 0
         assert out[agent]["fills"] > 0 and out["reference"][agent]["fills_equal"] is True
+
+
+def test_backtest_benchmark_runs_the_live_path_and_prints_its_figures() -> None:
+    from tests.conftest import require_data
+
+    require_data("jquants/daily_quotes.csv.gz")
+    out = run("backtest.py", "--quick")
+    assert_machine_noted(out)
+    assert out["days_per_s"] > 0 and out["orders_per_s"] > 0
+    assert out["eight_year_seconds"] is None and out["eight_year_seconds_estimate"] > 0
+    run_ = out["run"]
+    assert run_["sessions"] == 40 and run_["orders"]["placed"] > 0 and run_["ok"] is True

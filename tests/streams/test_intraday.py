@@ -1,6 +1,6 @@
 """Intraday backtest: the queue rules on small books, the TWAP schedule, the real GOOG
 day (fills the book offered, no impact on the replay, kernel == reference), the report
-and the ``tradecore backtest-intraday`` command."""
+and the ``tradecore backtest intraday`` command."""
 
 from __future__ import annotations
 
@@ -281,7 +281,7 @@ def test_goog_kernel_equals_reference_fill_for_fill(goog: LobsterDay) -> None:
 
 # -------------------------------------------------------------------- the command
 def tradecore(*args: str, folder: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TRADECORE, "backtest-intraday", *args], capture_output=True,
+    return subprocess.run([*TRADECORE, "backtest", "intraday", *args], capture_output=True,
                           text=True, env=env_for(folder), timeout=300, check=False)  # fmt: skip
 
 

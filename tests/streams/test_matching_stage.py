@@ -71,7 +71,7 @@ def states(reported: list[Any]) -> list[dict[str, Any]]:
 def test_topics_are_the_mappers_and_engines_have_names() -> None:
     assert tuple(get_topic(c) for c in (
         Order.Routed, Order.CancelRouted, Order.AmendRouted, Order.ExpiryRouted,
-        Market.SessionClosed)) == VENUE_COMMAND_TOPICS
+        Market.SessionClosed, Market.BarsOpened)) == VENUE_COMMAND_TOPICS
     assert MatchingStage.name == "matching"
     assert type(make_engine("kernel")).__name__ == "KernelEngine"
     assert type(make_engine("reference")).__name__ == "ReferenceEngine"
