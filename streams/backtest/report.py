@@ -71,14 +71,18 @@ def _charts(days: Sequence[DayRecord], cash: int, folder: Path) -> list[str]:
     drawdown = (equity - peak) / peak
     turnover = np.array([d.bought + d.sold for d in days], dtype=float) / equity
     fees = np.cumsum([d.fees for d in days])
+    from matplotlib.ticker import FuncFormatter, PercentFormatter
+
+    yen = FuncFormatter(lambda v, _: f"{v:,.0f}")  # whole yen with separators, no 1e8
     charts = [
-        ("equity.png", "Equity (yen)", equity, "line"),
-        ("drawdown.png", "Drawdown", drawdown, "fill"),
-        ("turnover.png", "Daily turnover (traded notional / equity)", turnover, "bar"),
-        ("fees.png", "Cumulative fees (yen)", fees, "line"),
+        ("equity.png", "Equity (yen)", equity, "line", yen),
+        ("drawdown.png", "Drawdown", drawdown, "fill", PercentFormatter(1.0)),
+        ("turnover.png", "Daily turnover (traded notional / equity)", turnover, "bar",
+         PercentFormatter(1.0)),
+        ("fees.png", "Cumulative fees (yen)", fees, "line", yen),
     ]
     names = []
-    for name, title, values, kind in charts:
+    for name, title, values, kind, axis in charts:
         fig, ax = plt.subplots(figsize=(9, 3.2), dpi=100)
         if kind == "fill":
             ax.fill_between(x, values, 0, color="tab:red", alpha=0.5, linewidth=0)
@@ -87,6 +91,7 @@ def _charts(days: Sequence[DayRecord], cash: int, folder: Path) -> list[str]:
         else:
             ax.plot(x, values, color="tab:blue", linewidth=1)
         ax.set_title(title)
+        ax.yaxis.set_major_formatter(axis)
         ax.grid(alpha=0.3)
         fig.autofmt_xdate()
         fig.tight_layout()
