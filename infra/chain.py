@@ -1,0 +1,201 @@
+"""The per-aggregate hash chain of the event store: its stored form and its verification.
+
+Every event stored by :class:`infra.codec.CodecMapper` ends its JSON object with two
+more keys, always last and always of the same length::
+
+    {"schema_version":1,…,"prev_digest":"<64 hex>","digest":"<64 hex>"}
+
+- ``prev_digest``: the ``digest`` of the aggregate's previous event (version - 1), or 64
+  zeros for the first chained event of an aggregate (its version 1, or the first event
+  written after an unchained prefix of events stored before the chain existed);
+- ``digest``: BLAKE2b-256 of the topic, a newline, and the stored bytes up to (not
+  including) ``,"digest":`` — so it covers the event's every field, its
+  ``originator_id`` and ``originator_version`` (in the JSON), its topic (a column) and
+  ``prev_digest``: changing any stored byte of an event, or the order of an aggregate's
+  events, breaks the chain at that event.
+
+The keys sit inside the JSON object, so the decoder (which knows the event's fields)
+skips them and the bytes stay one JSON object on Kafka too. Verifying needs no JSON
+parsing: the trailer has a fixed length and is sliced off.
+
+This module knows bytes and digests only, no domain and no store: the store's walk is
+:mod:`api.audit`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from typing import Any
+from uuid import UUID
+
+DIGEST_HEX = 64
+GENESIS = "0" * DIGEST_HEX
+"""``prev_digest`` of an aggregate's first chained event."""
+
+_PREV_KEY = b',"prev_digest":"'
+_DIGEST_KEY = b'","digest":"'
+_END = b'"}'
+TRAILER_LENGTH = len(_PREV_KEY) + DIGEST_HEX + len(_DIGEST_KEY) + DIGEST_HEX + len(_END)
+_COVERED_TAIL = len(_DIGEST_KEY) - 1 + DIGEST_HEX + len(_END)  # bytes after the covered part
+
+
+def digest_of(topic: str, covered: bytes) -> str:
+    """The ``digest`` of an event whose stored bytes up to ``,"digest":`` are ``covered``."""
+    return blake2b(topic.encode() + b"\n" + covered, digest_size=32).hexdigest()
+
+
+def seal(topic: str, body: bytes, prev: str) -> tuple[bytes, str]:
+    """``body`` (a JSON object's bytes, ending in ``}``) with the chain keys appended,
+    chained after ``prev``; and the new event's digest."""
+    covered = body[:-1] + _PREV_KEY + prev.encode() + b'"'
+    own = digest_of(topic, covered)
+    return covered + _DIGEST_KEY[1:] + own.encode() + _END, own
+
+
+def _is_hex(value: bytes) -> bool:
+    try:
+        int(value, 16)
+    except ValueError:
+        return False
+    return True
+
+
+def links(state: bytes) -> tuple[str, str] | None:
+    """(``prev_digest``, ``digest``) of stored bytes, or None when they carry no chain
+    (an event stored before the chain existed)."""
+    n = len(state)
+    if n <= TRAILER_LENGTH or not state.endswith(_END):
+        return None
+    start = n - TRAILER_LENGTH
+    if state[start:start + len(_PREV_KEY)] != _PREV_KEY:
+        return None
+    prev_at = start + len(_PREV_KEY)
+    own_at = prev_at + DIGEST_HEX + len(_DIGEST_KEY)
+    if state[prev_at + DIGEST_HEX:own_at] != _DIGEST_KEY:
+        return None
+    prev, own = state[prev_at:prev_at + DIGEST_HEX], state[own_at:own_at + DIGEST_HEX]
+    if not (_is_hex(prev) and _is_hex(own)):
+        return None
+    return prev.decode(), own.decode()
+
+
+def strip(state: bytes) -> bytes:
+    """The JSON object without its chain keys (the bytes as before the chain)."""
+    return state[:-TRAILER_LENGTH] + b"}" if links(state) is not None else state
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong in the store: what, which aggregate, where."""
+
+    kind: str  # "tampered" | "missing" | "reordered"
+    aggregate_id: str
+    version: int
+    position: int | None  # the notification id (None for versions that are missing)
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "aggregate_id": self.aggregate_id,
+                "version": self.version, "position": self.position, "detail": self.detail}
+
+
+@dataclass(slots=True)
+class _Trail:
+    version: int = 0
+    digest: str | None = None  # None: no chained event yet (genesis or unchained prefix)
+    chained: bool = False
+    missing: set[int] = field(default_factory=set)
+
+
+@dataclass
+class ChainReport:
+    """What :func:`verify_rows` found."""
+
+    events: int = 0
+    aggregates: int = 0
+    chained: int = 0
+    unchained_prefix: int = 0  # events stored before the chain existed, each at its start
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "events": self.events, "aggregates": self.aggregates,
+                "chained": self.chained, "unchained_prefix": self.unchained_prefix,
+                "problems": [p.as_dict() for p in self.problems]}
+
+
+Row = tuple[int | None, UUID | str, int, str, bytes]
+"""(notification id or None, aggregate id, version, topic, stored state)."""
+
+
+def verify_rows(rows: Iterable[Row]) -> ChainReport:
+    """Check the chain of every aggregate in ``rows`` (in notification order, or one
+    aggregate's rows in version order).
+
+    Per aggregate: versions must follow each other (a version that never shows is
+    *missing*; one that comes after a higher one is *reordered*), every chained event's
+    digest must match its bytes (else *tampered*) and name its predecessor's digest
+    (else *reordered*: intact, but not stored after the event it was written after),
+    and once an aggregate's events are chained they stay chained (an unchained event
+    after a chained one had its chain stripped: *tampered*). Events without a chain
+    before the first chained one are the unchained prefix: counted, not a problem.
+    """
+    report = ChainReport()
+    trails: dict[UUID | str, _Trail] = {}
+    problems = report.problems
+    genesis = GENESIS
+    for position, aggregate_id, version, topic, state in rows:
+        report.events += 1
+        trail = trails.get(aggregate_id)
+        if trail is None:
+            trail = trails[aggregate_id] = _Trail()
+        expected = trail.version + 1
+        in_order = True
+        if version != expected:
+            if version > expected:
+                trail.missing.update(range(expected, version))
+            elif version in trail.missing:
+                trail.missing.discard(version)
+                in_order = False
+                problems.append(Problem("reordered", str(aggregate_id), version, position,
+                                        f"version {version} stored after version "
+                                        f"{trail.version}"))
+            else:
+                in_order = False
+                problems.append(Problem("reordered", str(aggregate_id), version, position,
+                                        f"version {version} again after version "
+                                        f"{trail.version}"))
+        if version > trail.version:
+            trail.version = version
+        state = bytes(state)
+        found = links(state)
+        if found is None:
+            if trail.chained:
+                problems.append(Problem("tampered", str(aggregate_id), version, position,
+                                        "no chain keys after chained events (stripped)"))
+            else:
+                report.unchained_prefix += 1
+            continue
+        report.chained += 1
+        prev, own = found
+        if digest_of(topic, state[:-_COVERED_TAIL]) != own:
+            problems.append(Problem("tampered", str(aggregate_id), version, position,
+                                    "digest does not match the stored bytes"))
+        elif in_order and prev != (trail.digest or genesis) and version == expected:
+            problems.append(Problem("reordered", str(aggregate_id), version, position,
+                                    f"does not chain to version {version - 1} "
+                                    "(prev_digest differs)"))
+        trail.chained = True
+        trail.digest = own
+    report.aggregates = len(trails)
+    for aggregate_id, trail in trails.items():
+        for version in sorted(trail.missing):
+            problems.append(Problem("missing", str(aggregate_id), version, None,
+                                    f"version {version} is not stored (the aggregate has "
+                                    f"versions up to {trail.version})"))
+    return report
