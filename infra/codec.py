@@ -179,7 +179,7 @@ class EventCodec:
         state: dict[str, Any] = {SCHEMA_VERSION: schema.version}
         state.update(event.__dict__)
         if "_chain" in state:  # an event read from the store: its digest, not a field
-            del state["_chain"]
+            state.pop("_chain")
         for name in schema.datetime_fields:
             value = state.get(name)
             # msgspec writes an aware UTC datetime as we want unless its microsecond is 0
