@@ -37,9 +37,20 @@ _STAMP_LENGTH = 27  # 2026-11-20T00:01:02.000000Z
 Format = Literal["jsonl", "parquet"]
 
 
+class TradingStore(Application[UUID]):
+    """The trading application's event store (its tables: the same ``name``), read
+    through the codec with its snapshots, without the trading application's start-up
+    writes (the market it opens on an empty store)."""
+
+    name = "trading"
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        super().__init__({**(env or {}), "IS_SNAPSHOTTING_ENABLED": "y"})
+
+
 def open_store(settings: Settings) -> Application[UUID]:
-    """The configured event store, read through the codec, with its snapshots."""
-    return Application(env={**eventsourcing_env(settings), "IS_SNAPSHOTTING_ENABLED": "y"})
+    """The configured event store (see :class:`TradingStore`)."""
+    return TradingStore(eventsourcing_env(settings))
 
 
 def _plaintext(app: Application[UUID]) -> Any:
