@@ -5,6 +5,7 @@ or version, an order's trail, and byte-exact export/import.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -84,7 +85,7 @@ def test_every_write_path_chains_and_a_restart_carries_the_chain_on(
     assert len(events) > 8  # the venue stream went on after the restart
     chain = [links(e.state) for e in events]
     assert chain[0] is not None and chain[0][0] == GENESIS
-    for before, after in zip(chain, chain[1:], strict=False):
+    for before, after in itertools.pairwise(chain):
         assert before is not None and after is not None and after[0] == before[1]
     again.close()
 

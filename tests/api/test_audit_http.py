@@ -22,11 +22,11 @@ def test_audit_over_http_by_role_and_point_in_time(tmp_path: Path) -> None:
         bob = open_funded(server, "bob", allow_short=True)
         as_alice = server.auth(Role.trader, [alice])
         with server.client() as http:
-            r = http.post("/v1/orders", json=order(bob, symbol, "sell", 100, price, client_order_id="b-1"),
-                          headers=server.auth(Role.trader, [bob]))
+            sell = order(bob, symbol, "sell", 100, price, client_order_id="b-1")
+            r = http.post("/v1/orders", json=sell, headers=server.auth(Role.trader, [bob]))
             assert r.status_code in (200, 201, 202), r.text
-            r = http.post("/v1/orders", json=order(alice, symbol, "buy", 100, price, client_order_id="a-1"),
-                          headers=as_alice)
+            buy = order(alice, symbol, "buy", 100, price, client_order_id="a-1")
+            r = http.post("/v1/orders", json=buy, headers=as_alice)
             assert r.status_code in (200, 201, 202), r.text
             alice_order = UUID(r.json()["order_id"])
             assert server.runtime.wait_idle(15)
