@@ -77,15 +77,58 @@ def stored_rows(app: Application[UUID], aggregate_id: UUID | None = None) -> Ite
             yield None, s.originator_id, s.originator_version, s.topic, state
         return
     recorder: Any = app.recorder
-    start = 1
+    page_of = _raw_pages(recorder)
+    after = 0
     while True:
-        page = recorder.select_notifications(start, PAGE)
+        page = page_of(after)
         if not page:
             return
-        for n in page:
-            yield (n.id, n.originator_id, n.originator_version, n.topic,
-                   plain(n.state) if plain else n.state)
-        start = page[-1].id + 1
+        if plain:
+            page = [(p, i, v, t, plain(s)) for p, i, v, t, s in page]
+        yield from page
+        after = page[-1][0]
+
+
+def _raw_pages(recorder: Any) -> Any:
+    """``after -> rows``: the next page of the log after notification ``after``.
+
+    Read with one plain query on the library recorder's own datastore and table
+    (``datastore``, ``events_table_name``), ids as the store keeps them: building a UUID
+    and a Notification object per row cost three times the verification itself. Other
+    recorders are read through ``select_notifications``."""
+    module = type(recorder).__module__
+    datastore = getattr(recorder, "datastore", None)
+    table = getattr(recorder, "events_table_name", None)
+    if datastore is not None and table is not None and "sqlite" in module:
+        sql = (f"SELECT rowid, originator_id, originator_version, topic, state FROM {table} "
+               "WHERE rowid > ? ORDER BY rowid LIMIT ?")
+
+        def sqlite_page(after: int) -> list[Row]:
+            with datastore.transaction(commit=False) as cursor:
+                cursor.execute(sql, (after, PAGE))
+                return cursor.fetchall()  # type: ignore[no-any-return]  # rows unpack as tuples
+
+        return sqlite_page
+    if datastore is not None and table is not None and "postgres" in module:
+        from psycopg.sql import SQL, Identifier
+
+        query = SQL("SELECT notification_id, originator_id::text, originator_version, topic, "
+                    "state FROM {schema}.{table} WHERE notification_id > %s "
+                    "ORDER BY notification_id LIMIT %s").format(
+            schema=Identifier(datastore.schema), table=Identifier(table))
+
+        def postgres_page(after: int) -> list[Row]:
+            with datastore.transaction(commit=False) as cursor:
+                cursor.execute(query, (after, PAGE))
+                return [tuple(r.values()) for r in cursor.fetchall()]  # type: ignore[misc]
+
+        return postgres_page
+
+    def library_page(after: int) -> list[Row]:
+        return [(n.id, n.originator_id, n.originator_version, n.topic, n.state)
+                for n in recorder.select_notifications(after + 1, PAGE)]
+
+    return library_page
 
 
 def verify(app: Application[UUID], aggregate_id: UUID | None = None) -> ChainReport:
@@ -147,6 +190,36 @@ def _stamp(app: Application[UUID], s: StoredEvent, plain: Any) -> str:
     return audit.utc_text(event.timestamp)
 
 
+def _version_at(app: Application[UUID], aggregate_id: UUID, limit: str, last: int,
+                as_of: datetime) -> int:
+    """The last version recorded at or before ``limit`` (UTC text), found by bisection
+    over the versions, a point read each (about 14 for 10,000 events), instead of
+    reading every event: an aggregate's events are stamped in version order (its
+    writers are serialised by the store's optimistic concurrency, each stamping with
+    the clock as it decides)."""
+    plain = _plaintext(app)
+    recorder = app.recorder
+
+    def stamp(version: int) -> str:
+        return _stamp(app, recorder.select_events(aggregate_id, gt=version - 1,
+                                                  lte=version)[0], plain)
+
+    first = stamp(1)
+    if first > limit:
+        raise RuleViolation("as_of", f"at or after the aggregate's first event ({first})",
+                            as_of.isoformat())
+    low, high = 1, last
+    if stamp(last) <= limit:
+        return last
+    while high - low > 1:  # stamp(low) <= limit < stamp(high)
+        middle = (low + high) // 2
+        if stamp(middle) <= limit:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
 def state_at(app: Application[UUID], aggregate_id: UUID, *, as_of: datetime | None = None,
              version: int | None = None) -> AsOf:
     """The aggregate as it was after ``version``, or after its last event recorded at
@@ -170,17 +243,7 @@ def state_at(app: Application[UUID], aggregate_id: UUID, *, as_of: datetime | No
                                 version)
         target = version
     elif as_of is not None:
-        limit = audit.utc_text(as_of)
-        plain = _plaintext(app)
-        rows = recorder.select_events(aggregate_id)
-        target = 0
-        for s in rows:
-            if _stamp(app, s, plain) <= limit:
-                target = s.originator_version
-        if not target:
-            first = _stamp(app, rows[0], plain)
-            raise RuleViolation("as_of", f"at or after the aggregate's first event ({first})",
-                                as_of.isoformat())
+        target = _version_at(app, aggregate_id, audit.utc_text(as_of), last, as_of)
     else:
         target = last
     start: Any = None

@@ -54,31 +54,21 @@ def seal(topic: str, body: bytes, prev: str) -> tuple[bytes, str]:
     return covered + _DIGEST_KEY[1:] + own.encode() + _END, own
 
 
-def _is_hex(value: bytes) -> bool:
-    try:
-        int(value, 16)
-    except ValueError:
-        return False
-    return True
-
-
 def links(state: bytes) -> tuple[str, str] | None:
     """(``prev_digest``, ``digest``) of stored bytes, or None when they carry no chain
-    (an event stored before the chain existed)."""
+    (an event stored before the chain existed). Only the keys' places are checked: a
+    digest that is not what it should be is for :func:`verify_rows` to find."""
     n = len(state)
     if n <= TRAILER_LENGTH or not state.endswith(_END):
         return None
     start = n - TRAILER_LENGTH
-    if state[start:start + len(_PREV_KEY)] != _PREV_KEY:
-        return None
     prev_at = start + len(_PREV_KEY)
     own_at = prev_at + DIGEST_HEX + len(_DIGEST_KEY)
-    if state[prev_at + DIGEST_HEX:own_at] != _DIGEST_KEY:
+    if (state[start:prev_at] != _PREV_KEY
+            or state[prev_at + DIGEST_HEX:own_at] != _DIGEST_KEY):
         return None
-    prev, own = state[prev_at:prev_at + DIGEST_HEX], state[own_at:own_at + DIGEST_HEX]
-    if not (_is_hex(prev) and _is_hex(own)):
-        return None
-    return prev.decode(), own.decode()
+    return (bytes(state[prev_at:prev_at + DIGEST_HEX]).decode("latin-1"),
+            bytes(state[own_at:own_at + DIGEST_HEX]).decode("latin-1"))
 
 
 def strip(state: bytes) -> bytes:
@@ -104,8 +94,7 @@ class Problem:
 @dataclass(slots=True)
 class _Trail:
     version: int = 0
-    digest: str | None = None  # None: no chained event yet (genesis or unchained prefix)
-    chained: bool = False
+    digest: bytes | None = None  # None: no chained event yet (genesis or unchained prefix)
     missing: set[int] = field(default_factory=set)
 
 
@@ -144,58 +133,82 @@ def verify_rows(rows: Iterable[Row]) -> ChainReport:
     and once an aggregate's events are chained they stay chained (an unchained event
     after a chained one had its chain stripped: *tampered*). Events without a chain
     before the first chained one are the unchained prefix: counted, not a problem.
+
+    The loop is the verifier's whole cost beside reading the rows, so it slices the
+    fixed-length trailer in place and hashes through a per-topic prefix copy.
     """
     report = ChainReport()
     trails: dict[UUID | str, _Trail] = {}
     problems = report.problems
-    genesis = GENESIS
+    genesis = GENESIS.encode()
+    prefixes: dict[str, Any] = {}
+    events = unchained = 0
+    digest_key, end, tail = _DIGEST_KEY, _END, _COVERED_TAIL
+    prev_from = len(_PREV_KEY) - TRAILER_LENGTH
+    prev_end = prev_from + DIGEST_HEX
+    own_from = prev_end + len(_DIGEST_KEY)
+    own_end = own_from + DIGEST_HEX
     for position, aggregate_id, version, topic, state in rows:
-        report.events += 1
+        events += 1
         trail = trails.get(aggregate_id)
         if trail is None:
             trail = trails[aggregate_id] = _Trail()
-        expected = trail.version + 1
-        in_order = True
-        if version != expected:
-            if version > expected:
-                trail.missing.update(range(expected, version))
-            elif version in trail.missing:
-                trail.missing.discard(version)
-                in_order = False
-                problems.append(Problem("reordered", str(aggregate_id), version, position,
-                                        f"version {version} stored after version "
-                                        f"{trail.version}"))
-            else:
-                in_order = False
-                problems.append(Problem("reordered", str(aggregate_id), version, position,
-                                        f"version {version} again after version "
-                                        f"{trail.version}"))
-        if version > trail.version:
+        in_order = version == trail.version + 1
+        if in_order:
             trail.version = version
-        state = bytes(state)
-        found = links(state)
-        if found is None:
-            if trail.chained:
-                problems.append(Problem("tampered", str(aggregate_id), version, position,
-                                        "no chain keys after chained events (stripped)"))
+        else:
+            _out_of_order(trail, aggregate_id, version, position, problems)
+        if state[prev_end:own_from] != digest_key or not state.endswith(end):
+            if trail.digest is not None:
+                problems.append(Problem("tampered", _canonical(aggregate_id), version,
+                                        position, "no chain keys after chained events "
+                                        "(stripped)"))
             else:
-                report.unchained_prefix += 1
+                unchained += 1
             continue
-        report.chained += 1
-        prev, own = found
-        if digest_of(topic, state[:-_COVERED_TAIL]) != own:
-            problems.append(Problem("tampered", str(aggregate_id), version, position,
+        prefix = prefixes.get(topic)
+        if prefix is None:
+            prefix = prefixes[topic] = blake2b(topic.encode() + b"\n", digest_size=32)
+        h = prefix.copy()
+        h.update(state[:-tail])
+        own = state[own_from:own_end]
+        if h.hexdigest().encode() != own:
+            problems.append(Problem("tampered", _canonical(aggregate_id), version, position,
                                     "digest does not match the stored bytes"))
-        elif in_order and prev != (trail.digest or genesis) and version == expected:
-            problems.append(Problem("reordered", str(aggregate_id), version, position,
+        elif in_order and state[prev_from:prev_end] != (trail.digest or genesis):
+            problems.append(Problem("reordered", _canonical(aggregate_id), version, position,
                                     f"does not chain to version {version - 1} "
                                     "(prev_digest differs)"))
-        trail.chained = True
         trail.digest = own
+    chained = events - unchained - sum(1 for p in problems if p.detail.startswith("no chain"))
+    report.events, report.chained, report.unchained_prefix = events, chained, unchained
     report.aggregates = len(trails)
     for aggregate_id, trail in trails.items():
         for version in sorted(trail.missing):
-            problems.append(Problem("missing", str(aggregate_id), version, None,
+            problems.append(Problem("missing", _canonical(aggregate_id), version, None,
                                     f"version {version} is not stored (the aggregate has "
                                     f"versions up to {trail.version})"))
     return report
+
+
+def _out_of_order(trail: _Trail, aggregate_id: UUID | str, version: int,
+                  position: int | None, problems: list[Problem]) -> None:
+    """A version that is not the next one: note the gap, or report it reordered."""
+    expected = trail.version + 1
+    if version > expected:
+        trail.missing.update(range(expected, version))
+        trail.version = version
+        return
+    again = version not in trail.missing
+    trail.missing.discard(version)
+    problems.append(Problem(
+        "reordered", _canonical(aggregate_id), version, position,
+        f"version {version} {'again' if again else 'stored'} after version {trail.version}"))
+
+
+def _canonical(aggregate_id: UUID | str) -> str:
+    """The id as a canonical UUID string (stores differ: SQLite keeps hex)."""
+    try:
+        return str(UUID(str(aggregate_id)))
+    except ValueError:
+        return str(aggregate_id)

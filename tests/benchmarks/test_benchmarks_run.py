@@ -112,3 +112,13 @@ def test_restart(tmp_path: Path) -> None:
         assert set(out[store]["inprocess"]["stage_open_s"]) == {"saga", "matching",
                                                                 "projections"}
         assert all(v == 0 for v in out[store]["inprocess"]["behind_after_open"].values())
+
+
+def test_audit_figures() -> None:
+    out = run("audit_figures.py", "--quick")
+    assert_machine_noted(out)
+    assert out["verify_events_per_s"] > 0 and out["as_of_ms"] > 0
+    assert out["verify"]["events"] == 5_000 + 1  # every account's events (and the market)
+    assert out["as_of"]["from_snapshot"] is not None  # the as-of started from a snapshot
+    assert out["as_of"]["tail"] < out["as_of"]["account_events"]
+    assert set(out["targets_met"]) == {"verify_events_per_s", "as_of_ms"}
