@@ -313,7 +313,8 @@ def events(
 ) -> None:
     """The audit trail of one aggregate: every event in order, when, who acted
     (principal), what caused it and all its details. Prices in events are integer
-    tenths of a yen, cash integer yen."""
+    tenths of a yen, cash integer yen. The whole log: `tradecore events export|import`;
+    state as of a time: `tradecore audit show`."""
     with _app(stepped=False) as app:
         history = app.history(_account(aggregate))
         if not history:
