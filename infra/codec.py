@@ -74,7 +74,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic, resolve_topic
 
-from infra.chain import GENESIS, links, seal
+from infra.chain import GENESIS, head_of, seal
 
 __all__ = [
     "MAPPER_TOPIC",
@@ -369,9 +369,9 @@ class CodecMapper(Mapper[UUID]):
             originator_id=stored_event.originator_id,
             originator_version=stored_event.originator_version,
         )
-        found = links(bytes(state))
-        if found is not None:  # the aggregate's chain head once applied (TradingAggregate)
-            event.__dict__["_chain"] = found[1]
+        head = head_of(state)
+        if head is not None:  # the aggregate's chain head once applied (TradingAggregate)
+            event.__dict__["_chain"] = head
         return event
 
 

@@ -285,7 +285,8 @@ def _show_order(app: TradingApplication, order_id: UUID, what: str) -> None:
 
 # -- the audit trail --------------------------------------------------------------------------
 _META = ("principal", "command_id", "correlation_id", "causation_id")
-_HIDDEN = {"originator_id", "originator_version", "timestamp", "originator_topic", *_META}
+_HIDDEN = {"originator_id", "originator_version", "timestamp", "originator_topic", *_META,
+           "_chain"}  # the stored event's hash-chain digest (tradecore audit verify)
 
 
 def _fields(event: Any) -> dict[str, Any]:
