@@ -40,6 +40,11 @@ carry an aggregate's whole ``__dict__`` in ``state``: there UUIDs, datetimes,
 decimals, enums and sets keep their Python types through ``{"_type_", "_data_"}``
 tags, since no annotation says what they are.
 
+In the event store, :class:`CodecMapper` also seals every event (not snapshots) into
+its aggregate's hash chain (:mod:`infra.chain`: two keys appended to the object,
+``prev_digest`` and ``digest``), in the same transaction as the event, and hands the
+digest of an event it reads back to the aggregate (``_chain``) as its chain head.
+
 This module knows no domain: event classes are looked up by topic
 (``module:Qualname``) with eventsourcing's ``resolve_topic``.
 """
