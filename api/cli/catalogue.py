@@ -297,7 +297,7 @@ def render() -> str:
         "- `prev_digest`: the `digest` of the same aggregate's previous event (version - "
         "1), or",
         f"  64 zeros (`{GENESIS[:8]}…`) for its first chained event;",
-        "- `digest`: SHA-256, hex, of the topic, a newline, and the stored bytes up to "
+        "- `digest`: BLAKE2b-256 (hex) of the topic, a newline, and the stored bytes up to "
         "(not",
         "  including) `,\"digest\":` — every field, `originator_id`, `originator_version` "
         "and",
