@@ -165,6 +165,11 @@ def parse_time(value: str, field: str = "as_of") -> datetime:
     return moment
 
 
+def unknown(aggregate_id: UUID) -> NotFound:
+    """The answer to an id with no events (and, over HTTP, to one the caller may not see)."""
+    return NotFound("aggregate_id", "exists", str(aggregate_id), f"no aggregate {aggregate_id}")
+
+
 @dataclass(frozen=True)
 class AsOf:
     """The aggregate rebuilt at one point, how, and what it belongs to."""
@@ -234,8 +239,7 @@ def state_at(app: Application[UUID], aggregate_id: UUID, *, as_of: datetime | No
     recorder = app.recorder
     newest = recorder.select_events(aggregate_id, desc=True, limit=1)
     if not newest:
-        raise NotFound("aggregate_id", "exists", str(aggregate_id),
-                       f"no aggregate {aggregate_id}")
+        raise unknown(aggregate_id)
     last = newest[0].originator_version
     if version is not None:
         if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= last:

@@ -2,8 +2,10 @@
 from the event store (not from a read model), with its full history.
 
 Who may ask: risk and admin for anything; a trader for the orders, positions and
-account of the accounts its token covers; anyone else is refused (403). An unknown id is
-a 404.
+account of the accounts its token covers. Another role is refused (403) for the
+accounts it covers; an aggregate of an account the token does not cover (or of none:
+the market, a venue) is answered like an unknown id (404, the same body), as every
+route that takes an id does, so a token cannot probe which ids exist.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the route-local aliases.
@@ -18,7 +20,7 @@ from api import audit
 from api.http.deps import Context
 from api.problems import PROBLEM_RESPONSES
 from api.roles import DESK_WIDE_ROLES, Role
-from api.security import Forbidden, Principal
+from api.security import Principal, require_role
 
 
 class AuditEntry(BaseModel):
@@ -67,19 +69,19 @@ def router(context: Context) -> APIRouter:
     ) -> AuditView:
         """State of an order, account or position as of a time or version, rebuilt by
         replay of the event store, with every event's principal, command id,
-        correlation and causation ids and UTC timestamp."""
-        if principal.role not in DESK_WIDE_ROLES and principal.role is not Role.trader:
-            raise Forbidden("role", "risk, admin, or a trader for its own accounts",
-                            principal.role.value)
+        correlation and causation ids and UTC timestamp. Risk and admin may read any
+        aggregate; a trader those of the accounts its token covers; an aggregate of an
+        account the token does not cover is answered as an unknown id (404), so no
+        token can probe which ids exist."""
         moment = audit.parse_time(as_of) if as_of is not None else None
         app = context.rt.app
 
         def read() -> dict[str, Any]:
             found = audit.state_at(app, aggregate_id, as_of=moment, version=version)
-            if principal.role is Role.trader and (
-                    found.account_id is None or not principal.can_see(found.account_id)):
-                raise Forbidden("aggregate_id", "a trader's own accounts' aggregates",
-                                str(aggregate_id))
+            if principal.role not in DESK_WIDE_ROLES:
+                if found.account_id is None or not principal.can_see(found.account_id):
+                    raise audit.unknown(aggregate_id)
+                require_role(principal, Role.trader, Role.risk, Role.admin)
             return audit.show(app, aggregate_id, as_of=moment, found=found)
 
         return AuditView.model_validate(await asyncio.to_thread(read))

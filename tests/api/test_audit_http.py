@@ -1,8 +1,10 @@
 """``GET /v1/audit/{aggregate_id}`` through real HTTP: who may read which aggregate's
-history, and bad points in time refused as problem+json naming the field."""
+history (an aggregate of an account the token does not cover answers as an unknown id),
+and bad points in time refused as problem+json naming the field."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from uuid import UUID
 
@@ -54,8 +56,9 @@ def test_audit_over_http_by_role_and_point_in_time(tmp_path: Path) -> None:
                 assert status == 200 and body["account_id"] == str(alice), body
 
             refused = [
-                (bob, as_alice, {}, 403, "aggregate_id"),  # another trader's account
-                (ids.MARKET_ID, as_alice, {}, 403, "aggregate_id"),  # desk-wide only
+                # another trader's account, or the desk-wide market: as if unknown
+                (bob, as_alice, {}, 404, "aggregate_id"),
+                (ids.MARKET_ID, as_alice, {}, 404, "aggregate_id"),
                 (alice, server.auth(Role.viewer, [alice]), {}, 403, "role"),
                 (ids.account_id("nobody"), server.auth(Role.admin), {}, 404,
                  "aggregate_id"),
@@ -72,5 +75,11 @@ def test_audit_over_http_by_role_and_point_in_time(tmp_path: Path) -> None:
                 assert media.startswith(MEDIA_TYPE), media
                 named = str(body.get("field") or body)
                 assert field in named, (params, body)
+            # no existence oracle: bob's id and an unknown one answer alike, but for the id
+            nobody = str(ids.account_id("nobody"))
+            theirs = http.get(f"/v1/audit/{bob}", headers=as_alice)
+            nobodys = http.get(f"/v1/audit/{nobody}", headers=as_alice)
+            assert theirs.status_code == nobodys.status_code == 404
+            assert theirs.json() == json.loads(nobodys.text.replace(nobody, str(bob)))
             resp = http.get("/v1/audit/not-a-uuid", headers=server.auth(Role.admin))
             assert resp.status_code == 422 and "aggregate_id" in resp.text
