@@ -384,6 +384,14 @@ class TradingApplication(Application[UUID]):
         """Every stored event of one aggregate, oldest first: its audit trail."""
         return list(self.events.get(aggregate_id))
 
+    def chain_head(self, aggregate_id: UUID) -> str:
+        """The hash-chain digest of the aggregate's last stored event ("" when it has
+        none chained): what a stage that writes a stream without loading its aggregate
+        (the matching stage's venue reports) chains its next event to after a restart."""
+        for event in self.events.get(aggregate_id, desc=True, limit=1):
+            return str(event.__dict__.get("_chain", ""))
+        return ""
+
     def head(self) -> int:
         """The newest notification in the store (any writer's)."""
         return int(self.recorder.max_notification_id() or 0)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
 SAGA_PRINCIPAL = "saga:orders"
+_HOLDERS_KEPT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,21 @@ class TradingAggregate(Aggregate):
         correlation_id: str
         causation_id: str
 
+        # (aggregate id, version) -> what keeps that stream's hash-chain head, for the
+        # events collected to be stored; the event codec takes its entry when it stores
+        # the event (a class attribute, so the codec finds it without importing this)
+        _chain_holders: ClassVar[dict[tuple[Any, int], Any]] = {}
+
+        def mutate(self, aggregate: Any) -> Any:
+            """Apply as the library does; an event read from the store also moves the
+            aggregate's hash-chain head to its digest (``_chain``, see
+            :meth:`TradingAggregate.collect_events`)."""
+            chain = self.__dict__.get("_chain")
+            aggregate = super().mutate(aggregate)
+            if chain is not None:
+                aggregate.__dict__["_chain"] = chain
+            return aggregate
+
     class Created(Event, Aggregate.Created):
         pass
 
@@ -87,6 +103,29 @@ class TradingAggregate(Aggregate):
     def _create_with(cls, event_class: type[Any], meta: Meta, *, id: UUID, **fields: Any) -> Self:
         """Create the aggregate with its first event, stamped like :meth:`_record`."""
         return cls._create(event_class, id=id, **fields, **meta.fields(), timestamp=meta.at)
+
+    def collect_events(self) -> Any:
+        """The new events to store, each pointing at this aggregate (in ``Event._chain_holders``, by
+        aggregate id and version: nothing is added to the event itself).
+
+        The event codec (``infra``) chains every stored event to its aggregate's previous
+        one: it reads the aggregate's head (the digest of its last stored event, kept in
+        ``_chain`` and in snapshots) when it stores an event and writes the new digest
+        back, in version order. So the next event knows its predecessor without a read.
+        An event read from the store carries its digest and moves the head on ``mutate``.
+        """
+        events = super().collect_events()
+        holders = TradingAggregate.Event._chain_holders
+        if len(holders) > _HOLDERS_KEPT:  # collected and never stored (tests, dry runs)
+            holders.clear()
+        for event in events:
+            holders[(event.originator_id, event.originator_version)] = self
+        return events
+
+    @property
+    def chain_head(self) -> str:
+        """The digest of this aggregate's last stored event ("" when none is chained)."""
+        return str(self.__dict__.get("_chain", ""))
 
     def _record(self, event_class: type[Any], meta: Meta, **fields: Any) -> None:
         # timestamp=None lets the library stamp the event with the system time

@@ -40,6 +40,11 @@ carry an aggregate's whole ``__dict__`` in ``state``: there UUIDs, datetimes,
 decimals, enums and sets keep their Python types through ``{"_type_", "_data_"}``
 tags, since no annotation says what they are.
 
+In the event store, :class:`CodecMapper` also seals every event (not snapshots) into
+its aggregate's hash chain (:mod:`infra.chain`: two keys appended to the object,
+``prev_digest`` and ``digest``), in the same transaction as the event, and hands the
+digest of an event it reads back to the aggregate (``_chain``) as its chain head.
+
 This module knows no domain: event classes are looked up by topic
 (``module:Qualname``) with eventsourcing's ``resolve_topic``.
 """
@@ -73,6 +78,8 @@ from eventsourcing.persistence import (
     UUIDAsHex,
 )
 from eventsourcing.utils import get_topic, resolve_topic
+
+from infra.chain import GENESIS, head_of, seal
 
 __all__ = [
     "MAPPER_TOPIC",
@@ -176,6 +183,8 @@ class EventCodec:
         schema = self._by_class.get(cls) or self.schema(cls)
         state: dict[str, Any] = {SCHEMA_VERSION: schema.version}
         state.update(event.__dict__)
+        if "_chain" in state:  # an event read from the store: its digest, not a field
+            state.pop("_chain")
         for name in schema.datetime_fields:
             value = state.get(name)
             # msgspec writes an aware UTC datetime as we want unless its microsecond is 0
@@ -308,9 +317,14 @@ class CodecMapper(Mapper[UUID]):
         self.codec = EventCodec(
             legacy=transcoder if isinstance(transcoder, JSONTranscoder) else None
         )
+        # aggregate id -> (version, digest) of events sealed without a chain holder
+        self._loose: dict[Any, tuple[int, str]] = {}
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         state = self.codec.encode(domain_event)
+        topic = self.codec.schema(type(domain_event)).topic
+        if not isinstance(domain_event, CanSnapshotAggregate):  # snapshots: a cache
+            state = self._chained(domain_event, topic, state)
         if self.compressor:
             state = self.compressor.compress(state)
         if self.cipher:
@@ -318,9 +332,35 @@ class CodecMapper(Mapper[UUID]):
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
-            topic=self.codec.schema(type(domain_event)).topic,
+            topic=topic,
             state=state,
         )
+
+    def _chained(self, domain_event: Any, topic: str, body: bytes) -> bytes:
+        """``body`` sealed into its aggregate's hash chain (see :mod:`infra.chain`).
+
+        The predecessor's digest is the head kept by what the event class's
+        ``_chain_holders`` names for the event's (aggregate id, version): the aggregate
+        that collected it, or a stage's per-stream head; absent for a stream's
+        first chained event; the new digest is written back there, so the next event of
+        the stream follows it without a read. An event pointing at nothing (events
+        copied from another store through this mapper) follows the last one this mapper
+        sealed for the same aggregate, when that was its previous version."""
+        key, version = domain_event.originator_id, domain_event.originator_version
+        holders = getattr(domain_event, "_chain_holders", None)
+        holder = None if holders is None else holders.pop((key, version), None)
+        if holder is not None:
+            prev = holder.__dict__.get("_chain")
+            sealed, own = seal(topic, body, prev or GENESIS)
+            holder.__dict__["_chain"] = own
+            return sealed
+        last = self._loose.get(key)
+        prev = last[1] if last is not None and last[0] == version - 1 else GENESIS
+        sealed, own = seal(topic, body, prev)
+        if len(self._loose) >= 100_000:
+            self._loose.clear()
+        self._loose[key] = (version, own)
+        return sealed
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         state = stored_event.state
@@ -328,12 +368,16 @@ class CodecMapper(Mapper[UUID]):
             state = self.cipher.decrypt(state)
         if self.compressor:
             state = self.compressor.decompress(state)
-        return self.codec.decode(
+        event = self.codec.decode(
             stored_event.topic,
             state,
             originator_id=stored_event.originator_id,
             originator_version=stored_event.originator_version,
         )
+        head = head_of(state)
+        if head is not None:  # the aggregate's chain head once applied (TradingAggregate)
+            event.__dict__["_chain"] = head
+        return event
 
 
 # -- schemas -----------------------------------------------------------------------------

@@ -35,7 +35,8 @@ from aggregates.position import Position
 from projections.store import ReadStore
 
 _COMMON = {"originator_id", "originator_version", "timestamp", "principal", "command_id",
-           "correlation_id", "causation_id"}
+           "correlation_id", "causation_id",
+           "_chain"}  # the event's hash-chain digest as read from the store: not a detail
 
 
 class EventLog(Protocol):

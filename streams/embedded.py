@@ -44,6 +44,8 @@ class Stages:
                  projection_batch_size: int = 2000, poll_s: float = 0.1) -> None:
         self.app = app
         self.signal = Signal()
+        if matching.chain_head is None:  # its venue streams' chain heads, after a restart
+            matching.chain_head = app.chain_head
         app.listeners.append(self.signal.raise_)
 
         def source(topics: Any) -> EventLogSource:

@@ -52,6 +52,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain
+from types import SimpleNamespace
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -687,6 +688,13 @@ class MatchingStage:
         self.restored_from: int | None = None  # position of the snapshot start() used
         self._since_snapshot = 0
         self._venue_ids: dict[str, UUID] = {}
+        # The hash chain of each symbol's venue stream (see infra.chain): one holder per
+        # symbol that the codec reads the last digest from and writes the new one to.
+        # After a restart a symbol's head is read once from the store with
+        # ``chain_head`` (set by the composition root; without it the stream's chain
+        # restarts, which ``tradecore audit verify`` reports).
+        self.chain_head: Callable[[UUID], str] | None = None
+        self._heads: dict[str, SimpleNamespace] = {}
 
     # -- Stage ------------------------------------------------------------------------
     def start(self, tracked: int, source: Source) -> None:
@@ -694,6 +702,7 @@ class MatchingStage:
         self.key = (f"{self.name}@{getattr(source, 'name', 'trading')}:"
                     f"{getattr(source, 'partition', 0)}")
         found = self.snapshots.latest(self.key, tracked)
+        self._heads = {}
         self._load(None)
         self.position = 0
         self.restored_from = None
@@ -786,6 +795,10 @@ class MatchingStage:
         setattr_ = object.__setattr__
         cls = Venue.Reported
         venue_ids = self._venue_ids
+        heads = self._heads
+        holders = cls._chain_holders  # see TradingAggregate.collect_events
+        if len(holders) > 100_000:  # reports made and never stored (tests, dry runs)
+            holders.clear()
         out: list[Any] = []
         last_of: dict[str, Any] = {}
         for event, command, outcome in zip(events, commands, results, strict=True):
@@ -812,6 +825,9 @@ class MatchingStage:
                 venue_id = venue_ids.get(symbol)
                 if venue_id is None:
                     venue_id = venue_ids[symbol] = ids.venue_id(symbol)
+                head = heads.get(symbol)
+                if head is None:
+                    head = heads[symbol] = self._chain_head_of(venue_id, version)
                 setattr_(reported, "__dict__", {
                     "originator_id": venue_id,
                     "originator_version": version,
@@ -828,12 +844,23 @@ class MatchingStage:
                     "last_price": last_price,
                     "depth": None,
                 })
+                holders[(venue_id, version)] = head
                 out.append(reported)
                 last_of[symbol] = reported
         depth = self.books.depth
         for symbol, reported in last_of.items():
             reported.__dict__["depth"] = depth(symbol)
         return out
+
+    def _chain_head_of(self, venue_id: UUID, version: int) -> SimpleNamespace:
+        """The holder of a venue stream's chain head: empty for its first event, else
+        the digest of its last stored event (one read, after a restart)."""
+        head = SimpleNamespace()
+        if version > 1 and self.chain_head is not None:
+            digest = self.chain_head(venue_id)
+            if digest:
+                head._chain = digest
+        return head
 
 
 def _utc_now() -> datetime:

@@ -14,6 +14,7 @@ import re
 import typer
 
 from api.cli import auth, backtest, model, users
+from api.cli.audit import audit_app, events_app
 from api.cli.demo import demo
 from api.cli.readmodels import db_app, projections_app
 from api.cli.serve import serve, worker
@@ -29,7 +30,9 @@ app.command()(demo)
 app.add_typer(account_app, name="account")
 app.add_typer(order_app, name="order")
 app.add_typer(market_app, name="market")
-app.command()(events)
+events_app.command("show", hidden=True)(events)  # `tradecore events ID`, as before
+app.add_typer(events_app, name="events")
+app.add_typer(audit_app, name="audit")
 app.command(help="Serve the HTTP API with the saga, matching and projection stages.")(serve)
 app.command(help="Run one stage of the order flow (saga, matching, projections) alone.")(worker)
 app.add_typer(db_app, name="db")

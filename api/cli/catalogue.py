@@ -34,6 +34,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate, CanInitAggregate, CanMutateAggregate, Snapshot
 
 import aggregates
+from infra.chain import GENESIS, seal
 from infra.codec import SCHEMA_VERSION, EventSchema, codec
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "events.md"
@@ -285,6 +286,33 @@ def render() -> str:
         "",
         "```json",
         example,
+        "```",
+        "",
+        "### The hash chain (stored form)",
+        "",
+        "In the event store every event's object ends with two more keys, always last "
+        "and",
+        "always this long (`infra/chain.py`; see `docs/audit.md`):",
+        "",
+        "- `prev_digest`: the `digest` of the same aggregate's previous event (version - "
+        "1), or",
+        f"  64 zeros (`{GENESIS[:8]}…`) for its first chained event;",
+        "- `digest`: BLAKE2b-256 (hex) of the topic, a newline, and the stored bytes up to "
+        "(not",
+        "  including) `,\"digest\":` — every field, `originator_id`, `originator_version` "
+        "and",
+        "  `prev_digest` included.",
+        "",
+        "Readers of the fields ignore both keys (`decode` skips them); `tradecore audit "
+        "verify`",
+        "checks them. Snapshots are not chained (they are a cache, rebuilt from events); "
+        "events",
+        "stored before the chain existed have neither key (an *unchained prefix*). The "
+        "example",
+        "as stored, the first event of its aggregate:",
+        "",
+        "```json",
+        seal(EXAMPLE_TOPIC, example.encode(), GENESIS)[0].decode(),
         "```",
         "",
         "## Index",

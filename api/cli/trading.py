@@ -285,7 +285,8 @@ def _show_order(app: TradingApplication, order_id: UUID, what: str) -> None:
 
 # -- the audit trail --------------------------------------------------------------------------
 _META = ("principal", "command_id", "correlation_id", "causation_id")
-_HIDDEN = {"originator_id", "originator_version", "timestamp", "originator_topic", *_META}
+_HIDDEN = {"originator_id", "originator_version", "timestamp", "originator_topic", *_META,
+           "_chain"}  # the stored event's hash-chain digest (tradecore audit verify)
 
 
 def _fields(event: Any) -> dict[str, Any]:
@@ -313,7 +314,8 @@ def events(
 ) -> None:
     """The audit trail of one aggregate: every event in order, when, who acted
     (principal), what caused it and all its details. Prices in events are integer
-    tenths of a yen, cash integer yen."""
+    tenths of a yen, cash integer yen. The whole log: `tradecore events export|import`;
+    state as of a time: `tradecore audit show`."""
     with _app(stepped=False) as app:
         history = app.history(_account(aggregate))
         if not history:

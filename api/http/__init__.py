@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from aggregates.instruments import Universe
 from api.bearer import authenticator
 from api.gate import Gate
-from api.http import commands, console, queries, session, stream
+from api.http import audit, commands, console, queries, session, stream
 from api.http.deps import Context
 from api.http.models import Health, ProjectionLag, StageLag
 from api.limits import BodySizeLimit, FailedAuthLimit, RateLimiter
@@ -78,6 +78,7 @@ def create_app(settings: Settings, *, universe: Universe | None = None) -> FastA
     app.add_middleware(RequestMetrics)
     app.include_router(commands.router(context))
     app.include_router(queries.router(context))
+    app.include_router(audit.router(context))
     app.include_router(stream.router(context))
     app.include_router(session.router(context))
     console.install(app)

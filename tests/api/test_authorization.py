@@ -292,6 +292,9 @@ ROUTES: dict[tuple[str, str], RouteCase] = {
         lambda w: Call("GET", f"/v1/market/{w.traded}/bars"), EVERYONE),
     ("GET", "/v1/market/{symbol}/book"): RouteCase(
         lambda w: Call("GET", f"/v1/market/{w.resting}/book"), EVERYONE),
+    ("GET", "/v1/audit/{aggregate_id}"): RouteCase(
+        lambda w: Call("GET", f"/v1/audit/{w.own_order}"), (Role.trader, Role.risk, Role.admin),
+        ("role", "one of trader, risk, admin"), (404, "aggregate_id", "exists")),
 }
 
 

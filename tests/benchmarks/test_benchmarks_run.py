@@ -136,3 +136,13 @@ def test_backtest_benchmark_runs_the_live_path_and_prints_its_figures() -> None:
     assert out["eight_year_seconds"] is None and out["eight_year_seconds_estimate"] > 0
     run_ = out["run"]
     assert run_["sessions"] == 40 and run_["orders"]["placed"] > 0 and run_["ok"] is True
+
+
+def test_audit_figures() -> None:
+    out = run("audit_figures.py", "--quick")
+    assert_machine_noted(out)
+    assert out["verify_events_per_s"] > 0 and out["as_of_ms"] > 0
+    assert out["verify"]["events"] == 5_000 + 1  # every account's events (and the market)
+    assert out["as_of"]["from_snapshot"] is not None  # the as-of started from a snapshot
+    assert out["as_of"]["tail"] < out["as_of"]["account_events"]
+    assert set(out["targets_met"]) == {"verify_events_per_s", "as_of_ms"}
