@@ -14,6 +14,9 @@ Prints one JSON object:
   the order flow, projecting the read models, the report) and the run's own checks
   (``ok``: every order accepted by the venue reached a final state, cash never
   negative); ``commit``, ``load_avg_*`` and ``calibration`` (the machine is shared);
+- ``verify_events_per_s`` (hash-chain verification of a 200,000-event store; target
+  >= 200,000) and ``as_of_ms`` (an account with 10,000 events as of a time; target
+  < 50 ms), from ``benchmarks/audit_figures.py`` in the same run (``audit``: its details);
 - with ``--profile``: where the time goes (cProfile, shares of the run).
 
     .venv/bin/python benchmarks/backtest.py [--quick] [--from D --to D] [--top N]
@@ -39,6 +42,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 if str(_HERE.parent) not in sys.path:
     sys.path.append(str(_HERE.parent))
 
+from benchmarks.audit_figures import measure as audit_measure
 from benchmarks.support import calibration, commit, load_avg, profile_summary
 from infra.settings import get_settings
 from streams.backtest import BacktestSpec, run_backtest
@@ -49,10 +53,14 @@ EIGHT_YEAR_SESSIONS = 1959  # sessions in the shared data from 2008-01-04 to 201
 QUICK = (date(2015, 11, 2), date(2015, 12, 30))
 
 
-def audit_figures() -> dict[str, Any]:
-    """LEAD: merge ``benchmarks/audit_figures.py``'s ``measure()`` here (issue 13 part 6:
-    ``verify_events_per_s``, ``as_of_ms``); written on another branch, so empty now."""
-    return {}
+def audit_figures(quick: bool) -> dict[str, Any]:
+    """Issue 13's audit figures (``verify_events_per_s``, ``as_of_ms``), measured by
+    ``benchmarks/audit_figures.py`` in this run, so one JSON holds the issue's five."""
+    sizes = (dict(events=5_000, accounts=5, account_events=1_000, repeats=2) if quick
+             else dict(events=200_000, accounts=20, account_events=10_000, repeats=3))
+    figures = audit_measure(**sizes)
+    return {"verify_events_per_s": figures["verify_events_per_s"],
+            "as_of_ms": figures["as_of_ms"], "audit": figures}
 
 
 def measure(start: date, end: date, top: int, data: Path, *, readmodels: bool,
@@ -116,7 +124,7 @@ def main() -> None:
                            "load_avg_start": load_avg(), "calibration": calibration()}
     out.update(measure(start, end, top, data, readmodels=not args.no_readmodels,
                        profile=args.profile))
-    out.update(audit_figures())
+    out.update(audit_figures(args.quick))
     out["load_avg_end"] = load_avg()
     print(json.dumps(out, indent=2))
 

@@ -136,6 +136,7 @@ def test_backtest_benchmark_runs_the_live_path_and_prints_its_figures() -> None:
     assert out["eight_year_seconds"] is None and out["eight_year_seconds_estimate"] > 0
     run_ = out["run"]
     assert run_["sessions"] == 40 and run_["orders"]["placed"] > 0 and run_["ok"] is True
+    assert out["verify_events_per_s"] > 0 and out["as_of_ms"] > 0  # the audit figures too
 
 
 def test_audit_figures() -> None:
