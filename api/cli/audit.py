@@ -15,7 +15,7 @@ from uuid import UUID
 
 import typer
 from eventsourcing.application import Application
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
@@ -166,7 +166,15 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-def _history(entries: list[dict[str, Any]], title: str, *, positions: bool = False) -> Table:
+WIDE = 140
+"""Columns from which the history prints as a table; narrower, one block per event (a
+table of eight columns in 80 squeezed the ids and fields to nothing)."""
+
+
+def _history(entries: list[dict[str, Any]], title: str, *, positions: bool = False
+             ) -> Table | Group:
+    if console.width < WIDE:
+        return _blocks(entries, title, positions=positions)
     table = Table(title=title)
     if positions:
         table.add_column("pos", justify="right")
@@ -185,6 +193,23 @@ def _history(entries: list[dict[str, Any]], title: str, *, positions: bool = Fal
             cells = [str(e["position"]), f"{e['kind']} {e['aggregate_id'][:8]}", *cells]
         table.add_row(*cells)
     return table
+
+
+def _blocks(entries: list[dict[str, Any]], title: str, *, positions: bool) -> Group:
+    """One event per block: its place, time and type, then who and why, then its fields."""
+    lines: list[Text] = [Text(title, style="bold")]
+    for e in entries:
+        where = (f"#{e['position']} {e['kind']} {e['aggregate_id'][:8]} " if positions
+                 else "")
+        lines.append(Text.assemble(
+            "\n", (f"{where}v{e['version']}", "bold"), f"  {e['timestamp']}  ",
+            (e["event"], "cyan"), f"  by {e['principal'] or '-'}"))
+        lines.append(Text(f"  command {e['command_id']}", style="dim"))
+        lines.append(Text(f"  correlation {e['correlation_id']}  causation "
+                          f"{e['causation_id']}", style="dim"))
+        for k, v in e["fields"].items():
+            lines.append(Text(f"  {k} = {_text(v)}"))
+    return Group(*lines)
 
 
 # -- events: the per-aggregate listing (default), export and import -----------------------
