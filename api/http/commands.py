@@ -104,8 +104,8 @@ def router(context: Context) -> APIRouter:
 
     @api.post("/session/close", status_code=202, response_model=Accepted)
     async def close_session(body: CloseSession, principal: caller) -> Accepted:
-        """End the trading day: resting DAY orders expire (admin)."""
-        return await perform(principal, admin, lambda app, m: app.close_session(
+        """End the trading day: resting DAY orders expire (risk, admin)."""
+        return await perform(principal, desk_risk, lambda app, m: app.close_session(
             body.session_date, m), "closed")
 
     # -- orders ------------------------------------------------------------------------

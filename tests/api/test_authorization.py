@@ -250,7 +250,7 @@ ROUTES: dict[tuple[str, str], RouteCase] = {
     ("POST", "/v1/session/close"): RouteCase(
         lambda w: Call("POST", "/v1/session/close",
                        {"session_date": date.today().isoformat()}),
-        (Role.admin,), ADMIN_ONLY),
+        (Role.risk, Role.admin), RISK_OR_ADMIN),
     ("POST", "/v1/orders"): RouteCase(
         lambda w: Call("POST", "/v1/orders", _order_body(w, w.own)),
         (Role.trader, Role.admin), TRADE[1:], TRADE),

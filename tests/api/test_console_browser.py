@@ -262,6 +262,7 @@ def test_risk_halts_a_symbol_and_the_next_order_is_refused(desk: Desk) -> None:
     expect = desk.expect
     risk = desk.sign_in("rita")
     expect(risk.locator("#ticket-panel")).to_be_hidden()  # risk never trades
+    expect(risk.locator("#close-row")).to_be_visible()  # but closes the session
     risk.select_option("#r-symbol", SYMBOL)
     risk.fill("#r-reason", "news pending")
     risk.click("#r-halt-symbol")

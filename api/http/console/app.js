@@ -254,7 +254,7 @@
     $("who").textContent = `${state.claims.sub} · ${role()} · ${scope}`;
     $("ticket-panel").hidden = !canTrade();
     $("risk-panel").hidden = !canHalt();
-    $("close-row").hidden = role() !== "admin";
+    $("close-row").hidden = role() !== "admin" && role() !== "risk";
     state.online = true; // the stream's first open is not a reconnection
     state.orders.clear();
     state.fills = [];
