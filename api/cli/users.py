@@ -47,6 +47,24 @@ def _account(name_or_id: str) -> UUID:
         return ids.account_id(name_or_id)
 
 
+def _opened(given: list[str], accounts: list[UUID]) -> None:
+    """Refuse a grant on an account nobody opened (a typo would make a user who can
+    trade nothing); the event store says which are open."""
+    from aggregates.account import Account
+    from aggregates.errors import RuleViolation
+    from api.wiring import trading_app
+
+    app = trading_app(get_settings())
+    try:
+        for text, account_id in zip(given, accounts, strict=True):
+            first = list(app.events.get(account_id, limit=1))
+            if not first or not isinstance(first[0], Account.Event):
+                raise RuleViolation("accounts", "accounts that are open (tradecore account "
+                                    "open)", text)
+    finally:
+        app.close()
+
+
 def _password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
@@ -74,6 +92,7 @@ def add(
     try:  # refuse a bad name or grant before asking for a password
         check_name(name)
         check_grant(role, accounts)
+        _opened(account or [], accounts or [])
         users = _users()
         user = users.add(name, _password(password_stdin), role, accounts)
     except ValueError as error:

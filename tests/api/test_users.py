@@ -177,7 +177,16 @@ def user_cli(folder: Path, *args: str, stdin: str = "") -> subprocess.CompletedP
                           text=True, env=env_for(folder), timeout=120, check=False)
 
 
+def open_accounts(folder: Path, *names: str) -> None:
+    """Grants name opened accounts: open them as an operator would."""
+    for name in names:
+        opened = subprocess.run([*TRADECORE, "account", "open", name], capture_output=True,
+                                text=True, env=env_for(folder), timeout=120, check=False)
+        assert opened.returncode == 0, opened.stderr
+
+
 def test_the_user_commands_as_an_operator_types_them(tmp_path: Path) -> None:
+    open_accounts(tmp_path, "alice", "bob")
     added = user_cli(tmp_path, "add", "alice", "--role", "trader", "--account", "alice",
                      "--account", str(BOB), "--password-stdin", stdin=PASSWORD + "\n")
     assert added.returncode == 0, added.stderr
@@ -220,9 +229,13 @@ def test_the_user_commands_as_an_operator_types_them(tmp_path: Path) -> None:
      "name='a b' breaks rule"),
     (("passwd", "nobody", "--password-stdin"), PASSWORD + "\n", "no user nobody"),
     (("disable", "nobody"), "", "no user nobody"),
+    (("add", "carl", "--role", "trader", "--account", "alcie", "--password-stdin"),
+     PASSWORD + "\n", "accounts='alcie' breaks rule 'accounts that are open"),
 ])
 def test_bad_user_commands_say_why_in_one_line(tmp_path: Path, args: tuple[str, ...],
                                                stdin: str, says: str) -> None:
+    if "--account" in args:
+        open_accounts(tmp_path, "alice")
     done = user_cli(tmp_path, *args, stdin=stdin)
     assert done.returncode == 2, done.stdout + done.stderr
     assert says in done.stderr
