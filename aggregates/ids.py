@@ -17,6 +17,15 @@ def account_id(name: str) -> UUID:
     return uuid5(_NAMESPACE, f"account/{name}")
 
 
+def account_ref(name_or_id: str) -> UUID:
+    """An account by its id, or by the name it was opened with (its id derives from
+    the name): how people name accounts on the command line."""
+    try:
+        return UUID(name_or_id)
+    except ValueError:
+        return account_id(name_or_id)
+
+
 def order_id(account: UUID, client_order_id: str) -> UUID:
     return uuid5(_NAMESPACE, f"order/{account}/{client_order_id}")
 

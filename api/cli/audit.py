@@ -21,6 +21,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from aggregates.errors import DomainError, RuleViolation
+from aggregates.ids import account_ref
 from infra.settings import get_settings
 
 console = Console()
@@ -53,11 +54,19 @@ def _refused(err: DomainError) -> NoReturn:
     raise typer.Exit(2) from None
 
 
-def _aggregate_id(value: str) -> UUID:
+def _is_uuid(value: str) -> bool:
+    try:
+        UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _aggregate_id(value: str, argument: str = "AGGREGATE_ID") -> UUID:
     from api.audit import parse_id
 
     try:
-        return parse_id(value, "AGGREGATE_ID")
+        return parse_id(value, argument)
     except DomainError as err:
         _refused(err)
 
@@ -66,7 +75,8 @@ def _aggregate_id(value: str) -> UUID:
 def show(
     aggregate: Annotated[str, typer.Argument(
         metavar="AGGREGATE_ID", show_default=False,
-        help="Id of an order, account, position (or the market, a venue).")],
+        help="Id of an order, account, position (or the market, a venue), or an "
+             "account's name.")],
     as_of: Annotated[str | None, typer.Option(
         "--as-of", show_default=False,
         help="A moment with its offset, e.g. 2026-11-20T09:00:00+09:00 or ...Z: the "
@@ -82,7 +92,7 @@ def show(
     microsecond, and fields (prices in tenths of a yen, cash in yen)."""
     from api import audit
 
-    aggregate_id = _aggregate_id(aggregate)
+    aggregate_id = _aggregate_id(aggregate) if _is_uuid(aggregate) else account_ref(aggregate)
     with _store() as app:
         moment = audit.parse_time(as_of, "--as-of") if as_of is not None else None
         if moment is not None and version is not None:
@@ -117,7 +127,7 @@ def trail(
     (as taker or maker)."""
     from api import audit
 
-    order_id = _aggregate_id(order)
+    order_id = _aggregate_id(order, "ORDER_ID")
     with _store() as app:
         timeline = audit.trail(app, order_id)
     if as_json:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
-from uuid import UUID
 
 import typer
 from rich.console import Console
 
-from aggregates import ids
+from aggregates.ids import account_ref
 from api.roles import MAX_TTL_S, Role
 from infra.settings import get_settings
 
@@ -39,12 +38,6 @@ def _keyring() -> KeyRing:
         raise typer.Exit(2) from None
 
 
-def _account(name_or_id: str) -> UUID:
-    """An account by id, or by the name it was opened with (ids derive from names)."""
-    try:
-        return UUID(name_or_id)
-    except ValueError:
-        return ids.account_id(name_or_id)
 
 
 @app.command()
@@ -70,7 +63,7 @@ def token(
 
     settings = get_settings()
     ring = _keyring()
-    accounts = [_account(a) for a in account] if account else None
+    accounts = [account_ref(a) for a in account] if account else None
     ttl_s = settings.token_ttl_s if ttl is None else ttl
     now = datetime.now(UTC)
     try:

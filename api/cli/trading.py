@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from aggregates import ids
 from aggregates.application import TradingApplication
 from aggregates.base import Meta
 from aggregates.errors import DomainError, RuleViolation
+from aggregates.ids import account_ref
 from aggregates.instruments import PRICE_SCALE
 from aggregates.order import OrderType, Side, TimeInForce
 from aggregates.text import printable
@@ -99,11 +99,6 @@ def _price_units(yen: str) -> int:
     return int(units)
 
 
-def _account(name_or_id: str) -> UUID:
-    try:
-        return UUID(name_or_id)
-    except ValueError:
-        return ids.account_id(name_or_id)
 
 
 # -- accounts ---------------------------------------------------------------------------------
@@ -131,8 +126,8 @@ def account_deposit(account: AccountArg, amount: YenArg,
                     principal: str = _principal("operator")) -> None:
     """Credit AMOUNT yen to ACCOUNT; prints the balance."""
     with _app() as app:
-        app.deposit(_account(account), amount, _meta(principal))
-        _show(app, _account(account))
+        app.deposit(account_ref(account), amount, _meta(principal))
+        _show(app, account_ref(account))
 
 
 @account_app.command("withdraw")
@@ -140,8 +135,8 @@ def account_withdraw(account: AccountArg, amount: YenArg,
                      principal: str = _principal("operator")) -> None:
     """Debit AMOUNT yen from ACCOUNT's available cash (cash not reserved by open orders)."""
     with _app() as app:
-        app.withdraw(_account(account), amount, _meta(principal))
-        _show(app, _account(account))
+        app.withdraw(account_ref(account), amount, _meta(principal))
+        _show(app, account_ref(account))
 
 
 @account_app.command("halt")
@@ -149,16 +144,16 @@ def account_halt(account: AccountArg, reason: Reason,
                  principal: str = _principal("risk")) -> None:
     """Stop new orders for ACCOUNT (the risk halt switch); resting orders stay."""
     with _app() as app:
-        app.halt_account(_account(account), printable("reason", reason), _meta(principal))
-        _show(app, _account(account))
+        app.halt_account(account_ref(account), printable("reason", reason), _meta(principal))
+        _show(app, account_ref(account))
 
 
 @account_app.command("resume")
 def account_resume(account: AccountArg, principal: str = _principal("risk")) -> None:
     """Allow new orders for a halted ACCOUNT again."""
     with _app() as app:
-        app.resume_account(_account(account), _meta(principal))
-        _show(app, _account(account))
+        app.resume_account(account_ref(account), _meta(principal))
+        _show(app, account_ref(account))
 
 
 @account_app.command("show")
@@ -166,7 +161,7 @@ def account_show(account: AccountArg) -> None:
     """ACCOUNT's cash, reserved cash (held by open buy orders and fees), available cash
     and fees paid, in yen, and whether it is halted."""
     with _app(stepped=False) as app:
-        _show(app, _account(account))
+        _show(app, account_ref(account))
 
 
 def _show(app: TradingApplication, account_id: UUID) -> None:
@@ -242,7 +237,7 @@ def order_place(
 ) -> None:
     """Place an order for ACCOUNT: SIDE QUANTITY shares of SYMBOL."""
     with _app() as app:
-        placed = app.place_order(_account(account),
+        placed = app.place_order(account_ref(account),
                                  client_order_id=printable("client_order_id", client_order_id),
                                  symbol=symbol, side=side.value, quantity=quantity,
                                  price=_price_units(price), order_type=order_type.value,
@@ -317,7 +312,7 @@ def events(
     tenths of a yen, cash integer yen. The whole log: `tradecore events export|import`;
     state as of a time: `tradecore audit show`."""
     with _app(stepped=False) as app:
-        history = app.history(_account(aggregate))
+        history = app.history(account_ref(aggregate))
         if not history:
             console.print(f"no events for {aggregate}", style="red", highlight=False)
             raise typer.Exit(1)

@@ -14,7 +14,7 @@ from uuid import UUID
 import typer
 from rich.console import Console
 
-from aggregates import ids
+from aggregates.ids import account_ref
 from api.roles import Role
 from infra.settings import get_settings
 
@@ -39,12 +39,6 @@ def _users() -> Users:
                  lockout_s=settings.user_lockout_s)
 
 
-def _account(name_or_id: str) -> UUID:
-    """An account by id, or by the name it was opened with (ids derive from names)."""
-    try:
-        return UUID(name_or_id)
-    except ValueError:
-        return ids.account_id(name_or_id)
 
 
 def _opened(given: list[str], accounts: list[UUID]) -> None:
@@ -88,7 +82,7 @@ def add(
     """Add user NAME with ROLE (asks for the password)."""
     from api.users import check_grant, check_name
 
-    accounts = [_account(a) for a in account] if account else None
+    accounts = [account_ref(a) for a in account] if account else None
     try:  # refuse a bad name or grant before asking for a password
         check_name(name)
         check_grant(role, accounts)

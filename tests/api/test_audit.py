@@ -388,7 +388,8 @@ def test_the_cli_shows_verifies_and_refuses_bad_input_in_one_line(
     assert runner.invoke(cli, ["events", buyer, "--json"]).exit_code == 0  # as before
 
     bad = {
-        ("audit", "show", "nope"): "AGGREGATE_ID",
+        ("audit", "show", "nope"): "aggregate_id",  # an account name nobody opened
+        ("audit", "trail", "nope"): "ORDER_ID",
         ("audit", "show", buyer, "--version", "0"): "version",
         ("audit", "show", buyer, "--version", "99"): "version",
         ("audit", "show", buyer, "--as-of", "2026-11-20T09:00:00"): "--as-of",
