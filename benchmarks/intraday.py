@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (imports follow the sys.path fix below)
 """Intraday backtest speed on the GOOG LOBSTER day; prints one JSON object on stdout.
 
 What it measures, all in this one run so the ratios do not depend on how busy the
@@ -24,7 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+if str(_HERE.parent) not in sys.path:
+    sys.path.append(str(_HERE.parent))
 
 from benchmarks.support import calibration, commit, load_avg
 from infra.settings import get_settings
