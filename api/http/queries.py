@@ -23,10 +23,10 @@ from aggregates.errors import RuleViolation
 from aggregates.instruments import Instrument
 from api.http.deps import Context, account_scope, no_account, no_order
 from api.http.models import (
+    AccountHalt,
     BalanceView,
     Bar,
     Book,
-    AccountHalt,
     FillPage,
     Halts,
     InstrumentView,
