@@ -85,7 +85,13 @@ from api.wiring import event_log
 from benchmarks.support import commit, load_avg
 from infra.eventstore import eventsourcing_env
 from infra.settings import PROJECT_ROOT, Settings
-from projections.projectors import EventLog, Projector, RecorderLog, until_position
+from projections.projectors import (
+    EventLog,
+    Projector,
+    RecorderLog,
+    all_projections,
+    until_position,
+)
 from projections.schema import upgrade
 from projections.store import ReadStore
 
@@ -324,7 +330,7 @@ def verify(store: ReadStore, counts: TopicCounts, position: int, head: int) -> l
         if found is None or int(found[0]) != rows:
             problems.append(f"{table}: {found[0] if found else None} rows, log says {rows}")
     tracked = store.fetchall("SELECT name, position FROM projection_tracking")
-    if sorted(int(p) for _, p in tracked) != [position] * 3:
+    if sorted(int(p) for _, p in tracked) != [position] * len(all_projections()):
         problems.append(f"projection_tracking {tracked} != {position}")
     filled = store.fetchone("SELECT sum(filled_quantity), sum(fees) FROM orders")
     fills = store.fetchone("SELECT sum(quantity), sum(fee) FROM fills")

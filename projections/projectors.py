@@ -10,14 +10,16 @@ what it recorded, so the read models always equal a fresh rebuild.
 Current rows are cached between batches (one projector writes a read-model database);
 the cache is dropped whenever a batch fails, and rows are read back from the database.
 
-Three projections, each with its own tracking row (``tradecore projections status``):
+Four projections, each with its own tracking row (``tradecore projections status``):
 
 - ``orders``: ``orders`` (current), ``order_events`` (history), ``fills``, and one-minute
   ``bars`` from executions (the taker's fill, so each trade counts once);
 - ``positions``: ``positions`` (current), ``position_history``, ``marks`` (last trade
   price) and ``pnl`` (realised, unrealised at the marks, fees; a row whenever an
   account's PnL changes);
-- ``balances``: ``balances`` (current) and the ``cash_ledger``.
+- ``balances``: ``balances`` (current) and the ``cash_ledger``;
+- ``halts``: ``halts`` (current): every symbol and account halted now, with the reason,
+  the time and who halted it (the desk console's list; a trader's "HALTED" badge).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, Protocol
 
 from aggregates.account import Account
 from aggregates.instruments import PRICE_SCALE
+from aggregates.market import Market
 from aggregates.order import Order
 from aggregates.position import Position
 from projections.store import ReadStore
@@ -458,8 +461,59 @@ class BalancesProjection(Projection):
         return handle
 
 
+class HaltsProjection(Projection):
+    """What is halted now: one ``halts`` row per halted symbol or account, removed when
+    it resumes. The write side keeps halts in the Market and Account aggregates; the
+    query API and console read them here ("nothing reads another stage's memory").
+
+    Rows are written at flush from ``pending`` (key -> row, or None to delete), so a
+    halt and its resume inside one batch leave nothing, and nothing is cached between
+    batches: the handlers never read a row back."""
+
+    name = "halts"
+    tables = ("halts",)
+    columns = ("kind", "target", "reason", "principal", "halted_at", "seq")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: dict[tuple[str, str], tuple[Any, ...] | None] = {}
+        self.handlers = {
+            Market.SymbolHalted: lambda e, seq, ts: self._halted("symbol", e.symbol, e, seq,
+                                                                 ts),
+            Market.SymbolResumed: lambda e, seq, ts: self._resumed("symbol", e.symbol),
+            Account.Halted: lambda e, seq, ts: self._halted("account", str(e.originator_id),
+                                                            e, seq, ts),
+            Account.Resumed: lambda e, seq, ts: self._resumed("account",
+                                                              str(e.originator_id)),
+        }
+
+    def _halted(self, kind: str, target: str, e: Any, seq: int, ts: Any) -> None:
+        self.pending[(kind, target)] = (kind, target, e.reason, e.principal, ts, seq)
+
+    def _resumed(self, kind: str, target: str) -> None:
+        self.pending[(kind, target)] = None
+
+    def flush(self, store: ReadStore) -> None:
+        gone = [key for key, row in self.pending.items() if row is None]
+        if gone:
+            store.executemany("DELETE FROM halts WHERE kind = %s AND target = %s", gone)
+        rows = [row for row in self.pending.values() if row is not None]
+        if rows:
+            names = ", ".join(self.columns)
+            store.executemany(
+                f"INSERT INTO halts ({names}) VALUES ({', '.join('%s' for _ in self.columns)}) "
+                "ON CONFLICT (kind, target) DO UPDATE SET reason = excluded.reason, "
+                "principal = excluded.principal, halted_at = excluded.halted_at, "
+                "seq = excluded.seq", rows)
+        self.pending.clear()
+
+    def after_clear(self) -> None:
+        self.pending.clear()
+
+
 def all_projections() -> list[Projection]:
-    return [OrdersProjection(), PositionsProjection(), BalancesProjection()]
+    return [OrdersProjection(), PositionsProjection(), BalancesProjection(),
+            HaltsProjection()]
 
 
 class _Overtaken(Exception):

@@ -40,7 +40,8 @@ LEDGER_COLUMNS = ("ts", "seq", "account_id", "entry", "amount", "fee", "cash_aft
                   "order_id", "execution_id")
 EVENT_COLUMNS = ("version", "seq", "ts", "event", "status", "principal", "correlation_id",
                  "detail")
-TIME_COLUMNS = {"ts", "created_at", "updated_at"}
+HALT_COLUMNS = ("kind", "target", "reason", "principal", "halted_at", "seq", "name")
+TIME_COLUMNS = {"ts", "created_at", "updated_at", "halted_at"}
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,22 @@ class ReadModels:
                 f"FROM pnl WHERE {clause}) WHERE n = 1 ORDER BY bucket", params)
         return [{"bucket": store.moment(b), "realised": r, "unrealised": u, "fees": f,
                  "net": r + u - f} for b, r, u, f in rows]
+
+    # -- halts -----------------------------------------------------------------------
+    def halts(self, accounts: set[str] | None) -> list[dict[str, Any]]:
+        """What is halted now, newest first: every symbol halt (they concern everyone who
+        trades the symbol) and the account halts of the caller's accounts (``None``:
+        all), each account's with its name from ``balances``."""
+        where: list[str] = []
+        params: list[Any] = []
+        scoped = self._scope(where, params, "h.target", accounts, None)
+        account_clause = ("h.kind = 'account'" + (f" AND {where[0]}" if where else "")
+                          if scoped else "1 = 0")
+        return self._rows(HALT_COLUMNS, self.store.fetchall(
+            "SELECT h.kind, h.target, h.reason, h.principal, h.halted_at, h.seq, b.name "
+            "FROM halts h LEFT JOIN balances b ON h.kind = 'account' AND "
+            f"b.account_id = h.target WHERE h.kind = 'symbol' OR ({account_clause}) "
+            "ORDER BY h.seq DESC", params))
 
     # -- market ----------------------------------------------------------------------
     def bars(self, symbol: str, bucket: timedelta, *, since: datetime | None = None,

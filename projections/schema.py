@@ -13,6 +13,8 @@ Tables (``ts`` is the event's time):
 - ``balances`` (current) and ``cash_ledger`` (hypertable);
 - ``pnl`` (hypertable: realised, unrealised and fees per account over time);
 - ``bars`` (hypertable: one-minute bars from executions);
+- ``halts`` (current): what is halted now, symbols and accounts, with reason, time and
+  principal (a row leaves when the halt is lifted);
 - ``projection_tracking``: the last notification each projection has applied;
 - ``users``: the desk console's users (not a projection; see ``api.users``).
 """
@@ -216,10 +218,23 @@ def users(store: ReadStore) -> None:
     return None
 
 
+def halts(store: ReadStore) -> None:
+    """What is halted now (the ``halts`` projection). A table of its own rather than
+    columns on ``balances``: symbol halts belong to no account, and a new projection
+    starts from notification 0 on an existing database, so halts made before this
+    migration are projected too (a column would stay empty until a rebuild)."""
+    store.execute(
+        "CREATE TABLE halts (kind TEXT NOT NULL, target TEXT NOT NULL, "
+        "reason TEXT NOT NULL, principal TEXT NOT NULL, halted_at {ts} NOT NULL, "
+        "seq BIGINT NOT NULL, PRIMARY KEY (kind, target))".format(**_types(store)))
+    return None
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "read-model tables", initial),
     Migration(2, "hypertables", hypertables),
     Migration(3, "console users", users),
+    Migration(4, "current halts", halts),
 )
 
 

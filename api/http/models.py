@@ -187,6 +187,29 @@ class BalanceView(BaseModel):
     version: int
 
 
+class SymbolHalt(BaseModel):
+    symbol: str
+    reason: str
+    principal: str = Field(description="Who halted it.")
+    halted_at: datetime
+
+
+class AccountHalt(BaseModel):
+    account_id: UUID
+    name: str
+    reason: str
+    principal: str = Field(description="Who halted it.")
+    halted_at: datetime
+
+
+class Halts(BaseModel):
+    """What is halted now (read model ``halts``): orders in these are refused."""
+
+    symbols: list[SymbolHalt]
+    accounts: list[AccountHalt] = Field(
+        description="Only accounts the caller may see (risk and admin: all).")
+
+
 class LedgerEntry(BaseModel):
     ts: datetime
     seq: int

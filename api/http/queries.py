@@ -23,10 +23,12 @@ from aggregates.errors import RuleViolation
 from aggregates.instruments import Instrument
 from api.http.deps import Context, account_scope, no_account, no_order
 from api.http.models import (
+    AccountHalt,
     BalanceView,
     Bar,
     Book,
     FillPage,
+    Halts,
     InstrumentView,
     LedgerPage,
     Level,
@@ -34,6 +36,7 @@ from api.http.models import (
     OrderPage,
     PnlPoint,
     PositionView,
+    SymbolHalt,
     SymbolPath,
     TickBandView,
 )
@@ -209,6 +212,20 @@ def router(context: Context) -> APIRouter:
         rows = await of_account(principal, rm, account_id, lambda key: rm.pnl(
             key, BUCKETS[bucket], since=start, until=end))
         return [PnlPoint.model_validate(r) for r in rows]
+
+    @api.get("/halts", response_model=Halts)
+    async def halts(principal: caller, rm: reads) -> Halts:
+        """What is halted now: every symbol halt, and the halted accounts the caller may
+        see (orders in either are refused until risk resumes them)."""
+        rows = await asyncio.to_thread(rm.halts, account_scope(principal))
+        return Halts(
+            symbols=[SymbolHalt(symbol=r["target"], reason=r["reason"],
+                                principal=r["principal"], halted_at=r["halted_at"])
+                     for r in rows if r["kind"] == "symbol"],
+            accounts=[AccountHalt(account_id=r["target"], name=r["name"] or "",
+                                  reason=r["reason"], principal=r["principal"],
+                                  halted_at=r["halted_at"])
+                      for r in rows if r["kind"] == "account"])
 
     @api.get("/market/{symbol}/bars", response_model=list[Bar])
     async def bars(symbol: SymbolPath, principal: caller, rm: reads, bucket: Bucket = "1m",

@@ -29,6 +29,8 @@ command = st.one_of(
     st.tuples(st.just("cancel"), st.integers(0, 50)),
     st.tuples(st.just("amend"), st.integers(0, 50), st.integers(-2, 2), st.integers(-1, 2)),
     st.tuples(st.just("close")),
+    st.tuples(st.sampled_from(["halt", "resume"]), st.sampled_from(["symbol", "account"]),
+              st.integers(0, 2)),
 )
 
 
@@ -61,6 +63,17 @@ def run(commands: list[tuple[Any, ...]], env: dict[str, str] | None = None) -> A
                 app.amend_order(order.id, quantity=order.quantity + 100 * cmd[3],
                                 price=order.price + cmd[2] * inst.tick_size(order.price),
                                 meta=meta())
+            elif cmd[0] in ("halt", "resume") and cmd[1] == "symbol":
+                sym = SYMBOLS[cmd[2] % len(SYMBOLS)]
+                if cmd[0] == "halt":
+                    app.halt_symbol(sym, f"news pending n{n}", meta("risk"))
+                else:
+                    app.resume_symbol(sym, meta("risk"))
+            elif cmd[0] in ("halt", "resume"):
+                if cmd[0] == "halt":
+                    app.halt_account(traders[cmd[2]], f"limit breach n{n}", meta("risk"))
+                else:
+                    app.resume_account(traders[cmd[2]], meta("risk"))
             elif cmd[0] == "close":
                 app.close_session((TODAY - timedelta(days=n % 8)).isoformat(), meta("ops"))
         except DomainError:

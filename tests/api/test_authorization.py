@@ -286,6 +286,7 @@ ROUTES: dict[tuple[str, str], RouteCase] = {
         EVERYONE, foreign=NO_ACCOUNT),
     ("GET", "/v1/accounts"): RouteCase(lambda w: Call("GET", "/v1/accounts"), EVERYONE),
     ("GET", "/v1/instruments"): RouteCase(lambda w: Call("GET", "/v1/instruments"), EVERYONE),
+    ("GET", "/v1/halts"): RouteCase(lambda w: Call("GET", "/v1/halts"), EVERYONE),
     ("GET", "/v1/instruments/{symbol}"): RouteCase(
         lambda w: Call("GET", f"/v1/instruments/{w.traded}"), EVERYONE),
     ("GET", "/v1/market/{symbol}/bars"): RouteCase(

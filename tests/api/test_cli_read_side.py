@@ -24,7 +24,7 @@ def test_upgrade_rebuild_and_status(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert "applied 1: read-model tables" in first.stdout
     again = tc(tmp_path, "db", "upgrade")
-    assert "applied" not in again.stdout and "schema at version 3" in again.stdout
+    assert "applied" not in again.stdout and "schema at version 4" in again.stdout
     assert tc(tmp_path, "account", "open", "alice", "--owner", "alice").returncode == 0
     assert tc(tmp_path, "account", "deposit", "alice", "1000000").returncode == 0
 

@@ -260,24 +260,37 @@ def test_a_viewer_has_nothing_to_press(desk: Desk) -> None:
 
 def test_risk_halts_a_symbol_and_the_next_order_is_refused(desk: Desk) -> None:
     expect = desk.expect
+    trader = desk.sign_in("dana")  # already at the desk when the halt comes
+    trader.evaluate("window.sameDocument = true")  # gone if the page reloads
+    trader.select_option("#t-symbol", SYMBOL)
+    expect(trader.locator("#t-halted")).to_be_hidden()
     risk = desk.sign_in("rita")
     expect(risk.locator("#ticket-panel")).to_be_hidden()  # risk never trades
     expect(risk.locator("#close-row")).to_be_visible()  # but closes the session
+    expect(risk.locator("#halts-count")).to_have_text("none")
     risk.select_option("#r-symbol", SYMBOL)
     risk.fill("#r-reason", "news pending")
     risk.click("#r-halt-symbol")
     expect(risk.locator("#risk-log li").first).to_contain_text(f"{SYMBOL} halt: halted")
+    listed = risk.locator(f'#halts tr[data-halt="symbol/{SYMBOL}"] td')
+    expect(listed.nth(1)).to_have_text("news pending")
+    expect(listed.nth(2)).to_have_text("rita")  # who halted it
+    # the trader's ticket says so without a reload (the page asks GET /v1/halts)
+    expect(trader.locator("#t-halted")).to_have_text(f"HALTED: {SYMBOL} (news pending)")
     desk.shot(risk, "risk")
+    desk.shot(trader, "halted-ticket")
 
-    trader = desk.sign_in("dana")
-    ticket(trader, "alice", "buy", "100", yen(desk.base_price))
+    ticket(trader, "alice", "buy", "100", yen(desk.base_price))  # still submits
     expect(trader.locator('#ticket .field-error[data-for="symbol"]')).to_contain_text(
         f"trading in {SYMBOL} is halted")
 
-    risk.click("#r-resume-symbol")
+    risk.locator(f'#halts tr[data-halt="symbol/{SYMBOL}"] button.resume').click()
     expect(risk.locator("#risk-log li").first).to_contain_text(f"{SYMBOL} resume: trading")
+    expect(risk.locator("#halts tbody tr")).to_have_count(0)
+    expect(trader.locator("#t-halted")).to_be_hidden()
     ticket(trader, "alice", "buy", "100", yen(desk.base_price - 100))
     expect(trader.locator("#t-result")).to_contain_text("placed")
+    assert trader.evaluate("window.sameDocument") is True
     desk.close(risk)
     desk.close(trader)
 

@@ -5,7 +5,8 @@ with small batches and is killed mid-transaction (a write fails inside the batch
 restarted with empty caches, several times. Afterwards:
 
 - every current row equals the aggregate the write model loads from its events
-  (orders, balances, positions), and history rows add up to it (fills, cash ledger);
+  (orders, balances, positions, halts), and history rows add up to it (fills, cash
+  ledger);
 - every table equals a fresh rebuild from the log in one go.
 
 On SQLite, TimescaleDB and plain PostgreSQL.
@@ -21,6 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregates.account import Account
+from aggregates.ids import MARKET_ID
+from aggregates.market import Market
 from aggregates.order import Order
 from aggregates.position import Position
 from projections.projectors import Projector, RecorderLog, all_projections
@@ -35,6 +38,9 @@ PINNED = [
     ("place", 1, SYMBOLS[1], "buy", 1, 2, "ioc"), ("place", 0, SYMBOLS[1], "sell", 0, 4, "day"),
     ("place", 2, SYMBOLS[1], "buy", 0, 1, "market"), ("close",),
     ("place", 0, SYMBOLS[0], "sell", 0, 1, "fok"),
+    ("halt", "symbol", 0), ("halt", "account", 1), ("place", 1, SYMBOLS[1], "buy", 0, 1, "day"),
+    ("halt", "symbol", 1), ("resume", "symbol", 0), ("halt", "account", 2),
+    ("resume", "account", 2), ("place", 0, SYMBOLS[0], "buy", 0, 1, "day"),
 ]
 
 
@@ -106,6 +112,15 @@ def assert_equals_write_model(store: ReadStore, app: Any) -> None:
         last = store.fetchone("SELECT cash_after FROM cash_ledger WHERE account_id = %s "
                               "ORDER BY seq DESC LIMIT 1", (str(account_id),))
         assert (last[0] if last else 0) == account.cash
+    halted_symbols: set[str] = set()
+    if app.ids_of(Market):
+        market: Market = app.repository.get(MARKET_ID)
+        halted_symbols = market.halted_symbols
+    assert {s for (s,) in store.fetchall(
+        "SELECT target FROM halts WHERE kind = 'symbol'")} == halted_symbols
+    halted_accounts = {str(a) for a in app.ids_of(Account) if app.get_account(a).halted}
+    assert {a for (a,) in store.fetchall(
+        "SELECT target FROM halts WHERE kind = 'account'")} == halted_accounts
     for position_id in app.ids_of(Position):
         position: Position = app.repository.get(position_id)
         row = store.fetchone(
@@ -116,7 +131,7 @@ def assert_equals_write_model(store: ReadStore, app: Any) -> None:
                        position.reserved), position.symbol
 
 
-def check(new_store: StoreFactory, commands: list[tuple[Any, ...]], seed: int) -> None:
+def check(new_store: StoreFactory, commands: list[tuple[Any, ...]], seed: int) -> ReadStore:
     app = run(commands)
     log = RecorderLog(app.recorder, app.mapper)
     interrupted = new_store()
@@ -127,10 +142,19 @@ def check(new_store: StoreFactory, commands: list[tuple[Any, ...]], seed: int) -
     upgrade(fresh)
     Projector(fresh, log, batch_size=5000).rebuild()
     assert snapshot(interrupted) == snapshot(fresh)
+    return interrupted
 
 
 def test_pinned_session_on_every_store(new_store: StoreFactory) -> None:
-    check(new_store, PINNED, seed=7)
+    store = check(new_store, PINNED, seed=7)
+    # What the desk sees as halted: the symbol still halted, the account never resumed;
+    # the resumed symbol and account are gone. Reason and principal as commanded.
+    halts = store.fetchall("SELECT h.kind, h.reason, h.principal, b.name FROM halts h "
+                           "LEFT JOIN balances b ON b.account_id = h.target ORDER BY h.seq")
+    n = len(PINNED)
+    assert [tuple(h) for h in halts] == [
+        ("account", f"limit breach n{n - 7}", "risk", "t1"),
+        ("symbol", f"news pending n{n - 5}", "risk", None)]
 
 
 @settings(max_examples=25, deadline=None,

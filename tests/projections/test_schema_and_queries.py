@@ -125,3 +125,30 @@ def test_order_pages_are_stable_and_scoped(new_store: StoreFactory) -> None:
     filled = reads.orders(accounts=None, status="filled", since=T0 + timedelta(seconds=10),
                           until=T0 + timedelta(seconds=20))
     assert [o["seq"] for o in filled.items] == [18, 15, 12]
+
+
+def test_halts_list_every_symbol_halt_and_only_the_callers_account_halts(
+        new_store: StoreFactory) -> None:
+    """Projected from a real session: what a risk officer and a trader are shown."""
+    from aggregates.account import Account
+    from projections.projectors import Projector, RecorderLog
+    from tests.aggregates.test_properties import SYMBOLS, run
+
+    app = run([("halt", "account", 0), ("halt", "account", 1), ("halt", "symbol", 0),
+               ("resume", "account", 1), ("halt", "account", 2)])
+    store = migrated(new_store)
+    Projector(store, RecorderLog(app.recorder, app.mapper), batch_size=3).catch_up()
+    ids = {app.get_account(a).name: str(a) for a in app.ids_of(Account)}
+    reads = ReadModels(store)
+
+    everything = reads.halts(None)  # risk and admin: newest first
+    assert [(h["kind"], h["name"] or h["target"], h["reason"], h["principal"])
+            for h in everything] == [
+        ("account", "t2", "limit breach n4", "risk"),
+        ("symbol", SYMBOLS[0], "news pending n2", "risk"),
+        ("account", "t0", "limit breach n0", "risk")]
+    assert all(h["halted_at"].tzinfo is not None for h in everything)
+    # a trader of t0 sees the symbol halt and their own account's; t1 (resumed): symbol only
+    assert [h["target"] for h in reads.halts({ids["t0"]})] == [SYMBOLS[0], ids["t0"]]
+    assert [h["target"] for h in reads.halts({ids["t1"]})] == [SYMBOLS[0]]
+    assert [h["target"] for h in reads.halts(set())] == [SYMBOLS[0]]

@@ -14,6 +14,9 @@
   const JST_OFFSET_S = 9 * 3600; // charts label time in Tokyo time
   const BOOK_EVERY_MS = 1500;
   const BARS_EVERY_MS = 5000;
+  // Halts do not travel on the stream (it carries a caller's orders and fills): the page
+  // asks GET /v1/halts this often, so a trader sees a halt within seconds, no reload.
+  const HALTS_EVERY_MS = 1500;
 
   const state = {
     token: null, claims: null, expiresAt: 0,
@@ -23,6 +26,7 @@
     fills: [], fillIds: new Set(),
     socket: null, socketGen: 0, retryMs: 500, online: false,
     timers: [], refreshTimer: null, charts: {},
+    halts: { symbols: [], accounts: [] }, // GET /v1/halts: what is halted now
   };
 
   // ------------------------------------------------------------------ formatting
@@ -267,6 +271,7 @@
     state.timers.push(setInterval(tickExpiry, 1000));
     state.timers.push(setInterval(() => refreshBook().catch(quiet), BOOK_EVERY_MS));
     state.timers.push(setInterval(() => refreshBars().catch(quiet), BARS_EVERY_MS));
+    state.timers.push(setInterval(() => refreshHalts().catch(quiet), HALTS_EVERY_MS));
     tickExpiry();
   }
 
@@ -354,11 +359,26 @@
     $("t-symbol").value = symbol;
     $("m-symbol").value = symbol;
     showInstrument();
+    showTicketHalts();
     refreshBook().catch(quiet);
     refreshBars().catch(quiet);
   }
   $("t-symbol").addEventListener("change", () => symbolChosen($("t-symbol").value));
   $("m-symbol").addEventListener("change", () => symbolChosen($("m-symbol").value));
+  $("t-account").addEventListener("change", () => showTicketHalts());
+
+  /** The ticket's badge: the chosen symbol or account is halted, so an order would be
+   *  refused. Only a warning: the ticket still submits and the API's refusal shows. */
+  function showTicketHalts() {
+    const badge = $("t-halted");
+    const symbol = state.halts.symbols.find((h) => h.symbol === $("t-symbol").value);
+    const account = state.halts.accounts.find((h) => h.account_id === $("t-account").value);
+    const said = [];
+    if (symbol) said.push(`${symbol.symbol} (${symbol.reason})`);
+    if (account) said.push(`account ${account.name} (${account.reason})`);
+    badge.textContent = said.length ? `HALTED: ${said.join("; ")}` : "";
+    badge.hidden = !said.length;
+  }
 
   $("ticket").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -581,8 +601,37 @@
     }));
   }
 
+  /** What is halted now (every symbol halt; account halts of the caller's accounts). */
+  async function refreshHalts(position) {
+    const wait = position ? `?min_position=${position}` : "";
+    const answer = await api("GET", `/v1/halts${wait}`);
+    if (!answer.ok) return;
+    state.halts = answer.data;
+    showTicketHalts();
+    renderHalts();
+  }
+
+  /** The risk panel's list of current halts, a resume button each. */
+  function renderHalts() {
+    if (!canHalt()) return;
+    const resume = (path, what) => el("td", {}, el("button", {
+      type: "button", class: "resume", text: "Resume",
+      onclick: () => riskAction(path, undefined, `${what} resume`) }));
+    const rows = [
+      ...state.halts.symbols.map((h) => el("tr", { "data-halt": `symbol/${h.symbol}` },
+        cell(h.symbol, "halted"), cell(h.reason), cell(h.principal), cell(jst(h.halted_at)),
+        resume(`/v1/symbols/${h.symbol}/resume`, h.symbol))),
+      ...state.halts.accounts.map((h) => el("tr", { "data-halt": `account/${h.name}` },
+        cell(`account ${h.name}`, "halted"), cell(h.reason), cell(h.principal),
+        cell(jst(h.halted_at)), resume(`/v1/accounts/${h.account_id}/resume`, h.name))),
+    ];
+    $("halts").tBodies[0].replaceChildren(...rows);
+    $("halts-count").textContent = rows.length ? String(rows.length) : "none";
+  }
+
   async function refreshAll() {
-    await Promise.all([refreshOrders(), refreshAccounts(), refreshBook(), refreshBars()]);
+    await Promise.all([refreshOrders(), refreshAccounts(), refreshBook(), refreshBars(),
+      refreshHalts()]);
     await refreshPnl();
   }
 
@@ -631,6 +680,7 @@
     if (!answer) return;
     if (!answer.ok) { showProblem(form, answer.data); return; }
     $("risk-log").prepend(el("li", { text: `${timeFmt.format(new Date())} ${what}: ${answer.data.status}` }));
+    refreshHalts(answer.data.position).catch(quiet); // read-your-writes: the list shows it
     refreshSoon();
   }
   const reason = () => ({ reason: $("r-reason").value });
