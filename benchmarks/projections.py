@@ -94,6 +94,7 @@ from projections.projectors import (
 )
 from projections.schema import upgrade
 from projections.store import ReadStore
+from streams.embedded import in_process
 
 CACHE_DIR = PROJECT_ROOT / ".local" / "bench"
 TARGET_EVENTS_PER_S = 50_000
@@ -130,7 +131,9 @@ def generate_log(events: int, *, accounts: int = 200, symbols: int = 20, seed: i
     universe = load_universe(None)
     env = eventsourcing_env(Settings(persistence="sqlite", sqlite_path=partial,
                                      sqlite_synchronous="NORMAL"))
-    app = TradingApplication(env, universe=universe, auto_process=False, batch_size=512)
+    app = TradingApplication(env, universe=universe)
+    stages = in_process(app, saga_batch_size=512)
+    app.after_command = None  # this script settles the stages after each basket
     instruments = list(universe.instruments)[:symbols]
     ops = Meta.command("bench")
     owners = []
@@ -139,7 +142,7 @@ def generate_log(events: int, *, accounts: int = 200, symbols: int = 20, seed: i
                                    allow_short=True)
         app.deposit(account, 50_000_000_000, Meta.command("bench"))
         owners.append(account)
-    app.process()
+    stages.settle()
     rng = random.Random(seed)
     placed = cancels = closes = 0
     today = today_in_tokyo(None)  # sessions close only near today (aggregates.market)
@@ -157,7 +160,7 @@ def generate_log(events: int, *, accounts: int = 200, symbols: int = 20, seed: i
                 price=round_to_tick(inst.base_price + offset, inst.tick_table, "down")))
             placed += 1
         outcomes = app.place_orders(basket)
-        app.process()
+        stages.settle()
         # a trader pulls a few of this basket's orders that are still resting
         resting = [o.order_id for o in outcomes if not isinstance(o, DomainError)
                    and app.get_order(o.order_id).status in OPEN_STATUSES]
@@ -168,9 +171,10 @@ def generate_log(events: int, *, accounts: int = 200, symbols: int = 20, seed: i
             app.close_session((today - timedelta(days=closes % 8)).isoformat(),
                               Meta.command("bench"))
             closes += 1
-        app.process()
+        stages.settle()
     seconds = time.perf_counter() - started
     notifications = int(app.recorder.max_notification_id() or 0)
+    stages.release()
     app.close()
     with sqlite3.connect(partial) as conn:  # fold the WAL in: one self-contained file
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
