@@ -147,3 +147,13 @@ def test_audit_figures() -> None:
     assert out["as_of"]["from_snapshot"] is not None  # the as-of started from a snapshot
     assert out["as_of"]["tail"] < out["as_of"]["account_events"]
     assert set(out["targets_met"]) == {"verify_events_per_s", "as_of_ms"}
+
+
+@pytest.mark.postgres
+def test_projection_benchmark_projects_the_generated_log() -> None:
+    out = run("projections.py", "--quick", "--no-profile")
+    assert out["failures"] == []
+    assert out["log"]["orders_placed"] > 0 and out["events"] >= 30_000
+    assert out["events_per_s"] > 0 and out["sqlite_events_per_s"] > 0
+    assert out["timescaledb_full"]["complete"] is True
+    assert out["expected_rows"]["fills"] > 0
