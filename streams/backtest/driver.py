@@ -403,7 +403,10 @@ def _project(app: TradingApplication, path: Path) -> None:
     store = ReadStore.sqlite(path)
     try:
         upgrade(store)
-        Projector(store, RecorderLog(app.recorder, app.mapper), batch_size=5000).catch_up()
+        projector = Projector(store, RecorderLog(app.recorder, app.mapper), batch_size=5000)
+        # the run's own store, written under today's topics: read only what is projected
+        projector.log = RecorderLog(app.recorder, app.mapper, topics=projector.topics())
+        projector.catch_up()
     finally:
         store.conn.close()
 
