@@ -63,6 +63,8 @@ OPEN_AT = clock_time(9, 0)
 CLOSE_AT = clock_time(15, 0)
 EVENTS_FILE = "events.sqlite"
 READMODELS_FILE = "readmodels.sqlite"
+PROJECTION_BATCH = 5000  # events per read-model transaction (20,000 measured no faster)
+PROJECTION_CACHE_KIB = 256 * 1024  # SQLite page cache of the run's read-model rebuild
 
 
 class BacktestError(RuleViolation):
@@ -402,8 +404,14 @@ def _project(app: TradingApplication, path: Path) -> None:
 
     store = ReadStore.sqlite(path)
     try:
+        # like the event store: thrown away unless the run completes, so no fsync at the
+        # WAL's checkpoints; the indexes keyed by order id outgrow SQLite's default 2 MB
+        # page cache within a year of orders, so give the rebuild room
+        store.conn.execute("PRAGMA synchronous=OFF")
+        store.conn.execute(f"PRAGMA cache_size=-{PROJECTION_CACHE_KIB}")
         upgrade(store)
-        projector = Projector(store, RecorderLog(app.recorder, app.mapper), batch_size=5000)
+        projector = Projector(store, RecorderLog(app.recorder, app.mapper),
+                              batch_size=PROJECTION_BATCH)
         # the run's own store, written under today's topics: read only what is projected
         projector.log = RecorderLog(app.recorder, app.mapper, topics=projector.topics())
         projector.catch_up()
