@@ -158,6 +158,7 @@ class _Run:
         self.reasons: Counter[str] = Counter()
         self.days: list[DayRecord] = []
         self._last_close: dict[str, int] = {}  # price units, the newest close per symbol
+        self._closes: tuple[int, list[tuple[str, int]]] = (-1, [])  # session, its closes
 
     def _sessions(self) -> list[date]:
         return [d for d in self.bars.dates if self.spec.start <= d <= self.spec.end]
@@ -225,9 +226,7 @@ class _Run:
         self.clock.set(_moment(day, CLOSE_AT))
         self.app.close_session(day.isoformat(), self._meta(f"close:{day}"))
         filled = self._tally(placed)
-        for j in np.flatnonzero(np.isfinite(self.bars.close[i])):
-            symbol = self.bars.symbols[j]
-            self._last_close[symbol] = self.bars.on_tick(symbol, float(self.bars.close[i, j]))
+        self._see_closes(i)
         cash, fees, bought, sold = self._account_totals()
         portfolio = self.portfolio(self._last_close)
         self.held = set(portfolio.positions)  # every order is final after the close
@@ -235,6 +234,16 @@ class _Run:
             day, portfolio.equity + (cash - portfolio.cash), cash, fees - fees0[1],
             bought - fees0[2], sold - fees0[3], len(placed), filled,
             self._rejected_today))
+
+    def _see_closes(self, i: int) -> None:
+        """Session ``i``'s closes (on the tick grid) become the newest closes. Both the
+        session's end and the decision after it need them: put on the grid once."""
+        if self._closes[0] != i:
+            bars = self.bars
+            self._closes = (i, [(bars.symbols[j], bars.on_tick(bars.symbols[j],
+                                                               float(bars.close[i, j])))
+                                for j in np.flatnonzero(np.isfinite(bars.close[i]))])
+        self._last_close.update(self._closes[1])
 
     def _open(self, day: date, bars: dict[str, dict[str, Any]], symbols: set[str]
               ) -> set[str]:
@@ -318,9 +327,7 @@ class _Run:
     def _decide(self, i: int) -> Any:
         day = self.bars.dates[i]
         self.history.upto = i
-        for j in np.flatnonzero(np.isfinite(self.bars.close[i])):
-            symbol = self.bars.symbols[j]
-            self._last_close[symbol] = self.bars.on_tick(symbol, float(self.bars.close[i, j]))
+        self._see_closes(i)
         try:
             decision = self.strategy.decide(day, self.history, self.portfolio(self._last_close))
         except Exception as exc:
