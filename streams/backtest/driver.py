@@ -23,6 +23,7 @@ renamed into place only when complete.
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import tempfile
@@ -384,7 +385,14 @@ def run_backtest(strategy: Strategy, spec: BacktestSpec, out: Path) -> BacktestR
             phases["order_flow"] = time.perf_counter() - mark
             mark = time.perf_counter()
             if spec.readmodels:
-                _project(run.app, folder / READMODELS_FILE)
+                # Everything the run built stays alive through the projection and none
+                # of it is garbage; left to the collector, each full collection scans it
+                # all again (2 years: 2.0 s of a 5.1 s projection; frozen: 0.6 s).
+                gc.freeze()
+                try:
+                    _project(run.app, folder / READMODELS_FILE)
+                finally:
+                    gc.unfreeze()
             phases["read_models"] = time.perf_counter() - mark
         finally:
             run.app.close()
