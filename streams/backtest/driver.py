@@ -29,7 +29,8 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as clock_time
@@ -380,20 +381,15 @@ def run_backtest(strategy: Strategy, spec: BacktestSpec, out: Path) -> BacktestR
         mark = time.perf_counter()
         run = _Run(strategy, spec, bars, folder)
         try:
-            run.run()
-            events = run.app.head()
-            phases["order_flow"] = time.perf_counter() - mark
-            mark = time.perf_counter()
-            if spec.readmodels:
-                # Everything the run built stays alive through the projection and none
-                # of it is garbage; left to the collector, each full collection scans it
-                # all again (2 years: 2.0 s of a 5.1 s projection; frozen: 0.6 s).
-                gc.freeze()
-                try:
+            with _frozen_for_collector():
+                run.run()
+                events = run.app.head()
+                phases["order_flow"] = time.perf_counter() - mark
+                mark = time.perf_counter()
+                if spec.readmodels:
+                    gc.freeze()  # and what the run built: it all outlives the projection
                     _project(run.app, folder / READMODELS_FILE)
-                finally:
-                    gc.unfreeze()
-            phases["read_models"] = time.perf_counter() - mark
+                phases["read_models"] = time.perf_counter() - mark
         finally:
             run.app.close()
         spec_dict = {k: (str(v) if isinstance(v, Path | date) else v)
@@ -409,6 +405,22 @@ def run_backtest(strategy: Strategy, spec: BacktestSpec, out: Path) -> BacktestR
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return result
+
+
+@contextmanager
+def _frozen_for_collector() -> Iterator[None]:
+    """Keep the garbage collector off what already lives (the imported modules, the
+    bars, the application; :func:`gc.freeze`): none of it becomes garbage during the run,
+    yet every full collection would scan it all again (2 years: the collector's time in
+    the order flow 0.70 s -> 0.45 s; in the projection, with the run's objects frozen
+    too, 2.0 s -> 0.6 s of 5.1 s). Unfrozen afterwards, unless someone froze before."""
+    ours = gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if ours:
+            gc.unfreeze()
 
 
 def _project(app: TradingApplication, path: Path) -> None:

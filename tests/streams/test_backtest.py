@@ -7,6 +7,7 @@ never copied into the repository (the folder lives in pytest's temporary directo
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 from datetime import date
@@ -116,6 +117,7 @@ def test_the_same_backtest_twice_stores_byte_identical_events(
     first = run_backtest(Momentum(top=4), _spec(data, end="2015-11-13"), tmp_path / "a")
     second = run_backtest(Momentum(top=4), _spec(data, end="2015-11-13"), tmp_path / "b")
     a, b = _events(tmp_path / "a"), _events(tmp_path / "b")
+    assert gc.get_freeze_count() == 0  # the collector is given back as it was found
     assert len(a) == first.events == second.events > 100
     assert a == b
     # ids and times come from the run, not from uuid4 or the wall clock
