@@ -328,6 +328,15 @@ class OrdersProjection(Projection):
             self.updates.append(Update(row["account_id"], "order", dict(row)))
 
 
+@dataclass
+class AccountBook:
+    """What an account's pnl rows need, kept between them: the realised PnL of all its
+    positions and the ids of those holding shares (the only ones with unrealised PnL)."""
+
+    realised: int
+    held: set[str]
+
+
 class PositionsProjection(Projection):
     name = "positions"
     tables = ("positions", "position_history", "marks", "pnl")
@@ -350,7 +359,7 @@ class PositionsProjection(Projection):
         # with shares. A pnl row is written on every fill and settlement; summing every
         # position the account ever had (flat ones included) made each row cost the
         # account's history (hundreds of symbols in a long backtest), not its holdings.
-        self.books: dict[str, tuple[list[int], set[str]]] = {}
+        self.books: dict[str, AccountBook] = {}
         self.handlers = {
             Position.Opened: self._opened,
             Position.FillApplied: self._fill,
@@ -386,11 +395,11 @@ class PositionsProjection(Projection):
         row["reserved"] -= e.from_reservation
         book = self.books.get(row["account_id"])
         if book is not None:
-            book[0][0] += e.realised
+            book.realised += e.realised
             if row["quantity"]:
-                book[1].add(row["position_id"])
+                book.held.add(row["position_id"])
             else:
-                book[1].discard(row["position_id"])
+                book.held.discard(row["position_id"])
         self.history.rows.append((ts, seq, row["account_id"], row["symbol"], e.execution_id,
                                   e.side, e.price, e.quantity, e.quantity_after,
                                   e.cost_after, e.realised))
@@ -410,22 +419,22 @@ class PositionsProjection(Projection):
             self.fees[account] = int(last[0]) if last else 0
         return self.fees[account]
 
-    def _book(self, account: str) -> tuple[list[int], set[str]]:
-        """The account's realised total and positions with shares: summed once from all
-        its positions (cached rows win over the database's), then kept by ``_fill``."""
+    def _book(self, account: str) -> AccountBook:
+        """The account's book: summed once from all its positions (cached rows win over
+        the database's), then kept by ``_fill``."""
         book = self.books.get(account)
         if book is None:
             rows = self.positions.where(self.db, account)
-            book = ([sum(row["realised_pnl"] for row in rows)],
-                    {row["position_id"] for row in rows if row["quantity"]})
+            book = AccountBook(sum(row["realised_pnl"] for row in rows),
+                               {row["position_id"] for row in rows if row["quantity"]})
             self.books[account] = book
         return book
 
     def _snapshot(self, account: str, seq: int, ts: Any) -> None:
-        (realised,), held = self._book(account)
-        unrealised = 0
+        book = self._book(account)
+        realised, unrealised = book.realised, 0
         cache = self.positions.cache
-        for key in held:
+        for key in book.held:
             position = cache[key]
             mark = self.marks.get(self.db, position["symbol"])
             if mark is not None:
