@@ -23,12 +23,14 @@ renamed into place only when complete.
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as clock_time
@@ -63,6 +65,8 @@ OPEN_AT = clock_time(9, 0)
 CLOSE_AT = clock_time(15, 0)
 EVENTS_FILE = "events.sqlite"
 READMODELS_FILE = "readmodels.sqlite"
+PROJECTION_BATCH = 5000  # events per read-model transaction (20,000 measured no faster)
+PROJECTION_CACHE_KIB = 256 * 1024  # SQLite page cache of the run's read-model rebuild
 
 
 class BacktestError(RuleViolation):
@@ -156,6 +160,7 @@ class _Run:
         self.reasons: Counter[str] = Counter()
         self.days: list[DayRecord] = []
         self._last_close: dict[str, int] = {}  # price units, the newest close per symbol
+        self._closes: tuple[int, list[tuple[str, int]]] = (-1, [])  # session, its closes
 
     def _sessions(self) -> list[date]:
         return [d for d in self.bars.dates if self.spec.start <= d <= self.spec.end]
@@ -223,9 +228,7 @@ class _Run:
         self.clock.set(_moment(day, CLOSE_AT))
         self.app.close_session(day.isoformat(), self._meta(f"close:{day}"))
         filled = self._tally(placed)
-        for j in np.flatnonzero(np.isfinite(self.bars.close[i])):
-            symbol = self.bars.symbols[j]
-            self._last_close[symbol] = self.bars.on_tick(symbol, float(self.bars.close[i, j]))
+        self._see_closes(i)
         cash, fees, bought, sold = self._account_totals()
         portfolio = self.portfolio(self._last_close)
         self.held = set(portfolio.positions)  # every order is final after the close
@@ -233,6 +236,16 @@ class _Run:
             day, portfolio.equity + (cash - portfolio.cash), cash, fees - fees0[1],
             bought - fees0[2], sold - fees0[3], len(placed), filled,
             self._rejected_today))
+
+    def _see_closes(self, i: int) -> None:
+        """Session ``i``'s closes (on the tick grid) become the newest closes. Both the
+        session's end and the decision after it need them: put on the grid once."""
+        if self._closes[0] != i:
+            bars = self.bars
+            self._closes = (i, [(bars.symbols[j], bars.on_tick(bars.symbols[j],
+                                                               float(bars.close[i, j])))
+                                for j in np.flatnonzero(np.isfinite(bars.close[i]))])
+        self._last_close.update(self._closes[1])
 
     def _open(self, day: date, bars: dict[str, dict[str, Any]], symbols: set[str]
               ) -> set[str]:
@@ -316,9 +329,7 @@ class _Run:
     def _decide(self, i: int) -> Any:
         day = self.bars.dates[i]
         self.history.upto = i
-        for j in np.flatnonzero(np.isfinite(self.bars.close[i])):
-            symbol = self.bars.symbols[j]
-            self._last_close[symbol] = self.bars.on_tick(symbol, float(self.bars.close[i, j]))
+        self._see_closes(i)
         try:
             decision = self.strategy.decide(day, self.history, self.portfolio(self._last_close))
         except Exception as exc:
@@ -370,13 +381,15 @@ def run_backtest(strategy: Strategy, spec: BacktestSpec, out: Path) -> BacktestR
         mark = time.perf_counter()
         run = _Run(strategy, spec, bars, folder)
         try:
-            run.run()
-            events = run.app.head()
-            phases["order_flow"] = time.perf_counter() - mark
-            mark = time.perf_counter()
-            if spec.readmodels:
-                _project(run.app, folder / READMODELS_FILE)
-            phases["read_models"] = time.perf_counter() - mark
+            with _frozen_for_collector():
+                run.run()
+                events = run.app.head()
+                phases["order_flow"] = time.perf_counter() - mark
+                mark = time.perf_counter()
+                if spec.readmodels:
+                    gc.freeze()  # and what the run built: it all outlives the projection
+                    _project(run.app, folder / READMODELS_FILE)
+                phases["read_models"] = time.perf_counter() - mark
         finally:
             run.app.close()
         spec_dict = {k: (str(v) if isinstance(v, Path | date) else v)
@@ -394,6 +407,22 @@ def run_backtest(strategy: Strategy, spec: BacktestSpec, out: Path) -> BacktestR
     return result
 
 
+@contextmanager
+def _frozen_for_collector() -> Iterator[None]:
+    """Keep the garbage collector off what already lives (the imported modules, the
+    bars, the application; :func:`gc.freeze`): none of it becomes garbage during the run,
+    yet every full collection would scan it all again (2 years: the collector's time in
+    the order flow 0.70 s -> 0.45 s; in the projection, with the run's objects frozen
+    too, 2.0 s -> 0.6 s of 5.1 s). Unfrozen afterwards, unless someone froze before."""
+    ours = gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if ours:
+            gc.unfreeze()
+
+
 def _project(app: TradingApplication, path: Path) -> None:
     """The read models of the run, projected from its events (as `projections rebuild`)."""
     from projections.projectors import Projector, RecorderLog
@@ -402,8 +431,17 @@ def _project(app: TradingApplication, path: Path) -> None:
 
     store = ReadStore.sqlite(path)
     try:
+        # like the event store: thrown away unless the run completes, so no fsync at the
+        # WAL's checkpoints; the indexes keyed by order id outgrow SQLite's default 2 MB
+        # page cache within a year of orders, so give the rebuild room
+        store.conn.execute("PRAGMA synchronous=OFF")
+        store.conn.execute(f"PRAGMA cache_size=-{PROJECTION_CACHE_KIB}")
         upgrade(store)
-        Projector(store, RecorderLog(app.recorder, app.mapper), batch_size=5000).catch_up()
+        projector = Projector(store, RecorderLog(app.recorder, app.mapper),
+                              batch_size=PROJECTION_BATCH)
+        # the run's own store, written under today's topics: read only what is projected
+        projector.log = RecorderLog(app.recorder, app.mapper, topics=projector.topics())
+        projector.catch_up()
     finally:
         store.conn.close()
 

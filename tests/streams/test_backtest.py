@@ -7,6 +7,7 @@ never copied into the repository (the folder lives in pytest's temporary directo
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 from datetime import date
@@ -18,11 +19,13 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app as cli
+from projections.store import ReadStore
 from streams.backtest import BacktestError, BacktestSpec, run_backtest
 from streams.backtest.data import BacktestDataError
 from streams.strategies.base import MarketHistory, OrderIntent, Portfolio
 from streams.strategies.momentum import Momentum
 from tests.conftest import require_data
+from tests.projections.test_read_models import assert_pnl_rows_follow_the_position_history
 
 CODES = ("72030", "67580", "83060", "99840", "94320", "80350", "45020", "69540",
          "79740", "80580", "63670", "40630")
@@ -91,6 +94,14 @@ def test_a_momentum_run_trades_through_the_live_path_and_writes_its_report(
     with sqlite3.connect(out / "readmodels.sqlite") as conn:
         (cash,) = conn.execute("SELECT cash FROM balances").fetchone()
     assert cash == result.days[-1].cash
+    # the PnL rows (one per fill and settlement) agree with the fills' own history, as
+    # positions open and go flat during the run
+    store = ReadStore.sqlite(out / "readmodels.sqlite")
+    try:
+        assert store.fetchone("SELECT COUNT(*) FROM pnl")[0] > 10  # type: ignore[index]
+        assert_pnl_rows_follow_the_position_history(store)
+    finally:
+        store.close()
     # no stock was ordered on a session it did not trade (the gap)
     with sqlite3.connect(out / "events.sqlite") as conn:
         placed = [json.loads(state) for (state,) in conn.execute(
@@ -106,6 +117,7 @@ def test_the_same_backtest_twice_stores_byte_identical_events(
     first = run_backtest(Momentum(top=4), _spec(data, end="2015-11-13"), tmp_path / "a")
     second = run_backtest(Momentum(top=4), _spec(data, end="2015-11-13"), tmp_path / "b")
     a, b = _events(tmp_path / "a"), _events(tmp_path / "b")
+    assert gc.get_freeze_count() == 0  # the collector is given back as it was found
     assert len(a) == first.events == second.events > 100
     assert a == b
     # ids and times come from the run, not from uuid4 or the wall clock
