@@ -114,6 +114,7 @@ def test_a_momentum_run_trades_through_the_live_path_and_writes_its_report(
 
 def test_the_same_backtest_twice_stores_byte_identical_events(
         data: Path, tmp_path: Path) -> None:
+    gc.unfreeze()  # an in-process server earlier in this session may have frozen its own
     first = run_backtest(Momentum(top=4), _spec(data, end="2015-11-13"), tmp_path / "a")
     second = run_backtest(Momentum(top=4), _spec(data, end="2015-11-13"), tmp_path / "b")
     a, b = _events(tmp_path / "a"), _events(tmp_path / "b")
