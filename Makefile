@@ -69,6 +69,8 @@ bench: install db-start bench-tools
 	$(BIN)/python benchmarks/matching_stage.py
 	$(BIN)/python benchmarks/codec.py
 	$(BIN)/python benchmarks/audit_figures.py
+	$(BIN)/python benchmarks/backtest.py
+	$(BIN)/python benchmarks/intraday.py
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/projections.py
