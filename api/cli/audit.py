@@ -7,10 +7,9 @@ one), through :mod:`api.audit`; none starts the stages or opens the market.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 from uuid import UUID
 
 import typer
@@ -22,6 +21,7 @@ from typer.core import TyperGroup
 
 from aggregates.errors import DomainError, RuleViolation
 from aggregates.ids import account_ref
+from api.cli.refusal import refused, refusing
 from infra.settings import get_settings
 
 console = Console()
@@ -32,26 +32,10 @@ audit_app = typer.Typer(no_args_is_help=True, help=(
 AsJson = Annotated[bool, typer.Option("--json", help="JSON for machines instead of a table.")]
 
 
-@contextmanager
-def _store() -> Iterator[Application[UUID]]:
+def _store() -> AbstractContextManager[Application[UUID]]:
     from api.audit import open_store
 
-    try:
-        app = open_store(get_settings())
-    except DomainError as err:
-        _refused(err)
-    try:
-        yield app
-    except DomainError as err:
-        _refused(err)
-    finally:
-        app.close()
-
-
-def _refused(err: DomainError) -> NoReturn:
-    console.print(Text.assemble(("refused", "red"), f": {err.message} (field={err.field}, "
-                                                    f"rule={err.rule})"), highlight=False)
-    raise typer.Exit(2) from None
+    return refusing(lambda: open_store(get_settings()))
 
 
 def _is_uuid(value: str) -> bool:
@@ -68,7 +52,7 @@ def _aggregate_id(value: str, argument: str = "AGGREGATE_ID") -> UUID:
     try:
         return parse_id(value, argument)
     except DomainError as err:
-        _refused(err)
+        refused(err)
 
 
 @audit_app.command("show")
@@ -253,7 +237,7 @@ def export(
     from api import audit
 
     if fmt not in ("jsonl", "parquet"):
-        _refused(RuleViolation("--format", "jsonl or parquet", fmt))
+        refused(RuleViolation("--format", "jsonl or parquet", fmt))
     with _store() as app:
         count = audit.export_events(app, out, fmt)  # type: ignore[arg-type]
     console.print(f"exported {count} events to {out} ({fmt})", highlight=False)

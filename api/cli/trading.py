@@ -12,10 +12,9 @@ they are idle (unless a server runs them); commands that only read (``account sh
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 from uuid import UUID
 
 import typer
@@ -25,11 +24,12 @@ from rich.text import Text
 
 from aggregates.application import TradingApplication
 from aggregates.base import Meta
-from aggregates.errors import DomainError, RuleViolation
+from aggregates.errors import RuleViolation
 from aggregates.ids import account_ref
 from aggregates.instruments import PRICE_SCALE
 from aggregates.order import OrderType, Side, TimeInForce
 from aggregates.text import printable
+from api.cli.refusal import refusing
 from infra.settings import get_settings
 
 console = Console()  # the terminal's width (COLUMNS when set): nothing is cut to fit 140
@@ -61,28 +61,12 @@ Reason = Annotated[str, typer.Option(
 
 
 # -- the write model ------------------------------------------------------------------------
-@contextmanager
-def _app(*, stepped: bool = True) -> Iterator[TradingApplication]:
+def _app(*, stepped: bool = True) -> AbstractContextManager[TradingApplication]:
     """The write model; ``stepped``: with the stages run after each command."""
     from api.wiring import stepped_app, trading_app
 
     settings = get_settings()
-    try:
-        app = stepped_app(settings) if stepped else trading_app(settings)
-    except DomainError as err:
-        _refused(err)
-    try:
-        yield app
-    except DomainError as err:
-        _refused(err)
-    finally:
-        app.close()
-
-
-def _refused(err: DomainError) -> NoReturn:
-    console.print(Text.assemble(("refused", "red"), f": {err.message} (field={err.field}, "
-                                                    f"rule={err.rule})"), highlight=False)
-    raise typer.Exit(2) from None
+    return refusing(lambda: stepped_app(settings) if stepped else trading_app(settings))
 
 
 def _meta(principal: str) -> Meta:
