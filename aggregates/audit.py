@@ -68,9 +68,16 @@ def entry(event: Any) -> dict[str, Any]:
         "version": event.originator_version,
         **{name: state.get(name) for name in AUDIT_FIELDS},
         "timestamp": utc_text(event.timestamp),
-        "fields": {k: plain(v) for k, v in state.items()
-                   if k not in _ENVELOPE and not k.startswith("_")},
+        "fields": {k: plain(v) for k, v in own_fields(event).items()},
     }
+
+
+def own_fields(event: Any) -> dict[str, Any]:
+    """The event's own fields, as stored: not its envelope (id, version, time, topic,
+    the command metadata) nor private attributes (the hash-chain digest it was read
+    with)."""
+    return {k: v for k, v in vars(event).items()
+            if k not in _ENVELOPE and not k.startswith("_")}
 
 
 def kind_of(aggregate_or_event: Any) -> str:

@@ -40,8 +40,7 @@ from aggregates.position import Position
 from projections.store import ReadStore
 
 _COMMON = {"originator_id", "originator_version", "timestamp", "principal", "command_id",
-           "correlation_id", "causation_id",
-           "_chain"}  # the event's hash-chain digest as read from the store: not a detail
+           "correlation_id", "causation_id"}
 
 
 class EventLog(Protocol):
@@ -233,7 +232,9 @@ class Projection:
 
 
 def _detail(event: Any) -> str:
-    return json.dumps({k: v for k, v in vars(event).items() if k not in _COMMON},
+    # private attributes (the hash-chain digest an event is read with) are no detail
+    return json.dumps({k: v for k, v in vars(event).items()
+                       if k not in _COMMON and not k.startswith("_")},
                       default=str, sort_keys=True)
 
 

@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from aggregates.application import TradingApplication
+from aggregates.audit import AUDIT_FIELDS, own_fields
 from aggregates.base import Meta
 from aggregates.errors import RuleViolation
 from aggregates.ids import account_ref
@@ -263,13 +264,6 @@ def _show_order(app: TradingApplication, order_id: UUID, what: str) -> None:
 
 
 # -- the audit trail --------------------------------------------------------------------------
-_META = ("principal", "command_id", "correlation_id", "causation_id")
-_HIDDEN = {"originator_id", "originator_version", "timestamp", "originator_topic", *_META,
-           "_chain"}  # the stored event's hash-chain digest (tradecore audit verify)
-
-
-def _fields(event: Any) -> dict[str, Any]:
-    return {k: v for k, v in vars(event).items() if k not in _HIDDEN}
 
 
 def _plain(value: Any) -> Any:
@@ -305,14 +299,14 @@ def events(
                 typer.echo(json.dumps({
                     "aggregate_id": str(e.originator_id), "version": e.originator_version,
                     "event": type(e).__qualname__, "timestamp": e.timestamp.isoformat(),
-                    **{k: getattr(e, k) for k in _META}, **_plain(_fields(e))}))
+                    **{k: getattr(e, k) for k in AUDIT_FIELDS}, **_plain(own_fields(e))}))
             return
         if long:
             for e in history:
                 console.print(f"v{e.originator_version} {e.timestamp.isoformat()} "
                               f"{type(e).__qualname__}", style="bold", highlight=False)
-                for key, value in {**{k: getattr(e, k) for k in _META},
-                                   **_fields(e)}.items():
+                for key, value in {**{k: getattr(e, k) for k in AUDIT_FIELDS},
+                                   **own_fields(e)}.items():
                     console.print(f"  {key}: {_plain(value)}", highlight=False, markup=False)
             return
         table = Table(title=f"events of {history[0].originator_id}")
@@ -323,7 +317,7 @@ def events(
         table.add_column("caused by", overflow="fold")
         table.add_column("details", overflow="fold", ratio=1)
         for e in history:
-            details = ", ".join(f"{k}={_plain(v)}" for k, v in _fields(e).items())
+            details = ", ".join(f"{k}={_plain(v)}" for k, v in own_fields(e).items())
             table.add_row(str(e.originator_version), e.timestamp.strftime("%H:%M:%S.%f"),
                           type(e).__qualname__, Text(e.principal), Text(e.causation_id),
                           Text(details))
