@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run serve demo test test-fast lint typecheck bench bench-tools browser db-start db-stop clean
+.PHONY: install run serve demo test test-fast lint typecheck bench bench-tools browser db-start db-stop kafka-start kafka-stop clean
 
 install: $(STAMP)
 
@@ -33,7 +33,15 @@ db-start:
 db-stop:
 	bash infra/postgres.sh stop
 
-test: install db-start browser
+# the dev/CI Kafka-protocol broker (Tansu, memory only); tests of the distributed
+# deployment use it. Production runs Apache Kafka: see docs/operations.md.
+kafka-start: install
+	bash infra/kafka.sh start
+
+kafka-stop:
+	bash infra/kafka.sh stop
+
+test: install db-start kafka-start browser
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy aggregates kernels streams inference projections api infra

@@ -130,3 +130,18 @@ def ensure_timescaledb(settings: Settings | None = None, directory: Path | None 
             f"{status.stdout}{status.stderr}".rstrip()
         )
     return url
+
+
+KAFKA_SCRIPT: Final[Path] = Path(__file__).with_name("kafka.sh")
+
+
+def ensure_kafka(port: int = 19092) -> str:
+    """Start the dev/CI broker (``infra/kafka.sh``) on ``port`` unless it is up; its
+    bootstrap address. Raises ``RuntimeError`` with the script's output when it cannot."""
+    started = subprocess.run(
+        ["env", f"TRADECORE_KAFKA_PORT={port}", "bash", str(KAFKA_SCRIPT), "start"],
+        capture_output=True, text=True, timeout=60, check=False)
+    if started.returncode != 0:
+        raise RuntimeError(f"infra/kafka.sh start failed with exit code {started.returncode}:"
+                           f"\n{started.stdout}{started.stderr}".rstrip())
+    return f"127.0.0.1:{port}"

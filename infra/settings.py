@@ -115,6 +115,51 @@ class Settings(BaseSettings):
         description="Drop fills/ledger/PnL/bar rows older than this many days (0 = keep all).",
     )
 
+    # --- Kafka (distributed deployment) ---------------------------------------------
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:19092",
+        description="Kafka bootstrap servers (host:port, comma-separated) for every client.",
+    )
+    kafka_dev_broker: bool = Field(
+        default=False,
+        description=(
+            "The broker is the dev/CI one (Tansu, infra/kafka.sh): switches on the "
+            "workarounds for its faults (../shared/KAFKA.md). Never set it for Apache Kafka."
+        ),
+    )
+    kafka_topic_prefix: str = Field(
+        default="tradecore", description="Prefix of every topic name (`<prefix>.events.order`)."
+    )
+    kafka_event_partitions: int = Field(
+        default=6, ge=1, description="Partitions of each `<prefix>.events.<aggregate>` topic."
+    )
+    kafka_matching_partitions: int = Field(
+        default=4, ge=1,
+        description="Partitions of `<prefix>.matching.in|out` (symbols spread over them).",
+    )
+    kafka_replication_factor: int = Field(
+        default=1, ge=1, description="Replication factor of created topics (3 in production)."
+    )
+    kafka_retention_ms: int = Field(
+        default=604_800_000,
+        description="retention.ms of created topics (-1 keeps forever; the event store is "
+        "the record either way).",
+    )
+    kafka_fetch_wait_ms: int = Field(
+        default=50, ge=1, description="Consumers' fetch.wait.max.ms (latency vs broker CPU)."
+    )
+    kafka_session_timeout_ms: int = Field(
+        default=6000, description="Consumers' session.timeout.ms (group failover time)."
+    )
+    kafka_linger_ms: int = Field(default=5, ge=0, description="Producers' linger.ms.")
+    worker_host: str = Field(
+        default="127.0.0.1", description="Where a `tradecore worker` serves /readyz and /metrics."
+    )
+    worker_port: int = Field(
+        default=9100, ge=0,
+        description="Port of a worker's /readyz and /metrics (0: pick a free one, logged).",
+    )
+
     # --- HTTP API -----------------------------------------------------------------
     api_host: str = Field(default="127.0.0.1", description="`tradecore serve` listen address.")
     api_port: int = Field(default=8000, description="`tradecore serve` port.")

@@ -56,3 +56,45 @@ def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[s
                                          sqlite_path=tmp_path / "events.sqlite"))
     else:
         yield postgres_env()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """The dev/CI broker (``infra/kafka.sh``, started on demand): its bootstrap address."""
+    from infra.services import ensure_kafka
+
+    return ensure_kafka()
+
+
+@pytest.fixture
+def kafka_prefix() -> str:
+    """A topic prefix of this test's own: tests share the broker, never its topics."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def distributed_settings(kafka_bootstrap: str, kafka_prefix: str) -> Settings:
+    """Settings of a distributed deployment in a fresh PostgreSQL schema and fresh
+    topics (created), on the dev broker. Processes of the test get them as env vars
+    (``distributed_env``)."""
+    from infra.kafka import ensure_topics
+
+    env = postgres_env()
+    settings = Settings(persistence="postgres", postgres_schema=env["POSTGRES_SCHEMA"],
+                        readmodel_schema=f"{env['POSTGRES_SCHEMA']}_rm",
+                        kafka_bootstrap=kafka_bootstrap, kafka_dev_broker=True,
+                        kafka_topic_prefix=kafka_prefix, kafka_event_partitions=3,
+                        kafka_matching_partitions=2, kafka_fetch_wait_ms=20)
+    ensure_topics(settings)
+    return settings
+
+
+def distributed_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the TRADECORE_* variables a worker process reads."""
+    names = ("persistence", "postgres_host", "postgres_port", "postgres_user",
+             "postgres_password", "postgres_db", "postgres_schema", "readmodel_schema",
+             "kafka_bootstrap", "kafka_dev_broker", "kafka_topic_prefix",
+             "kafka_event_partitions", "kafka_matching_partitions", "kafka_fetch_wait_ms")
+    return {f"TRADECORE_{n.upper()}": str(getattr(settings, n)).lower()
+            if isinstance(getattr(settings, n), bool) else str(getattr(settings, n))
+            for n in names}
