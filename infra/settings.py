@@ -116,6 +116,14 @@ class Settings(BaseSettings):
     )
 
     # --- Kafka (distributed deployment) ---------------------------------------------
+    bus: Literal["log", "kafka"] = Field(
+        default="log",
+        description=(
+            "Where the stages read their input: `log` (the event store's notification log; "
+            "embedded, or workers over one PostgreSQL) or `kafka` (the distributed "
+            "deployment: the relay publishes the log, workers consume topics)."
+        ),
+    )
     kafka_bootstrap: str = Field(
         default="127.0.0.1:19092",
         description="Kafka bootstrap servers (host:port, comma-separated) for every client.",
