@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aggregates.application import OrderRequest, Placement, TradingApplication
 from aggregates.errors import DomainError
@@ -32,6 +33,9 @@ from projections.projectors import Projector, Update
 from projections.queries import ReadModels
 from projections.store import StorePool
 from streams.processor import Lag
+
+if TYPE_CHECKING:
+    from streams.embedded import Stages
 
 log = logging.getLogger("tradecore.runtime")
 
@@ -151,12 +155,32 @@ def tune_gc() -> None:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, *, universe: Universe | None = None) -> None:
+    """``distributed``: the HTTP API of ``tradecore serve --distributed`` runs no stage
+    in-process (commands only store events; the Kafka workers do the rest), and reads the
+    projections' progress from the read models, which the projection workers keep by
+    notification id like the embedded projector (so waiting for ``min_position`` works)."""
+
+    def __init__(self, settings: Settings, *, universe: Universe | None = None,
+                 distributed: bool = False) -> None:
         self.settings = settings
-        self.stages, store = trading_stages(settings, universe=universe, projector=True)
-        self.app: TradingApplication = self.stages.app
-        assert store is not None and isinstance(self.stages.projections.step, Projector)  # type: ignore[union-attr]
-        self.projector: Projector = self.stages.projections.step  # type: ignore[union-attr]
+        self.stages: Stages | None
+        if distributed:
+            from api.wiring import read_store, trading_app
+            from projections.projectors import RecorderLog
+
+            self.stages = None
+            self.app: TradingApplication = trading_app(settings, universe=universe)
+            self.projector: Projector = Projector(
+                read_store(settings), RecorderLog(self.app.recorder, self.app.mapper),
+                batch_size=settings.projection_batch_size)
+            store = self.projector.store
+        else:
+            self.stages, found = trading_stages(settings, universe=universe, projector=True)
+            assert found is not None
+            store = found
+            self.app = self.stages.app
+            assert isinstance(self.stages.projections.step, Projector)  # type: ignore[union-attr]
+            self.projector = self.stages.projections.step  # type: ignore[union-attr]
         self.reads = StorePool(store)
         self.intake = OrderIntake(self.app)
         self.broadcaster = Broadcaster()
@@ -172,13 +196,15 @@ class Runtime:
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         tune_gc()
-        self.stages.start()
+        if self.stages is not None:
+            self.stages.start()
         self._feed.start()
 
     def stop(self) -> None:
         self._stopping.set()
         self.intake.stop()
-        self.stages.stop()
+        if self.stages is not None:
+            self.stages.stop()
         if self._feed.is_alive():
             self._feed.join(timeout=5)
         self.reads.close()
@@ -189,11 +215,9 @@ class Runtime:
         """The stream's updates when another process projects (``serve --workers N``):
         whatever the read models gained since the last look, for the clients of this
         process. In the process whose projector runs, the projector tells them itself."""
-        processor = self.stages.projections
-        assert processor is not None
         seen: int | None = None
         while not self._stopping.wait(poll_s):
-            if processor.started or not self.broadcaster.has_clients():
+            if self._projecting() or not self.broadcaster.has_clients():
                 seen = None  # told by our own projector, or nobody to tell
                 continue
             try:
@@ -207,6 +231,11 @@ class Runtime:
                 log.exception("stream feed failed; retrying")
                 seen = None
 
+    def _projecting(self) -> bool:
+        """This process's own projector runs (else another process projects)."""
+        return self.stages is not None and self.stages.projections is not None and (
+            self.stages.projections.started)
+
     # -- read-your-writes --------------------------------------------------------------
     def _projected(self, position: int) -> None:
         with self._progress:
@@ -216,9 +245,7 @@ class Runtime:
     def projected(self) -> int:
         """The notification every projection has reached. In the process that projects
         that is its own last commit; another worker reads it from the read models."""
-        processor = self.stages.projections
-        assert processor is not None
-        if processor.started:
+        if self._projecting():
             return self.projector.position()
         return self.read_models().projected(self._projection_names)
 
@@ -227,7 +254,9 @@ class Runtime:
         return self.app.head()
 
     def lags(self) -> list[Lag]:
-        return self.stages.lags()
+        """The in-process stages' lags (none in a distributed API: the workers report
+        theirs on their own /readyz and in ``tradecore projections status``)."""
+        return self.stages.lags() if self.stages is not None else []
 
     def projection_lags(self) -> list[ProjectionLag]:
         """Each projection's position and lag. Read through this thread's read-model

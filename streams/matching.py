@@ -285,6 +285,10 @@ class VenueBooks:
         )
         self.tickets: dict[int, Ticket] = {}
         self.last_prices: dict[str, int] = {}
+        # the symbols this venue answers for, when it is one partition of several (a
+        # session's bars reach every partition: each opens only its own symbols' books,
+        # so two partitions never write the same venue stream); None: every symbol
+        self.owns: Callable[[str], bool] | None = None
         self.sequences: dict[str, int] = {}  # symbols with a book -> their input sequence
         self._grids: dict[str, tuple[int, int]] = {}  # books' price ranges set here
         self.engine.restore(self._empty_engine_image())
@@ -465,8 +469,11 @@ class VenueBooks:
             else:
                 ours.add(t.symbol)
         outcomes: list[Outcome] = []
+        owns = self.owns
         for bar in sorted(bars, key=lambda b: str(b["symbol"])):
             symbol = bar["symbol"]
+            if owns is not None and not owns(symbol):
+                continue  # another partition's venue opens it
             try:
                 instrument = self._instrument(symbol)
             except (LookupError, DomainError):
@@ -673,10 +680,12 @@ class MatchingStage:
         snapshot_every: int = 10_000,
         clock: Callable[[], datetime] | None = None,
         read_limit: int = 1000,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         if snapshot_every <= 0:
             raise ValueError(f"snapshot_every: must be positive, got {snapshot_every}")
         self.books = VenueBooks(engine, instrument)
+        self.books.owns = owns
         self.snapshots: VenueSnapshots = snapshots if snapshots is not None else MemorySnapshots()
         self.key = f"{self.name}@trading:0"  # the tracking key; start() takes the source's
         self.snapshot_every = snapshot_every

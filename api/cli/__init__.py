@@ -17,8 +17,9 @@ from api.cli import auth, backtest, model, users
 from api.cli.audit import audit_app, events_app
 from api.cli.demo import demo
 from api.cli.readmodels import db_app, projections_app
-from api.cli.serve import serve, worker
+from api.cli.serve import serve
 from api.cli.trading import account_app, events, market_app, order_app
+from api.cli.worker import worker
 
 app = typer.Typer(
     name="tradecore",
@@ -34,7 +35,8 @@ events_app.command("show", hidden=True)(events)  # `tradecore events ID`, as bef
 app.add_typer(events_app, name="events")
 app.add_typer(audit_app, name="audit")
 app.command(help="Serve the HTTP API with the saga, matching and projection stages.")(serve)
-app.command(help="Run one stage of the order flow (saga, matching, projections) alone.")(worker)
+app.command(help="Run one stage of the order flow (relay, matching, saga, projections) "
+                 "alone, over the log or (TRADECORE_BUS=kafka) Kafka.")(worker)
 app.add_typer(db_app, name="db")
 app.add_typer(projections_app, name="projections")
 app.add_typer(auth.app, name="auth", help="Issue tokens and rotate signing keys.")

@@ -2,15 +2,14 @@
 several (``--workers N``: N HTTP processes over one store; the stages are fenced, so
 each runs in exactly one of them and another takes over if that one dies).
 
-`tradecore worker <stage>`: one stage alone in the foreground (saga, matching or
-projections), for deployments that run the stages as their own processes.
+`tradecore serve --distributed`: the HTTP API alone over the PostgreSQL event store and
+the TimescaleDB read models; the stages run as `tradecore worker` processes
+(:mod:`api.cli.worker`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 from typing import TYPE_CHECKING
 
 import typer
@@ -28,11 +27,21 @@ def app_factory() -> FastAPI:
     return create_app(get_settings())
 
 
+def distributed_app_factory() -> FastAPI:
+    """The same with no stage in-process (``serve --distributed --workers N``)."""
+    from api.http import create_app
+
+    return create_app(get_settings(), distributed=True)
+
+
 def serve(
     host: str = typer.Option(None, help="Listen address (default TRADECORE_API_HOST)."),
     port: int = typer.Option(None, help="Port (default TRADECORE_API_PORT)."),
     workers: int = typer.Option(1, min=1, max=64, help="HTTP worker processes over one store."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    distributed: bool = typer.Option(
+        False, "--distributed", help="Run no stage in this process: the API over the "
+        "PostgreSQL store and read models, the stages as `tradecore worker` processes."),
 ) -> None:
     """Run the command and query API with the saga, matching and projection stages."""
     import uvicorn
@@ -42,9 +51,14 @@ def serve(
     from api.serving import server_config
 
     settings = get_settings()
+    if distributed and settings.persistence != "postgres":
+        typer.echo(f"refused: TRADECORE_PERSISTENCE={settings.persistence}: --distributed "
+                   "needs 'postgres' (the workers share its event store)", err=True)
+        raise typer.Exit(2)
     host, port = host or settings.api_host, port or settings.api_port
     if workers == 1:
-        config = server_config(settings, create_app(settings), host=host, port=port,
+        config = server_config(settings, create_app(settings, distributed=distributed),
+                               host=host, port=port,
                                log_level=log_level, access_log=False)
         server = uvicorn.Server(config)
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
@@ -52,44 +66,9 @@ def serve(
         if not server.started:
             raise typer.Exit(3)
     else:  # what uvicorn.run does for workers, with our connection limits on the config
-        config = server_config(settings, "api.cli.serve:app_factory", host=host, port=port,
+        factory = "distributed_app_factory" if distributed else "app_factory"
+        config = server_config(settings, f"api.cli.serve:{factory}", host=host, port=port,
                                factory=True, workers=workers, log_level=log_level,
                                access_log=False)
         with contextlib.suppress(KeyboardInterrupt):
             Multiprocess(config, sockets=[config.bind_socket()]).run()
-
-
-STAGES = ("saga", "matching", "projections")
-
-
-def worker(stage: str = typer.Argument(..., help=f"One of: {', '.join(STAGES)}.")) -> None:
-    """Run one stage of the order flow in this process until SIGTERM/SIGINT (it waits for
-    its fence while another process runs the same stage)."""
-    from api.runtime import tune_gc
-    from api.wiring import trading_stages
-
-    if stage not in STAGES:
-        typer.echo(f"refused: stage={stage!r} breaks rule 'one of {', '.join(STAGES)}'",
-                   err=True)
-        raise typer.Exit(2)
-    settings = get_settings()
-    stages, store = trading_stages(settings, projector=stage == "projections")
-    processor = {"saga": stages.saga, "matching": stages.matching,
-                 "projections": stages.projections}[stage]
-    assert processor is not None
-    stop = threading.Event()
-    def stopping(*_: object) -> None:
-        stop.set()
-        stages.signal.raise_()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, stopping)
-    tune_gc()
-    typer.echo(f"worker {processor.key}: waiting for its fence, then following the log")
-    try:
-        processor.run(stop)  # drains the batch in hand, then returns
-    finally:
-        stages.app.close()
-        if store is not None:
-            store.close()
-    typer.echo(f"worker {processor.key}: stopped at {processor.step.position(processor.key)}")

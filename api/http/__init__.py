@@ -40,10 +40,14 @@ STAGE_LAG = Gauge("tradecore_stage_lag_events",
                   "Inputs waiting for a stage of the order flow", ["stage"])
 
 
-def create_app(settings: Settings, *, universe: Universe | None = None) -> FastAPI:
+def create_app(settings: Settings, *, universe: Universe | None = None,
+               distributed: bool = False) -> FastAPI:
+    """``distributed``: no stage runs in this process (``tradecore serve --distributed``;
+    the ``tradecore worker`` processes do that work)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings, universe=universe)
+        runtime = Runtime(settings, universe=universe, distributed=distributed)
         runtime.start()
         app.state.context.runtime = runtime
         try:

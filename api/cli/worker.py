@@ -1,0 +1,171 @@
+"""`tradecore worker relay|matching|saga|projections`: one stage of the order flow as its
+own process, configured by settings only.
+
+- ``TRADECORE_BUS=log`` (the default): the stage follows the event store's log, fenced,
+  as in ``tradecore serve`` (several processes over one PostgreSQL or SQLite store).
+- ``TRADECORE_BUS=kafka`` (the distributed deployment): the relay feeds Kafka from the
+  log; matching and saga are consumer-group members (:mod:`streams.kafka_workers`);
+  projections run :func:`streams.projection_worker.projection_worker` where it is built,
+  else the log-following projector. Each is a :class:`streams.worker.Runnable` run by
+  :func:`streams.worker.run_worker` (SIGTERM drains and exits 0; /healthz /readyz
+  /metrics), after :func:`streams.worker.check_reachable` (exit 2 naming the setting).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from infra.settings import Settings, get_settings
+
+STAGES = ("relay", "matching", "saga", "projections")
+
+
+def _refuse(message: str) -> typer.Exit:
+    typer.echo(f"refused: {message}", err=True)
+    return typer.Exit(2)
+
+
+def worker(
+    stage: str = typer.Argument(..., help=f"One of: {', '.join(STAGES)}."),
+    projection: list[str] = typer.Option(
+        [], "--projection", help="projections: only this projection (repeat; default all)."),
+) -> None:
+    """Run one stage of the order flow in this process until SIGTERM/SIGINT (it waits for
+    its fence or its partitions while another process runs the same stage)."""
+    if stage not in STAGES:
+        raise _refuse(f"stage={stage!r} breaks rule 'one of {', '.join(STAGES)}'")
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.bus == "log":
+        if stage == "relay":
+            raise _refuse("TRADECORE_BUS=log: the relay feeds Kafka; set TRADECORE_BUS=kafka")
+        _log_worker(settings, stage, projection)
+        return
+    from streams.worker import Unreachable, check_reachable, run_worker
+
+    try:
+        check_reachable(settings, ("postgres", "kafka"))
+    except Unreachable as err:
+        raise _refuse(str(err)) from None
+    runnable, close = _kafka_worker(settings, stage, projection)
+    try:
+        code = run_worker(runnable, settings)
+    finally:
+        close()
+    raise typer.Exit(code)
+
+
+# -- bus=kafka ---------------------------------------------------------------------------
+def _kafka_worker(settings: Settings, stage: str, names: list[str]
+                  ) -> tuple[Any, Callable[[], None]]:
+    """The stage's Runnable and what to close after it."""
+    from api.runtime import tune_gc
+    from api.wiring import matching_stage, trading_app
+
+    if stage == "relay":
+        try:
+            from streams.relay import relay_worker  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise _refuse("stage='relay': this build has no streams.relay") from None
+        return relay_worker(settings), lambda: None
+    if stage == "projections":
+        return _projections(settings, names)
+    app = trading_app(settings)
+    if stage == "matching":
+        from streams.kafka_workers import matching_consumer
+
+        runnable = matching_consumer(settings, app, lambda: matching_stage(settings, app))
+    else:
+        from streams.kafka_workers import saga_consumer
+
+        runnable = saga_consumer(settings, app, batch_size=settings.saga_batch_size)
+    tune_gc()
+    return runnable, app.close
+
+
+def _projections(settings: Settings, names: list[str]) -> tuple[Any, Callable[[], None]]:
+    """THE SEAM for the projection workers: ``streams.projection_worker.projection_worker
+    (settings, names)`` (per projection, fenced) where that module is built; else the
+    log-following projector of the embedded deployment, fenced, as one Runnable (the
+    projections follow the PostgreSQL log, which is exactly-once already)."""
+    try:
+        from streams.projection_worker import (  # type: ignore[import-not-found,unused-ignore]
+            projection_worker,
+        )
+    except ImportError:
+        pass
+    else:
+        return projection_worker(settings, names), lambda: None
+    if names:
+        raise _refuse("--projection: this build projects all projections in one worker")
+    from api.wiring import event_log, read_store
+    from infra.locks import stage_fence
+    from projections.projectors import Projector
+    from streams.bus import EventLogSource
+    from streams.processor import TrackedProcessor, tracking_key
+
+    store = read_store(settings)
+    log, close_log = event_log(settings)
+    projector = Projector(store, log, batch_size=settings.projection_batch_size)
+    processor = TrackedProcessor(projector, EventLogSource(log.recorder, log.mapper),
+                                 batch_size=settings.projection_batch_size,
+                                 fence=stage_fence(settings, tracking_key(projector.name)))
+
+    def close() -> None:
+        close_log()
+        store.close()
+
+    return ProcessorWorker("projections-worker", processor), close
+
+
+class ProcessorWorker:
+    """A tracked processor over the log as a :class:`streams.worker.Runnable`."""
+
+    def __init__(self, name: str, processor: Any) -> None:
+        self.name = name
+        self.processor = processor
+
+    def run(self, stop: threading.Event) -> None:
+        self.processor.run(stop)
+
+    def health(self) -> dict[str, Any]:
+        lag = self.processor.lag()
+        return {"ready": lag.state == "running", "state": lag.state, "key": lag.name,
+                "position": lag.position, "behind": lag.behind, "error": lag.error}
+
+
+# -- bus=log: today's behaviour -------------------------------------------------------------
+def _log_worker(settings: Settings, stage: str, names: list[str]) -> None:
+    from api.runtime import tune_gc
+    from api.wiring import trading_stages
+
+    if names:
+        raise _refuse("--projection: only with TRADECORE_BUS=kafka")
+    stages, store = trading_stages(settings, projector=stage == "projections")
+    processor = {"saga": stages.saga, "matching": stages.matching,
+                 "projections": stages.projections}[stage]
+    assert processor is not None
+    stop = threading.Event()
+
+    def stopping(*_: object) -> None:
+        stop.set()
+        stages.signal.raise_()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stopping)
+    tune_gc()
+    typer.echo(f"worker {processor.key}: waiting for its fence, then following the log")
+    try:
+        processor.run(stop)  # drains the batch in hand, then returns
+    finally:
+        stages.app.close()
+        if store is not None:
+            store.close()
+    typer.echo(f"worker {processor.key}: stopped at {processor.step.position(processor.key)}")

@@ -1,0 +1,71 @@
+"""The order flow's stages as Kafka consumers: the matching service and the saga.
+
+Both are :class:`streams.kafka_bus.StageConsumer` s (``streams.worker.Runnable``) over
+the same steps the embedded deployment runs on the log, one per assigned partition:
+
+- matching: consumes ``matching.in`` (keyed by symbol). Each partition has its own
+  :class:`streams.matching.MatchingStage` (its own books; snapshots keyed by
+  ``matching@<prefix>.matching.in:<partition>``; restore = snapshot + tail, the tail
+  read from the event store). The execution-id sequence is the routed command's
+  notification id, as embedded. A session close and a session's bars reach every
+  partition; each stage applies them to the symbols that hash to it only, so no two
+  partitions write the same ``Venue.Reported`` stream.
+- saga: consumes the saga's order events from ``events.order`` (filtered by the
+  ``type`` header without decoding the rest) and ``Venue.Reported`` from
+  ``matching.out``. Partitions of both are independent processors of one
+  :class:`streams.saga.SagaStage` kind; aggregates they share (an account) are decided
+  with optimistic concurrency, a conflict deciding the batch again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aggregates.application import TradingApplication
+from aggregates.saga import TOPICS as SAGA_TOPICS
+from aggregates.venue import Venue
+from infra.kafka import topics
+from infra.settings import Settings
+from streams.kafka_bus import Input, StageConsumer, aggregate_key, partition_for, symbol_key
+from streams.matching import VENUE_COMMAND_TOPICS, MatchingStage
+from streams.processor import EventStoreStep, Step
+from streams.saga import saga_for
+
+REPORTED = f"{Venue.Reported.__module__}:{Venue.Reported.__qualname__}"
+ORDER_TOPICS = tuple(t for t in SAGA_TOPICS if t != REPORTED)
+
+
+def matching_consumer(settings: Settings, app: TradingApplication,
+                      make_stage: Callable[[], MatchingStage], *,
+                      batch_size: int = 1024) -> StageConsumer:
+    """The matching service: one venue per assigned partition of ``matching.in``."""
+    partitions = settings.kafka_matching_partitions
+    spec = Input(topics(settings).matching_in, partitions, frozenset(VENUE_COMMAND_TOPICS),
+                 symbol_key, VENUE_COMMAND_TOPICS)
+
+    def step_for(topic: str, partition: int) -> Step:
+        stage = make_stage()
+        stage.books.owns = (lambda symbol: partition_for(symbol, partitions) == partition)
+        if stage.chain_head is None:
+            stage.chain_head = app.chain_head
+        return EventStoreStep(stage, app)
+
+    return StageConsumer(settings, "matching", [spec], step_for, app.mapper, app.recorder,
+                         batch_size=batch_size)
+
+
+def saga_consumer(settings: Settings, app: TradingApplication, *,
+                  batch_size: int = 256) -> StageConsumer:
+    """The saga: order requests from ``events.order``, venue reports from
+    ``matching.out``, each partition its own tracked processor."""
+    t = topics(settings)
+    specs = [Input(t.events("order"), settings.kafka_event_partitions,
+                   frozenset(ORDER_TOPICS), aggregate_key, ORDER_TOPICS),
+             Input(t.matching_out, settings.kafka_matching_partitions,
+                   frozenset({REPORTED}), symbol_key, (REPORTED,))]
+
+    def step_for(topic: str, partition: int) -> Step:
+        return EventStoreStep(saga_for(app), app, guard=app.deciding)
+
+    return StageConsumer(settings, "saga", specs, step_for, app.mapper, app.recorder,
+                         batch_size=batch_size)

@@ -1,0 +1,370 @@
+"""The stages on Kafka (item 4 of issue 11, the consumer side), on the real dev broker and
+a real PostgreSQL: the saga and the matching service as consumer-group members, one
+tracked processor per partition, positions = notification ids.
+
+Records are produced as the relay produces them (``relay_once``: the event store's log
+in order, each event as ``infra.kafka.event_message``; venue commands also to
+``matching.in`` by symbol, a session close to every partition; venue reports also to
+``matching.out``), so these tests do not depend on the relay's own tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from aggregates.application import TradingApplication
+from aggregates.base import Meta
+from aggregates.instruments import round_to_tick
+from aggregates.order import OrderStatus
+from infra.kafka import (
+    AGGREGATES,
+    aggregate_of,
+    consumer_config,
+    event_message,
+    producer_config,
+    topics,
+)
+from infra.settings import Settings
+from streams.kafka_bus import StageConsumer, partition_for
+from streams.kafka_workers import REPORTED, matching_consumer, saga_consumer
+from streams.matching import VENUE_COMMAND_TOPICS
+
+pytestmark = [pytest.mark.postgres]
+
+
+# -- the relay's output, produced here ------------------------------------------------------
+class LogRelay:
+    """Produces the event store's log after ``position`` as the relay does."""
+
+    def __init__(self, settings: Settings, app: TradingApplication) -> None:
+        from confluent_kafka import Producer
+
+        self.settings = settings
+        self.app = app
+        self.topics = topics(settings)
+        self.producer = Producer(producer_config(settings))
+        self.position = 0
+        self.sent: list[tuple[str, int | None, Any]] = []
+
+    def records(self, after: int, upto: int | None = None) -> list[tuple[str, str, int | None,
+                                                                        Any]]:
+        """(topic, key, partition or None, message) for each record of the log after
+        ``after``."""
+        out: list[tuple[str, str, int | None, Any]] = []
+        self.last = after
+        for n in self.app.recorder.select_notifications(start=after + 1, limit=100_000):
+            if upto is not None and n.id > upto:
+                break
+            self.last = n.id
+            message = event_message(n.id, n.originator_id, n.originator_version, n.topic,
+                                    n.state)
+            aggregate = aggregate_of(n.topic)
+            if aggregate in AGGREGATES:
+                out.append((self.topics.events(aggregate), message.key, None, message))
+            if n.topic in VENUE_COMMAND_TOPICS or n.topic == REPORTED:
+                event = self.app.mapper.to_domain_event(n)
+                symbol = getattr(event, "symbol", None)
+                target = self.topics.matching_out if n.topic == REPORTED else \
+                    self.topics.matching_in
+                if symbol:
+                    out.append((target, symbol, None, message))
+                else:  # a session close: one copy to every partition
+                    out += [(target, "*", p, message)
+                            for p in range(self.settings.kafka_matching_partitions)]
+        return out
+
+    def produce(self, records: list[tuple[str, str, int | None, Any]]) -> None:
+        for topic, key, partition, message in records:
+            extra = {} if partition is None else {"partition": partition}
+            self.producer.produce(topic, key=key.encode(), value=message.value,
+                                  headers=message.headers, **extra)
+        assert self.producer.flush(30) == 0
+
+    def once(self) -> int:
+        records = self.records(self.position)
+        self.produce(records)
+        self.position = self.last
+        return len(records)
+
+
+# -- a small desk ---------------------------------------------------------------------------
+def meta() -> Meta:
+    return Meta.command("tester")
+
+
+def price_of(app: TradingApplication, symbol: str) -> int:
+    instrument = app.universe.get(symbol)
+    return round_to_tick((instrument.limits.lower + instrument.limits.upper) // 2,
+                         instrument.tick_table, "down")
+
+
+def desk(app: TradingApplication) -> tuple[UUID, UUID]:
+    buyer = app.open_account("buyer", owner="buyer", meta=meta())
+    app.deposit(buyer, 10_000_000_000, meta())
+    seller = app.open_account("seller", owner="seller", meta=meta(), allow_short=True)
+    app.deposit(seller, 10_000_000_000, meta())
+    return buyer, seller
+
+
+def cross(app: TradingApplication, buyer: UUID, seller: UUID, symbol: str, n: int = 1,
+          tag: str = "x") -> list[UUID]:
+    """``n`` crossing pairs on ``symbol``: the buy orders' ids."""
+    price = price_of(app, symbol)
+    buys = []
+    for i in range(n):
+        app.place_order(seller, client_order_id=f"{tag}s{symbol}{i}", symbol=symbol,
+                        side="sell", quantity=100, price=price, meta=meta())
+        buys.append(app.place_order(buyer, client_order_id=f"{tag}b{symbol}{i}",
+                                    symbol=symbol, side="buy", quantity=100, price=price,
+                                    meta=meta()).order_id)
+    return buys
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str,
+               tick: Callable[[], Any] = lambda: None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tick()
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def filled(app: TradingApplication, orders: list[UUID]) -> Callable[[], bool]:
+    return lambda: all(app.get_order(o).status == OrderStatus.FILLED for o in orders)
+
+
+@pytest.fixture
+def apps(distributed_settings: Settings) -> Iterator[Callable[[], TradingApplication]]:
+    """Trading applications over the test's PostgreSQL schema (one per 'process')."""
+    from api.wiring import trading_app
+
+    opened: list[TradingApplication] = []
+
+    def open_app() -> TradingApplication:
+        app = trading_app(distributed_settings)
+        opened.append(app)
+        return app
+
+    yield open_app
+    for app in opened:
+        app.close()
+
+
+@contextmanager
+def running(consumer: StageConsumer) -> Iterator[StageConsumer]:
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield consumer
+    finally:
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive(), f"{consumer.name} did not stop"
+
+
+def matching_for(settings: Settings, app: TradingApplication, **kwargs: Any) -> StageConsumer:
+    from api.wiring import matching_stage
+
+    return matching_consumer(settings, app, lambda: matching_stage(settings, app), **kwargs)
+
+
+def reports(app: TradingApplication) -> list[tuple[str, int, str, list[Any]]]:
+    """Every stored venue report: (symbol, stream version, command, reports)."""
+    out = []
+    for n in app.recorder.select_notifications(start=1, limit=1_000_000, topics=[REPORTED]):
+        e = app.mapper.to_domain_event(n)
+        out.append((e.symbol, e.originator_version, e.command, e.reports))
+    return out
+
+
+# -- tests ----------------------------------------------------------------------------------
+def test_partition_for_matches_the_producers(distributed_settings: Settings) -> None:
+    """The partition a stage thinks a key is on is where the producer put it (the
+    matching stage opens a session's books by it; the log replay filters by it)."""
+    from confluent_kafka import Producer
+
+    producer = Producer(producer_config(distributed_settings))
+    landed: dict[str, int] = {}
+    keys = ["7203", "6758", "9984", "*", "a-long-aggregate-id-0123456789", "x", ""]
+
+    def delivered(err: Any, msg: Any) -> None:
+        assert err is None
+        landed[msg.key().decode()] = msg.partition()
+
+    topic = topics(distributed_settings).events("order")
+    for key in keys:
+        producer.produce(topic, key=key.encode(), value=b"{}", on_delivery=delivered)
+    assert producer.flush(30) == 0
+    assert landed == {k: partition_for(k, distributed_settings.kafka_event_partitions)
+                      for k in keys}
+
+
+def test_order_flow_across_saga_and_matching_consumers(
+        distributed_settings: Settings, apps: Callable[[], TradingApplication]) -> None:
+    """Orders placed on the write model trade through the saga and matching consumers;
+    producing every record again (the relay re-sending, Kafka redelivering) changes
+    nothing; and the consumers report their partitions, positions and lag."""
+    settings = distributed_settings
+    desk_app = apps()
+    relay = LogRelay(settings, desk_app)
+    buyer, seller = desk(desk_app)
+    symbols = desk_app.universe.symbols[:4]
+    buys = [o for s in symbols for o in cross(desk_app, buyer, seller, s, 2)]
+    with running(saga_consumer(settings, apps())) as saga, \
+            running(matching_for(settings, apps())) as matching:
+        wait_until(filled(desk_app, buys), 60, "every buy filled", relay.once)
+        relay.once()
+        wait_until(lambda: all(d["lag"] == 0 for d in saga.health()["partitions"].values())
+                   and len(saga.health()["partitions"]) == 5, 20, "saga idle", relay.once)
+        head = desk_app.head()
+        before = reports(desk_app)
+        health = saga.health()
+        assert health["ready"], health
+        assert health["applied"] > 0 and health["dead_lettered"] == 0
+        assert matching.health()["ready"]
+        # everything again, from the start of the log: all of it at or below what each
+        # partition has applied, so dropped
+        duplicates = saga.stats.duplicates + matching.stats.duplicates
+        relay.produce(relay.records(0))
+        wait_until(lambda: saga.stats.duplicates + matching.stats.duplicates
+                   >= duplicates + len(buys) * 2, 20, "duplicates seen")
+        time.sleep(0.5)
+        assert desk_app.head() == head, "a duplicate was applied"
+        assert reports(desk_app) == before
+    assert len(before) == len(buys) * 2  # a report per routed order
+    for symbol in symbols:
+        position = desk_app.get_position(buyer, symbol)
+        assert position is not None and position.quantity == 200
+
+
+def test_bad_messages_go_to_the_dead_letters(
+        distributed_settings: Settings, apps: Callable[[], TradingApplication]) -> None:
+    """A message without the contract's headers, one of an unknown event type and one
+    whose value does not decode each go to the dead-letter topic with the reason; the
+    saga goes on to the good order behind them, and nothing of the bad ones is stored."""
+    from confluent_kafka import Consumer, Producer
+
+    settings = distributed_settings
+    desk_app = apps()
+    relay = LogRelay(settings, desk_app)
+    buyer, seller = desk(desk_app)
+    symbol = desk_app.universe.symbols[0]
+    relay.once()
+    sells = cross(desk_app, buyer, seller, symbol, 1)
+    good = relay.records(relay.position)
+    relay.position = relay.last
+    placed = next(m for t, _, _, m in good if t.endswith(".events.order")
+                  and dict(m.headers)["type"].endswith("Order.Placed"))
+    key = dict(placed.headers)["aggregate_id"]
+    order_topic = topics(settings).events("order")
+    producer = Producer(producer_config(settings))
+    bad_type = [(k, b"aggregates.order:Order.Teleported" if k == "type" else v)
+                for k, v in placed.headers]
+    bad_nid = [(k, str(desk_app.head() + 1000).encode() if k == "notification_id" else v)
+               for k, v in placed.headers]
+    producer.produce(order_topic, key=key.encode(), value=placed.value,
+                     headers=[("type", dict(placed.headers)["type"])])  # headers missing
+    producer.produce(order_topic, key=key.encode(), value=b"{not json", headers=bad_nid)
+    producer.produce(order_topic, key=key.encode(), value=placed.value,
+                     headers=[(k, v) for k, v in bad_type if k != "notification_id"]
+                     + [("notification_id", str(desk_app.head() + 1001).encode())])
+    assert producer.flush(30) == 0
+    head = desk_app.head()
+    with running(saga_consumer(settings, apps())) as saga, \
+            running(matching_for(settings, apps())):
+        wait_until(lambda: saga.stats.dead_lettered == 3, 30, "three dead letters")
+        assert desk_app.head() == head, "a bad message changed the store"
+        relay.produce(good)  # the good records behind them still flow
+        wait_until(filled(desk_app, sells), 60, "the order behind them filled", relay.once)
+    reader = Consumer(consumer_config(settings, f"{settings.kafka_topic_prefix}.dlq-reader"))
+    reader.subscribe([topics(settings).dead_letter])
+    letters: list[dict[str, bytes]] = []
+    deadline = time.monotonic() + 20
+    while len(letters) < 3 and time.monotonic() < deadline:
+        for m in reader.consume(10, 0.5):
+            if m.error() is None:
+                letters.append(dict(m.headers()))
+    reader.close()
+    reasons = sorted(h["reason"].decode() for h in letters)
+    assert len(reasons) == 3, reasons
+    assert any("header 'aggregate_id' is missing" in r for r in reasons), reasons
+    assert any("Order.Teleported" in r for r in reasons), reasons
+    assert any(r.startswith("cannot decode aggregates.order:Order.Placed") for r in reasons)
+    assert all(h["source_topic"].decode() == order_topic for h in letters)
+
+
+def test_matching_restart_restores_from_snapshot_and_tail(
+        distributed_settings: Settings, apps: Callable[[], TradingApplication]) -> None:
+    """A matching service stopped and started again restores each partition's books
+    from its newest snapshot plus the tail read from the event store, and goes on
+    producing exactly the reports one uninterrupted venue produces."""
+    from api.wiring import matching_stage
+    from streams.processor import EventStoreStep, TrackedProcessor
+
+    settings = distributed_settings.model_copy(update={"venue_snapshot_every": 3})
+    desk_app = apps()
+    relay = LogRelay(settings, desk_app)
+    buyer, seller = desk(desk_app)
+    symbols = desk_app.universe.symbols[:4]
+    price = {s: price_of(desk_app, s) for s in symbols}
+    resting = []  # orders that rest (no cross): the books a restore must rebuild
+    for i, s in enumerate(symbols):
+        for j in range(4):
+            resting.append(desk_app.place_order(
+                buyer, client_order_id=f"r{i}{j}", symbol=s, side="buy", quantity=100,
+                price=price[s] - (j + 1) * 10, meta=meta()).order_id)
+    with running(saga_consumer(settings, apps())) as saga, \
+            running(matching_for(settings, apps())):
+        wait_until(lambda: len(reports(desk_app)) == len(resting), 60, "resting reported",
+                   relay.once)
+    # the second part: sells that trade with what rests, through a new matching service
+    sells = []
+    for i, s in enumerate(symbols):
+        sells.append(desk_app.place_order(seller, client_order_id=f"s{i}", symbol=s,
+                                          side="sell", quantity=250, price=price[s] - 40,
+                                          meta=meta()).order_id)
+    restarted = matching_for(settings, apps())
+    with running(saga), running(restarted):
+        wait_until(lambda: len(reports(desk_app)) == len(resting) + len(sells), 60,
+                   "sells reported", relay.once)
+        wait_until(lambda: all(desk_app.get_order(o).status == OrderStatus.FILLED
+                               for o in sells[:1]), 30, "a sell filled", relay.once)
+        stages = [lane.processor.step.stage for lane in restarted.lanes.values()]
+    assert any(stage.restored_from is not None for stage in stages), "no snapshot used"
+    # one uninterrupted venue over the whole log, embedded: the same reports
+    oracle_app = apps()
+    stage = matching_stage(settings.model_copy(update={"venue_snapshot_every": 10**6}),
+                           oracle_app)
+    got = reports(desk_app)
+    from streams.bus import EventLogSource
+
+    class Collect:
+        name = "oracle"
+        out: list[Any] = []
+
+        def position(self, key: str, fresh: bool = False) -> int:
+            return self.out[-1][0] if self.out else 0
+
+        def start(self, key: str, source: Any) -> None:
+            stage.start(0, source)
+
+        def process(self, key: str, batch: list[tuple[int, Any]]) -> None:
+            self.out.append((batch[-1][0], stage.apply(batch)))
+
+    collect = Collect()
+    TrackedProcessor(collect, EventLogSource(oracle_app.recorder, oracle_app.mapper,
+                                             topics=VENUE_COMMAND_TOPICS)).catch_up()
+    expected = [(e.symbol, e.originator_version, e.command, e.reports)
+                for _, events in collect.out for e in events]
+    assert sorted(got, key=lambda r: (r[0], r[1])) == sorted(expected,
+                                                            key=lambda r: (r[0], r[1]))
