@@ -27,6 +27,7 @@ is measured against the high watermark that fetch responses carry, never asked f
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -382,8 +383,12 @@ class StageConsumer:
         headers = message.headers() or []
         types = lane.input.types
         if types is not None:
-            kind = next((v for k, v in headers if k == HEADER_TYPE), None)
-            if kind is not None and kind.decode("utf-8", "replace") not in types:
+            raw = next((v for k, v in headers if k == HEADER_TYPE), None)
+            kind = (raw or b"").decode("utf-8", "replace")
+            if raw is not None and kind not in types:
+                if not _known_topic(kind):
+                    self._dead_letter(lane, message, f"unknown event type: {kind}")
+                    return
                 self.stats.skipped += 1
                 SKIPPED.labels(*labels).inc()
                 source.passed(offset)
@@ -598,6 +603,19 @@ class StageConsumer:
         if self._producer is not None:
             self._producer.flush(10)
         self.subscribed = False
+
+
+@functools.lru_cache(maxsize=1024)
+def _known_topic(topic: str) -> bool:
+    """An event type this code base has a class for (a type the stage does not consume
+    is skipped; one nobody knows is a bad message)."""
+    from eventsourcing.utils import resolve_topic
+
+    try:
+        resolve_topic(topic)
+    except Exception:
+        return False
+    return True
 
 
 def _tp(topic: str, partition: int, offset: int | None = None) -> Any:

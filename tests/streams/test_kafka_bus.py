@@ -105,6 +105,14 @@ def price_of(app: TradingApplication, symbol: str) -> int:
                          instrument.tick_table, "down")
 
 
+def below(app: TradingApplication, symbol: str, price: int, ticks: int) -> int:
+    """``ticks`` price steps under ``price``."""
+    table = app.universe.get(symbol).tick_table
+    for _ in range(ticks):
+        price = round_to_tick(price - 1, table, "down")
+    return price
+
+
 def desk(app: TradingApplication) -> tuple[UUID, UUID]:
     buyer = app.open_account("buyer", owner="buyer", meta=meta())
     app.deposit(buyer, 10_000_000_000, meta())
@@ -264,18 +272,18 @@ def test_bad_messages_go_to_the_dead_letters(
     good = relay.records(relay.position)
     relay.position = relay.last
     placed = next(m for t, _, _, m in good if t.endswith(".events.order")
-                  and dict(m.headers)["type"].endswith("Order.Placed"))
-    key = dict(placed.headers)["aggregate_id"]
+                  and dict(m.headers)["type"].endswith(b"Order.Placed"))
+    key = dict(placed.headers)["aggregate_id"]  # bytes
     order_topic = topics(settings).events("order")
     producer = Producer(producer_config(settings))
     bad_type = [(k, b"aggregates.order:Order.Teleported" if k == "type" else v)
                 for k, v in placed.headers]
     bad_nid = [(k, str(desk_app.head() + 1000).encode() if k == "notification_id" else v)
                for k, v in placed.headers]
-    producer.produce(order_topic, key=key.encode(), value=placed.value,
+    producer.produce(order_topic, key=key, value=placed.value,
                      headers=[("type", dict(placed.headers)["type"])])  # headers missing
-    producer.produce(order_topic, key=key.encode(), value=b"{not json", headers=bad_nid)
-    producer.produce(order_topic, key=key.encode(), value=placed.value,
+    producer.produce(order_topic, key=key, value=b"{not json", headers=bad_nid)
+    producer.produce(order_topic, key=key, value=placed.value,
                      headers=[(k, v) for k, v in bad_type if k != "notification_id"]
                      + [("notification_id", str(desk_app.head() + 1001).encode())])
     assert producer.flush(30) == 0
@@ -322,25 +330,36 @@ def test_matching_restart_restores_from_snapshot_and_tail(
         for j in range(4):
             resting.append(desk_app.place_order(
                 buyer, client_order_id=f"r{i}{j}", symbol=s, side="buy", quantity=100,
-                price=price[s] - (j + 1) * 10, meta=meta()).order_id)
-    with running(saga_consumer(settings, apps())) as saga, \
-            running(matching_for(settings, apps())):
+                price=below(desk_app, s, price[s], j + 1), meta=meta()).order_id)
+    saga = saga_consumer(settings, apps())
+    with running(saga), running(matching_for(settings, apps())):
         wait_until(lambda: len(reports(desk_app)) == len(resting), 60, "resting reported",
                    relay.once)
-    # the second part: sells that trade with what rests, through a new matching service
+    # a tail after the newest snapshot: a venue that snapshots never this time
+    for i, s in enumerate(symbols):
+        resting.append(desk_app.place_order(
+            buyer, client_order_id=f"t{i}", symbol=s, side="buy", quantity=100,
+            price=below(desk_app, s, price[s], 5), meta=meta()).order_id)
+    never = settings.model_copy(update={"venue_snapshot_every": 10**6})
+    with running(saga), running(matching_for(never, apps())):
+        wait_until(lambda: len(reports(desk_app)) == len(resting), 60, "the tail reported",
+                   relay.once)
+    # sells that trade with what rests, through a new matching service
     sells = []
     for i, s in enumerate(symbols):
         sells.append(desk_app.place_order(seller, client_order_id=f"s{i}", symbol=s,
-                                          side="sell", quantity=250, price=price[s] - 40,
+                                          side="sell", quantity=300,
+                                          price=below(desk_app, s, price[s], 4),
                                           meta=meta()).order_id)
     restarted = matching_for(settings, apps())
     with running(saga), running(restarted):
         wait_until(lambda: len(reports(desk_app)) == len(resting) + len(sells), 60,
                    "sells reported", relay.once)
-        wait_until(lambda: all(desk_app.get_order(o).status == OrderStatus.FILLED
-                               for o in sells[:1]), 30, "a sell filled", relay.once)
+        wait_until(filled(desk_app, sells), 30, "the sells filled", relay.once)
         stages = [lane.processor.step.stage for lane in restarted.lanes.values()]
-    assert any(stage.restored_from is not None for stage in stages), "no snapshot used"
+    assert len(stages) == settings.kafka_matching_partitions
+    assert all(stage.restored_from is not None for stage in stages), "no snapshot used"
+    assert sum(stage.replayed for stage in stages) == len(symbols), "tail not replayed"
     # one uninterrupted venue over the whole log, embedded: the same reports
     oracle_app = apps()
     stage = matching_stage(settings.model_copy(update={"venue_snapshot_every": 10**6}),
