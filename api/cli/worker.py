@@ -2,7 +2,8 @@
 own process, configured by settings only.
 
 - ``TRADECORE_BUS=log`` (the default): the stage follows the event store's log, fenced,
-  as in ``tradecore serve`` (several processes over one PostgreSQL or SQLite store).
+  as in ``tradecore serve`` (several processes over one PostgreSQL or SQLite store); the
+  relay (:func:`streams.relay.relay_worker`) feeds Kafka whatever the bus.
 - ``TRADECORE_BUS=kafka`` (the distributed deployment): the relay feeds Kafka from the
   log; matching and saga are consumer-group members (:mod:`streams.kafka_workers`);
   projections run :func:`streams.projection_worker.projection_worker` where it is built,
@@ -43,9 +44,7 @@ def worker(
     settings = get_settings()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.bus == "log":
-        if stage == "relay":
-            raise _refuse("TRADECORE_BUS=log: the relay feeds Kafka; set TRADECORE_BUS=kafka")
+    if settings.bus == "log" and stage != "relay":  # the relay feeds Kafka whatever the bus
         _log_worker(settings, stage, projection)
         return
     from streams.worker import Unreachable, check_reachable, run_worker
@@ -70,11 +69,10 @@ def _kafka_worker(settings: Settings, stage: str, names: list[str]
     from api.wiring import matching_stage, trading_app
 
     if stage == "relay":
-        try:
-            from streams.relay import relay_worker  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            raise _refuse("stage='relay': this build has no streams.relay") from None
-        return relay_worker(settings), lambda: None
+        from streams.relay import relay_worker
+
+        relay = relay_worker(settings)
+        return relay, relay.close
     if stage == "projections":
         return _projections(settings, names)
     app = trading_app(settings)

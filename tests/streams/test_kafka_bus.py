@@ -317,7 +317,7 @@ def test_matching_restart_restores_from_snapshot_and_tail(
     from its newest snapshot plus the tail read from the event store, and goes on
     producing exactly the reports one uninterrupted venue produces."""
     from api.wiring import matching_stage
-    from streams.processor import EventStoreStep, TrackedProcessor
+    from streams.processor import TrackedProcessor
 
     settings = distributed_settings.model_copy(update={"venue_snapshot_every": 3})
     desk_app = apps()
@@ -369,7 +369,9 @@ def test_matching_restart_restores_from_snapshot_and_tail(
 
     class Collect:
         name = "oracle"
-        out: list[Any] = []
+
+        def __init__(self) -> None:
+            self.out: list[Any] = []
 
         def position(self, key: str, fresh: bool = False) -> int:
             return self.out[-1][0] if self.out else 0
