@@ -164,7 +164,7 @@ class Runtime:
                  distributed: bool = False) -> None:
         self.settings = settings
         self.stages: Stages | None
-        if distributed:
+        if distributed or settings.bus == "kafka":  # the stages are the workers'
             from api.wiring import read_store, trading_app
             from projections.projectors import RecorderLog
 

@@ -188,7 +188,12 @@ def trading_stages(settings: Settings, *, universe: Universe | None = None,
 def stepped_app(settings: Settings, *, universe: Universe | None = None) -> TradingApplication:
     """The write model for a command-line process: after each command it runs the
     stages in its own thread until they are idle, unless a server is running them (they
-    are fenced), so `tradecore order place` without a server still trades."""
+    are fenced), so `tradecore order place` without a server still trades.
+
+    With ``TRADECORE_BUS=kafka`` the stages are the Kafka workers' (fenced per
+    partition, under other keys): a command only stores its events."""
+    if settings.bus == "kafka":
+        return trading_app(settings, universe=universe)
     stages, _ = trading_stages(settings, universe=universe)
     stages.app.after_command = stages.settle
     return stages.app

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from api.wiring import event_log, read_store, trading_stages
-from infra.settings import get_settings
+from infra.settings import Settings, get_settings
 
 # the read-model modules (psycopg, the projectors) are imported by the commands that
 # use them: every `tradecore` call imports this module to list its commands
@@ -68,26 +69,83 @@ def db_retention(days: int = typer.Option(..., min=1, help="Keep this many days.
 
 
 @projections_app.command("status")
-def projections_status() -> None:
-    """Each stage's and projection's position in the event log and how far behind it is."""
+def projections_status(
+    worker: list[str] = typer.Option(
+        [], "--worker", help="A worker's health address (http://host:port): show its "
+        "/readyz too (repeat)."),
+) -> None:
+    """Each stage's and projection's position in the event log and how far behind it is
+    (with TRADECORE_BUS=kafka: each Kafka stage's partitions, their tracked notification
+    id and the consumer group's lag against the fetched high watermark)."""
     from projections.projectors import Projector, RecorderLog
 
     settings = get_settings()
     store = read_store(settings)
-    stages, _ = trading_stages(settings)
-    log = RecorderLog(stages.app.recorder, stages.app.mapper)
-    try:
+    if settings.bus == "kafka":
+        from api.wiring import trading_app
+
+        app = trading_app(settings)
+        close = app.close
+        _kafka_status(settings, app)
+        log = RecorderLog(app.recorder, app.mapper)
+    else:
+        stages, _ = trading_stages(settings)
+        close = stages.app.close
+        log = RecorderLog(stages.app.recorder, stages.app.mapper)
         table = Table("stage", "position", "waiting inputs")
         for stage in stages.lags():
             table.add_row(stage.name, str(stage.position), str(stage.behind))
         console.print(table)
+    try:
         table = Table("projection", "position", "head", "lag")
         for lag in Projector(store, log).status():
             table.add_row(lag.name, str(lag.position), str(lag.head), str(lag.behind))
         console.print(table)
+        if worker:
+            _workers_status(worker)
     finally:
-        stages.app.close()
+        close()
         store.close()
+
+
+def _kafka_status(settings: Settings, app: Any) -> None:
+    """Per Kafka stage and partition: the notification id its effects are stored up to,
+    the group's committed offset, the high watermark a fetch reports, and the lag."""
+    from streams.kafka_bus import group_lags, stage_groups
+    from streams.worker import Unreachable, check_reachable
+
+    try:
+        check_reachable(settings, ("kafka",))
+    except Unreachable as err:
+        typer.echo(f"refused: {err}", err=True)
+        raise typer.Exit(2) from None
+    table = Table("stage", "partition", "tracked notification", "committed offset",
+                  "high watermark", "lag")
+    for group, names in stage_groups(settings).items():
+        stage = group.rpartition(".")[2]
+        for lag in group_lags(settings, group, names):
+            tracked = app.recorder.max_tracking_id(f"{stage}@{lag.topic}:{lag.partition}")
+            table.add_row(stage, f"{lag.topic}:{lag.partition}", str(tracked or 0),
+                          "-" if lag.committed is None else str(lag.committed),
+                          "?" if lag.high_watermark is None else str(lag.high_watermark),
+                          "?" if lag.lag is None else str(lag.lag))
+    console.print(table)
+
+
+def _workers_status(urls: list[str]) -> None:
+    import httpx
+
+    table = Table("worker", "address", "ready", "detail")
+    for url in urls:
+        try:
+            answer = httpx.get(f"{url.rstrip('/')}/readyz", timeout=3)
+            body = answer.json()
+            table.add_row(str(body.get("worker", "?")), url,
+                          "yes" if answer.status_code == 200 else "no",
+                          str(body.get("reason") or body.get("state") or ""))
+        except (httpx.HTTPError, ValueError) as err:
+            table.add_row("?", url, "no", f"unreachable ({err})")
+    console.print(table)
 
 
 @projections_app.command("rebuild")

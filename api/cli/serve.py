@@ -10,6 +10,7 @@ the TimescaleDB read models; the stages run as `tradecore worker` processes
 from __future__ import annotations
 
 import contextlib
+import signal
 from typing import TYPE_CHECKING
 
 import typer
@@ -51,6 +52,7 @@ def serve(
     from api.serving import server_config
 
     settings = get_settings()
+    distributed = distributed or settings.bus == "kafka"  # the stages are the workers'
     if distributed and settings.persistence != "postgres":
         typer.echo(f"refused: TRADECORE_PERSISTENCE={settings.persistence}: --distributed "
                    "needs 'postgres' (the workers share its event store)", err=True)
@@ -61,6 +63,9 @@ def serve(
                                host=host, port=port,
                                log_level=log_level, access_log=False)
         server = uvicorn.Server(config)
+        # uvicorn re-raises the signal it shut down on to the handler it found: SIGTERM
+        # (docker stop, Kubernetes) is a clean stop, exit 0, as for the workers
+        signal.signal(signal.SIGTERM, lambda *_: None)
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the SIGINT it handled
             server.run()
         if not server.started:

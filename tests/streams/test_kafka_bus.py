@@ -10,13 +10,19 @@ in order, each event as ``infra.kafka.event_message``; venue commands also to
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 
 from aggregates.application import TradingApplication
@@ -35,6 +41,8 @@ from infra.settings import Settings
 from streams.kafka_bus import StageConsumer, partition_for
 from streams.kafka_workers import REPORTED, matching_consumer, saga_consumer
 from streams.matching import VENUE_COMMAND_TOPICS
+from tests.api.server import free_port
+from tests.processes import PROJECT_ROOT, TRADECORE
 
 pytestmark = [pytest.mark.postgres]
 
@@ -389,3 +397,150 @@ def test_matching_restart_restores_from_snapshot_and_tail(
                 for _, events in collect.out for e in events]
     assert sorted(got, key=lambda r: (r[0], r[1])) == sorted(expected,
                                                             key=lambda r: (r[0], r[1]))
+
+
+# -- real processes -------------------------------------------------------------------------
+class Fleet:
+    """`tradecore` processes of one distributed deployment, as an operator starts them."""
+
+    def __init__(self, settings: Settings, folder: Path) -> None:
+        from tests.conftest import distributed_env
+
+        self.folder = folder
+        path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH"))
+                               if p)
+        self.env = {**os.environ, "PYTHONPATH": path, **distributed_env(settings),
+                    "TRADECORE_BUS": "kafka",
+                    "TRADECORE_JWT_KEYS_PATH": str(folder / "keys.json")}
+        self.processes: dict[str, tuple[subprocess.Popen[str], int]] = {}
+
+    def tc(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*TRADECORE, *args], capture_output=True, text=True,
+                              env={**self.env, **env}, timeout=120, check=False)
+
+    def start(self, name: str, *args: str) -> int:
+        """Start ``tradecore ARGS`` as ``name``; its health (or HTTP) port."""
+        port = free_port()
+        out = (self.folder / f"{name}.log").open("w")
+        process = subprocess.Popen([*TRADECORE, *args], text=True, stdout=out,
+                                   stderr=subprocess.STDOUT,
+                                   env={**self.env, "TRADECORE_WORKER_PORT": str(port),
+                                        "TRADECORE_API_PORT": str(port)})
+        self.processes[name] = (process, port)
+        return port
+
+    def log(self, name: str) -> str:
+        return (self.folder / f"{name}.log").read_text()
+
+    def ready(self, name: str, timeout: float = 60) -> dict[str, Any]:
+        process, port = self.processes[name]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert process.poll() is None, f"{name} exited:\n{self.log(name)}"
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                if answer.status_code == 200:
+                    return answer.json()  # type: ignore[no-any-return]
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{name} not ready in {timeout} s:\n{self.log(name)}")
+
+    def health(self, name: str) -> dict[str, Any]:
+        port = self.processes[name][1]
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()  # type: ignore[no-any-return]
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        process, _ = self.processes.pop(name)
+        process.send_signal(sig)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"{name} did not stop on {sig}:\n{self.log(name)}") from None
+
+    def close(self) -> None:
+        for name in list(self.processes):
+            with contextlib.suppress(AssertionError):
+                self.stop(name, signal.SIGKILL)
+
+
+@pytest.fixture
+def fleet(distributed_settings: Settings, tmp_path: Path) -> Iterator[Fleet]:
+    deployment = Fleet(distributed_settings, tmp_path)
+    try:
+        yield deployment
+    finally:
+        deployment.close()
+
+
+def test_a_worker_pointed_at_no_broker_exits_2_naming_the_setting(fleet: Fleet) -> None:
+    done = fleet.tc("worker", "saga", TRADECORE_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "refused: TRADECORE_KAFKA_BOOTSTRAP='127.0.0.1:1': no broker answers"), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_order_flow_across_processes(distributed_settings: Settings, fleet: Fleet) -> None:
+    """`tradecore kafka init`, the relay, matching, saga and projection workers and
+    `serve --distributed` as their own processes: a trade placed over HTTP reaches the
+    read models (fills, positions, balances); `projections status` shows each Kafka
+    stage's partitions; SIGTERM stops every process with exit 0."""
+    init = fleet.tc("kafka", "init")
+    assert init.returncode == 0, init.stdout + init.stderr
+    for worker in ("relay", "matching", "saga", "projections"):
+        fleet.start(worker, "worker", worker)
+    api = fleet.start("api", "serve", "--distributed", "--log-level", "warning")
+    fleet.ready("api")
+    token = fleet.tc("auth", "token", "--subject", "ops", "--role", "admin")
+    assert token.returncode == 0, token.stderr
+    http = httpx.Client(base_url=f"http://127.0.0.1:{api}/v1", timeout=30,
+                        headers={"Authorization": f"Bearer {token.stdout.strip()}"})
+    buyer = http.post("/accounts", json={"name": "buyer", "owner": "buyer"}).json()
+    seller = http.post("/accounts", json={"name": "seller", "owner": "seller",
+                                          "allow_short": True}).json()
+    for account in (buyer, seller):
+        assert http.post(f"/accounts/{account['account_id']}/deposits",
+                         json={"amount": 100_000_000}).status_code == 201
+    from api.wiring import load_instruments
+
+    universe = load_instruments(distributed_settings)
+    symbol = universe.symbols[0]
+    instrument = universe.get(symbol)
+    price = round_to_tick((instrument.limits.lower + instrument.limits.upper) // 2,
+                          instrument.tick_table, "down")
+    for account, side in ((seller, "sell"), (buyer, "buy")):
+        placed = http.post("/orders", json={
+            "account_id": account["account_id"], "client_order_id": f"e2e-{side}",
+            "symbol": symbol, "side": side, "quantity": 100, "price": price})
+        assert placed.status_code == 201, placed.text
+    for worker in ("relay", "matching", "saga", "projections"):
+        fleet.ready(worker)
+    buyer_id = buyer["account_id"]
+
+    def traded() -> bool:
+        fills = http.get("/fills", params={"account_id": buyer_id}).json()["items"]
+        return len(fills) == 1
+
+    wait_until(traded, 60, "the buyer's fill in the read models")
+    fill = http.get("/fills", params={"account_id": buyer_id}).json()["items"][0]
+    assert (fill["symbol"], fill["side"], fill["price"], fill["quantity"]) == (
+        symbol, "buy", price, 100)
+    wait_until(lambda: [(p["symbol"], p["quantity"]) for p in http.get(
+        f"/accounts/{buyer_id}/positions").json()] == [(symbol, 100)], 30, "position")
+    balance = http.get(f"/accounts/{buyer_id}/balance").json()
+    assert balance["reserved"] == 0 and balance["cash"] < 100_000_000
+    saga = fleet.health("saga")
+    assert saga["ready"] and saga["applied"] >= 4 and saga["dead_lettered"] == 0, saga
+    status = fleet.tc("projections", "status", "--worker",
+                      f"http://127.0.0.1:{fleet.processes['matching'][1]}")
+    assert status.returncode == 0, status.stdout + status.stderr
+    prefix = distributed_settings.kafka_topic_prefix
+    for partition in range(distributed_settings.kafka_matching_partitions):
+        assert f"{prefix}.matching.in:{partition}" in status.stdout, status.stdout
+    assert "matching-worker" in status.stdout
+    http.close()
+    for name in ("api", "relay", "matching", "saga", "projections"):
+        assert fleet.stop(name) == 0, fleet.log(name)
