@@ -544,3 +544,47 @@ def test_an_order_flow_across_processes(distributed_settings: Settings, fleet: F
     http.close()
     for name in ("api", "relay", "matching", "saga", "projections"):
         assert fleet.stop(name) == 0, fleet.log(name)
+
+
+def test_two_saga_workers_share_partitions_and_survive_a_rebalance(
+        distributed_settings: Settings, fleet: Fleet,
+        apps: Callable[[], TradingApplication]) -> None:
+    """Two saga workers split the saga's partitions; one killed -9, the other takes its
+    partitions over (after the group's session timeout) and every order still trades
+    exactly once; the killed one started again gets a share back."""
+    desk_app = apps()
+    buyer, seller = desk(desk_app)
+    for name in ("relay", "matching", "saga-a", "saga-b"):
+        fleet.start(name, "worker", name.partition("-")[0])
+    for name in ("relay", "matching", "saga-a", "saga-b"):
+        fleet.ready(name)
+
+    def shares() -> tuple[set[str], set[str]]:
+        a, b = (set(fleet.health(n)["partitions"]) if n in fleet.processes else set()
+                for n in ("saga-a", "saga-b"))
+        return a, b
+
+    partitions = distributed_settings.kafka_event_partitions + \
+        distributed_settings.kafka_matching_partitions
+    wait_until(lambda: all(shares()) and len(set.union(*shares())) == partitions, 40,
+               "both saga workers hold partitions")
+    a, b = shares()
+    assert not a & b
+    symbols = desk_app.universe.symbols[:6]
+    buys = [o for s in symbols for o in cross(desk_app, buyer, seller, s, 1, "one")]
+    wait_until(filled(desk_app, buys), 60, "the first orders filled")
+    fleet.stop("saga-a", signal.SIGKILL)
+    more = [o for s in symbols for o in cross(desk_app, buyer, seller, s, 1, "two")]
+    wait_until(filled(desk_app, more), 60, "the orders after the kill filled")
+    assert len(shares()[1]) == partitions  # saga-b took everything over
+    fleet.start("saga-a", "worker", "saga")
+    fleet.ready("saga-a")
+    wait_until(lambda: all(shares()), 40, "the restarted worker holds partitions again")
+    last = [o for s in symbols for o in cross(desk_app, buyer, seller, s, 1, "three")]
+    wait_until(filled(desk_app, last), 60, "the orders after the rebalance filled")
+    for symbol in symbols:  # nothing doubled: each buy filled once
+        position = desk_app.get_position(buyer, symbol)
+        assert position is not None and position.quantity == 300
+    assert len(reports(desk_app)) == 6 * len(symbols)
+    for name in ("saga-a", "saga-b", "matching", "relay"):
+        assert fleet.stop(name) == 0, fleet.log(name)
