@@ -369,8 +369,7 @@ class StageConsumer:
     def _receive(self, message: Any) -> None:
         error = message.error()
         if error is not None:
-            if error.code() != -191:  # _PARTITION_EOF is not an error
-                self._on_error(error)
+            self._on_error(error)
             return
         key = (message.topic(), message.partition())
         lane = self.lanes.get(key)
@@ -569,6 +568,12 @@ class StageConsumer:
 
     # -- the broker ------------------------------------------------------------------------
     def _on_error(self, error: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        if error.code() not in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                                KafkaError._RESOLVE, KafkaError._TIMED_OUT):
+            log.warning("%s: %s", self.name, error.str())
+            return
         reason = f"broker unreachable ({error.str()})"
         if self.broker_error is None:
             log.warning("%s: %s; librdkafka retries with backoff", self.name, reason)

@@ -42,11 +42,11 @@ def worker(
     if stage not in STAGES:
         raise _refuse(f"stage={stage!r} breaks rule 'one of {', '.join(STAGES)}'")
     settings = get_settings()
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.bus == "log" and stage != "relay":  # the relay feeds Kafka whatever the bus
         _log_worker(settings, stage, projection)
         return
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from streams.worker import Unreachable, check_reachable, run_worker
 
     try:

@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -156,6 +157,13 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str,
 
 def filled(app: TradingApplication, orders: list[UUID]) -> Callable[[], bool]:
     return lambda: all(app.get_order(o).status == OrderStatus.FILLED for o in orders)
+
+
+@pytest.fixture
+def distributed_settings(distributed_settings: Settings) -> Settings:
+    """The shared fixture with a shorter group session (joins and failovers take about
+    half of it on the dev broker)."""
+    return distributed_settings.model_copy(update={"kafka_session_timeout_ms": 3000})
 
 
 @pytest.fixture
@@ -411,6 +419,7 @@ class Fleet:
                                if p)
         self.env = {**os.environ, "PYTHONPATH": path, **distributed_env(settings),
                     "TRADECORE_BUS": "kafka",
+                    "TRADECORE_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
                     "TRADECORE_JWT_KEYS_PATH": str(folder / "keys.json")}
         self.processes: dict[str, tuple[subprocess.Popen[str], int]] = {}
 
@@ -588,3 +597,48 @@ def test_two_saga_workers_share_partitions_and_survive_a_rebalance(
     assert len(reports(desk_app)) == 6 * len(symbols)
     for name in ("saga-a", "saga-b", "matching", "relay"):
         assert fleet.stop(name) == 0, fleet.log(name)
+
+
+def test_a_consumer_whose_broker_goes_away_says_so_and_resumes(
+        distributed_settings: Settings, apps: Callable[[], TradingApplication],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker stopped under a running saga consumer: /readyz turns not ready naming
+    the broker; started again, the consumer reconnects by itself (librdkafka's backoff),
+    turns ready and goes on with what arrives."""
+    from infra.kafka import ensure_topics
+    from infra.services import ensure_kafka
+
+    port = free_port()
+    script = PROJECT_ROOT / "infra" / "kafka.sh"
+    monkeypatch.setenv("TRADECORE_PYTHON", os.environ.get("TRADECORE_PYTHON", sys.executable))
+    env = {**os.environ, "TRADECORE_KAFKA_PORT": str(port)}
+
+    def broker(action: str) -> None:
+        subprocess.run(["bash", str(script), action], check=True, capture_output=True,
+                       env=env, timeout=60)
+
+    try:
+        settings = distributed_settings.model_copy(
+            update={"kafka_bootstrap": ensure_kafka(port)})
+        ensure_topics(settings)
+        desk_app = apps()
+        relay = LogRelay(settings, desk_app)
+        buyer, seller = desk(desk_app)
+        consumer = saga_consumer(settings, apps())
+        with running(consumer), running(matching_for(settings, apps())):
+            buys = cross(desk_app, buyer, seller, desk_app.universe.symbols[0], 1, "up")
+            wait_until(filled(desk_app, buys), 60, "trading before the outage", relay.once)
+            broker("stop")
+            wait_until(lambda: not consumer.health()["ready"], 30, "not ready")
+            assert "broker unreachable" in consumer.health()["reason"]
+            broker("start")  # memory-only: its topics are gone, made again as by kafka init
+            ensure_topics(settings)
+            wait_until(lambda: consumer.health()["ready"], 60, "ready again")
+            # the broker lost everything (its producer ids too): a new producer publishes
+            # the log again, as the relay does after a dev-broker restart
+            relay = LogRelay(settings, desk_app)
+            buys = cross(desk_app, buyer, seller, desk_app.universe.symbols[1], 1, "again")
+            wait_until(filled(desk_app, buys), 60, "trading after the outage", relay.once)
+    finally:
+        subprocess.run(["bash", str(script), "stop"], capture_output=True, env=env,
+                       timeout=60, check=False)
