@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -273,9 +274,10 @@ def test_order_flow_across_saga_and_matching_consumers(
 
 def test_bad_messages_go_to_the_dead_letters(
         distributed_settings: Settings, apps: Callable[[], TradingApplication]) -> None:
-    """A message without the contract's headers, one of an unknown event type and one
-    whose value does not decode each go to the dead-letter topic with the reason; the
-    saga goes on to the good order behind them, and nothing of the bad ones is stored."""
+    """A message without the contract's headers, one of an unknown event type, one whose
+    value does not decode and one of an unknown (newer) schema version each go to the
+    dead-letter topic with the reason; the saga goes on to the good order behind them,
+    and nothing of the bad ones is stored."""
     from confluent_kafka import Consumer, Producer
 
     settings = distributed_settings
@@ -302,11 +304,16 @@ def test_bad_messages_go_to_the_dead_letters(
     producer.produce(order_topic, key=key, value=placed.value,
                      headers=[(k, v) for k, v in bad_type if k != "notification_id"]
                      + [("notification_id", str(desk_app.head() + 1001).encode())])
+    newer = re.sub(rb'^\{"schema_version":\d+,', b'{"schema_version":99,', placed.value)
+    assert newer != placed.value
+    producer.produce(order_topic, key=key, value=newer, headers=[
+        (k, str(desk_app.head() + 1002).encode() if k == "notification_id" else v)
+        for k, v in placed.headers])
     assert producer.flush(30) == 0
     head = desk_app.head()
     with running(saga_consumer(settings, apps())) as saga, \
             running(matching_for(settings, apps())):
-        wait_until(lambda: saga.stats.dead_lettered == 3, 30, "three dead letters")
+        wait_until(lambda: saga.stats.dead_lettered == 4, 30, "four dead letters")
         assert desk_app.head() == head, "a bad message changed the store"
         relay.produce(good)  # the good records behind them still flow
         wait_until(filled(desk_app, sells), 60, "the order behind them filled", relay.once)
@@ -314,13 +321,14 @@ def test_bad_messages_go_to_the_dead_letters(
     reader.subscribe([topics(settings).dead_letter])
     letters: list[dict[str, bytes]] = []
     deadline = time.monotonic() + 20
-    while len(letters) < 3 and time.monotonic() < deadline:
+    while len(letters) < 4 and time.monotonic() < deadline:
         for m in reader.consume(10, 0.5):
             if m.error() is None:
                 letters.append(dict(m.headers()))
     reader.close()
     reasons = sorted(h["reason"].decode() for h in letters)
-    assert len(reasons) == 3, reasons
+    assert len(reasons) == 4, reasons
+    assert any("schema_version 99 is newer" in r for r in reasons), reasons
     assert any("header 'aggregate_id' is missing" in r for r in reasons), reasons
     assert any("Order.Teleported" in r for r in reasons), reasons
     assert any(r.startswith("cannot decode aggregates.order:Order.Placed") for r in reasons)
