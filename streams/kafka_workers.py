@@ -20,19 +20,39 @@ the same steps the embedded deployment runs on the log, one per assigned partiti
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from aggregates.application import TradingApplication
+from aggregates.market import Market
 from aggregates.saga import TOPICS as SAGA_TOPICS
 from aggregates.venue import Venue
 from infra.kafka import topics
 from infra.settings import Settings
 from streams.kafka_bus import Input, StageConsumer, aggregate_key, partition_for, symbol_key
-from streams.matching import VENUE_COMMAND_TOPICS, MatchingStage
+from streams.matching import UNROUTED, VENUE_COMMAND_TOPICS, MatchingStage
 from streams.processor import EventStoreStep, Step
 from streams.saga import saga_for
 
 REPORTED = f"{Venue.Reported.__module__}:{Venue.Reported.__qualname__}"
 ORDER_TOPICS = tuple(t for t in SAGA_TOPICS if t != REPORTED)
+
+
+def venue_key(app: TradingApplication) -> Callable[[Any], str | None]:
+    """The key the relay gives a venue command on ``matching.in``: its symbol; for a
+    cancel, amend or expiry stored before those named the book (version 1), the order's
+    own symbol (``?`` when the store has no such order); None (every partition) for a
+    session close or a session's bars."""
+
+    def key_of(event: Any) -> str | None:
+        symbol = symbol_key(event)
+        if symbol is not None or isinstance(event, (Market.SessionClosed, Market.BarsOpened)):
+            return symbol
+        try:
+            return str(app.get_order(event.originator_id).symbol)
+        except Exception:  # not found: the relay keys it as unrouted too
+            return UNROUTED
+
+    return key_of
 
 
 def matching_consumer(settings: Settings, app: TradingApplication,
@@ -41,7 +61,7 @@ def matching_consumer(settings: Settings, app: TradingApplication,
     """The matching service: one venue per assigned partition of ``matching.in``."""
     partitions = settings.kafka_matching_partitions
     spec = Input(topics(settings).matching_in, partitions, frozenset(VENUE_COMMAND_TOPICS),
-                 symbol_key, VENUE_COMMAND_TOPICS)
+                 venue_key(app), VENUE_COMMAND_TOPICS)
 
     def step_for(topic: str, partition: int) -> Step:
         stage = make_stage()

@@ -665,7 +665,9 @@ class MatchingStage:
 
     Calls go ``start`` -> (``apply`` -> ``committed``)*; after a failed commit call
     ``start`` again (the stage's memory is then ahead of the store). ``snapshots=None``
-    keeps them in memory (a process that replays from its start anyway).
+    keeps them in memory (a process that replays from its start anyway). ``owns``: the
+    symbols this venue answers for when it is one partition of several (the Kafka
+    matching service); a session's bars open only those books.
     """
 
     name = "matching"

@@ -20,13 +20,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
+from aggregates import ids
 from aggregates.application import TradingApplication
 from aggregates.base import Meta
 from aggregates.instruments import round_to_tick
@@ -650,3 +654,53 @@ def test_a_consumer_whose_broker_goes_away_says_so_and_resumes(
     finally:
         subprocess.run(["bash", str(script), "stop"], capture_output=True, env=env,
                        timeout=60, check=False)
+
+
+def test_session_bars_and_close_reach_every_partition_each_venue_its_own_symbols(
+        distributed_settings: Settings, apps: Callable[[], TradingApplication]) -> None:
+    """A session's bars and its close are copied to every partition of matching.in: each
+    venue opens and expires only the symbols that hash to it, so no two partitions write
+    the same venue stream (they would collide on its versions) and nothing is missed."""
+    from streams.kafka_workers import venue_key
+
+    settings = distributed_settings
+    n = settings.kafka_matching_partitions
+    desk_app = apps()
+    relay = LogRelay(settings, desk_app)
+    buyer, _ = desk(desk_app)
+    symbols: list[str] = []
+    for symbol in desk_app.universe.symbols:  # two symbols on each partition
+        if sum(partition_for(s, n) == partition_for(symbol, n) for s in symbols) < 2:
+            symbols.append(symbol)
+        if len(symbols) == 2 * n:
+            break
+    bars = []
+    for s in symbols:
+        instrument = desk_app.universe.get(s)
+        base = instrument.base_price
+        bars.append({"symbol": s, "open": base, "high": base, "low": base, "close": base,
+                     "volume": 1_000_000, "base": base})
+    today = datetime.now(ZoneInfo("Asia/Tokyo")).date().isoformat()
+    desk_app.open_bars(today, bars, meta(), participation_bp=100, slippage_ticks=2)
+    orders = [desk_app.place_order(buyer, client_order_id=f"day{s}", symbol=s, side="buy",
+                                   quantity=100, price=below(desk_app, s, b["open"], 5),
+                                   meta=meta()).order_id for s, b in zip(symbols, bars,
+                                                                        strict=True)]
+    with running(saga_consumer(settings, apps())), \
+            running(matching_for(settings, apps())) as matching:
+        wait_until(lambda: len(reports(desk_app)) == 2 * len(symbols), 60, "orders resting",
+                   relay.once)
+        desk_app.close_session(today, meta())
+        wait_until(lambda: all(desk_app.get_order(o).status == OrderStatus.EXPIRED
+                               for o in orders), 60, "the DAY orders expired", relay.once)
+        assert all(d["state"] == "running" for d in matching.health()["partitions"].values())
+    got = sorted((symbol, version, command) for symbol, version, command, _ in
+                 reports(desk_app))
+    assert got == sorted((s, v, c) for s in symbols
+                         for v, c in ((1, "open"), (2, "new"), (3, "expire"))), got
+    # what the log replay filters by, keyed as the relay keys: a version-1 cancel (no
+    # symbol) by its order's symbol, an unknown order's as unrouted, a close everywhere
+    key_of = venue_key(desk_app)
+    assert key_of(SimpleNamespace(symbol=None, originator_id=orders[0])) == symbols[0]
+    assert key_of(SimpleNamespace(symbol=None, originator_id=uuid4())) == "?"
+    assert key_of(desk_app.history(ids.MARKET_ID)[-1]) is None
