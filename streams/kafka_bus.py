@@ -270,13 +270,15 @@ class Lane:
     paused: bool = False
     committed: int | None = None  # the last offset committed to the group
     applied: int = 0
+    pauses: int = 0  # times the partition was paused for a full buffer
+    peak: int = 0  # the most records its buffer held
 
     def detail(self) -> dict[str, Any]:
         return {"state": self.state, "position": self.processor.step.position(
                     self.processor.key), "offset": self.source.commit_offset(),
                 "high_watermark": self.source.high_watermark, "lag": self.source.lag(),
                 "buffered": len(self.source.buffer), "applied": self.applied,
-                "error": self.error}
+                "paused": self.paused, "pauses": self.pauses, "error": self.error}
 
 
 @dataclass
@@ -344,6 +346,7 @@ class StageConsumer:
                     self._receive(message)
                 if messages:
                     self._watermarks()
+                    self._backpressure()  # at its fullest: pause before more arrives
                 self._drive(stop)
                 self._commit()
                 self._backpressure()
@@ -493,10 +496,12 @@ class StageConsumer:
     def _backpressure(self) -> None:
         for lane in self.lanes.values():
             size = len(lane.source.buffer)
+            lane.peak = max(lane.peak, size)
             tp = _tp(lane.source.name, lane.source.partition)
             if not lane.paused and size >= self.buffer_limit:
                 self._consumer.pause([tp])
                 lane.paused = True
+                lane.pauses += 1
             elif lane.paused and size <= self.buffer_limit // 2:
                 self._consumer.resume([tp])
                 lane.paused = False

@@ -43,6 +43,7 @@ from infra.kafka import (
     producer_config,
     topics,
 )
+from infra.locks import stage_fence
 from infra.settings import Settings
 from streams.kafka_bus import StageConsumer, partition_for
 from streams.kafka_workers import REPORTED, matching_consumer, saga_consumer
@@ -704,3 +705,54 @@ def test_session_bars_and_close_reach_every_partition_each_venue_its_own_symbols
     assert key_of(SimpleNamespace(symbol=None, originator_id=orders[0])) == symbols[0]
     assert key_of(SimpleNamespace(symbol=None, originator_id=uuid4())) == "?"
     assert key_of(desk_app.history(ids.MARKET_ID)[-1]) is None
+
+
+def test_a_partition_with_a_full_buffer_is_paused_until_it_drains(
+        distributed_settings: Settings, apps: Callable[[], TradingApplication]) -> None:
+    """Backpressure: with room for 20 decoded records a partition, a burst of orders is
+    read in pieces (the partition paused whenever its buffer filled, resumed as it
+    drained), never held whole in memory, and every order is still routed."""
+    from aggregates.application import OrderRequest
+
+    settings = distributed_settings
+    desk_app = apps()
+    relay = LogRelay(settings, desk_app)
+    buyer, _ = desk(desk_app)
+    symbol = desk_app.universe.symbols[0]
+    price = below(desk_app, symbol, price_of(desk_app, symbol), 5)
+    placed = desk_app.place_orders([
+        OrderRequest(account_id=buyer, client_order_id=f"burst{i}", symbol=symbol,
+                     side="buy", quantity=100, price=price, meta=meta()) for i in range(240)])
+    orders = [p.order_id for p in placed]  # type: ignore[union-attr]
+    relay.once()
+    saga = StageConsumer(settings, "saga", saga_consumer(settings, apps()).inputs.values(),
+                         saga_consumer(settings, apps()).step_for, desk_app.mapper,
+                         desk_app.recorder, batch_size=4, buffer_limit=20)
+    # another saga still holds the order partitions (as in a rebalance): records arrive
+    # faster than they are applied
+    order_topic = topics(settings).events("order")
+    held = [stage_fence(settings, f"saga@{order_topic}:{p}")
+            for p in range(settings.kafka_event_partitions)]
+    for fence in held:
+        assert fence.acquire(blocking=False)
+    try:
+        with running(saga):
+            def paused() -> bool:
+                lanes = [d for k, d in saga.health()["partitions"].items()
+                         if k.startswith(order_topic)]
+                return len(lanes) == len(held) and all(d["paused"] for d in lanes)
+
+            wait_until(paused, 30, "every order partition paused with a full buffer",
+                       relay.once)
+            for fence in held:
+                fence.release()
+            wait_until(lambda: all(desk_app.get_order(o).status != OrderStatus.PLACED
+                                   for o in orders), 60, "every order routed", relay.once)
+            lanes = saga.health()["partitions"]
+            peak = max(lane.peak for lane in saga.lanes.values())
+    finally:
+        for fence in held:
+            fence.release()
+    assert sum(d["applied"] for d in lanes.values()) == len(orders)
+    assert not any(d["paused"] for d in lanes.values())
+    assert 20 <= peak <= 20 + 4 * 4  # filled to the limit, and one poll's worth over
