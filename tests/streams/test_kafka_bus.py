@@ -556,6 +556,9 @@ def test_an_order_flow_across_processes(distributed_settings: Settings, fleet: F
     assert balance["reserved"] == 0 and balance["cash"] < 100_000_000
     saga = fleet.health("saga")
     assert saga["ready"] and saga["applied"] >= 4 and saga["dead_lettered"] == 0, saga
+    metrics = httpx.get(f"http://127.0.0.1:{fleet.processes['saga'][1]}/metrics").text
+    assert 'tradecore_kafka_applied_total{partition=' in metrics
+    assert 'tradecore_kafka_lag_records{partition=' in metrics
     status = fleet.tc("projections", "status", "--worker",
                       f"http://127.0.0.1:{fleet.processes['matching'][1]}")
     assert status.returncode == 0, status.stdout + status.stderr
