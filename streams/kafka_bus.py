@@ -274,8 +274,12 @@ class Lane:
     peak: int = 0  # the most records its buffer held
 
     def detail(self) -> dict[str, Any]:
-        return {"state": self.state, "position": self.processor.step.position(
-                    self.processor.key), "offset": self.source.commit_offset(),
+        try:
+            position: int | None = self.processor.step.position(self.processor.key)
+        except Exception:  # the database is down (the state says so): unknown
+            position = None
+        return {"state": self.state, "position": position,
+                "offset": self.source.commit_offset(),
                 "high_watermark": self.source.high_watermark, "lag": self.source.lag(),
                 "buffered": len(self.source.buffer), "applied": self.applied,
                 "paused": self.paused, "pauses": self.pauses, "error": self.error}
@@ -326,11 +330,13 @@ class StageConsumer:
         self._producer: Any = None
         self._lock = threading.Lock()  # lanes vs. the health server's threads
         self._last_broker_check = 0.0
+        self._stop: threading.Event | None = None
 
     # -- Runnable ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         from confluent_kafka import Consumer
 
+        self._stop = stop
         config = consumer_config(self.settings, self.group, error_cb=self._on_error)
         self._consumer = consumer = Consumer(config)
         consumer.subscribe(list(self.inputs), on_assign=self._on_assign,
@@ -342,8 +348,11 @@ class StageConsumer:
                 busy = any(lane.source.buffer for lane in self.lanes.values())
                 messages = consumer.consume(num_messages=self.batch_size * 4,
                                             timeout=0.01 if busy else 0.2)
-                for message in messages:
-                    self._receive(message)
+                try:
+                    for message in messages:
+                        self._receive(message)
+                except _Stopped:  # stopped while a dead letter waited for the broker
+                    break
                 if messages:
                     self._watermarks()
                     self._backpressure()  # at its fullest: pause before more arrives
@@ -507,18 +516,31 @@ class StageConsumer:
                 lane.paused = False
 
     def _dead_letter(self, lane: Lane, message: Any, reason: str) -> None:
+        """Send ``message`` to the dead letters with ``reason``, and pass it only once
+        the broker confirmed it: while it cannot (the broker down), retry with backoff;
+        a stop meanwhile leaves it unpassed (the next owner reads it again)."""
         from confluent_kafka import Producer
 
-        if self._producer is None:
-            self._producer = Producer(producer_config(self.settings))
-        self._producer.produce(self.dead_letter_topic, key=message.key(),
-                               value=message.value(),
-                               headers=dead_letter_headers(
-                                   message.headers(), reason=reason, topic=message.topic(),
-                                   partition=message.partition(), offset=message.offset()))
-        left = self._producer.flush(30)  # confirmed before the offset may pass it
-        if left:
-            raise RuntimeError(f"{self.name}: dead letter not delivered ({reason})")
+        headers = dead_letter_headers(message.headers(), reason=reason, topic=message.topic(),
+                                      partition=message.partition(), offset=message.offset())
+        backoff = 0.5
+        while True:
+            if self._producer is None:
+                self._producer = Producer(producer_config(self.settings))
+            outcome: list[Any] = []
+            self._producer.produce(self.dead_letter_topic, key=message.key(),
+                                   value=message.value(), headers=headers,
+                                   on_delivery=lambda err, _msg, out=outcome: out.append(err))
+            self._producer.flush(10)
+            if outcome and outcome[0] is None:
+                break
+            problem = outcome[0].str() if outcome else "not confirmed in 10 s"
+            self._producer = None  # a new producer (the broker may have lost its ids)
+            log.warning("%s: dead letter not delivered (%s); retrying in %.1f s", self.name,
+                        problem, backoff)
+            if self._stop is not None and self._stop.wait(backoff):
+                raise _Stopped
+            backoff = min(backoff * 2, 10.0)
         log.warning("%s: %s[%d]@%d dead-lettered: %s", self.name, message.topic(),
                     message.partition(), message.offset(), reason)
         self.stats.dead_lettered += 1
@@ -568,8 +590,11 @@ class StageConsumer:
     def _drop(self, lanes: Sequence[Lane]) -> None:
         with self._lock:
             for lane in lanes:
-                lane.processor.close()
                 self.lanes.pop((lane.source.name, lane.source.partition), None)
+                try:
+                    lane.processor.close()  # releases the fence
+                except Exception:  # its connection is gone: so is the lock it held
+                    log.exception("%s: fence not released cleanly", lane.processor.key)
 
     # -- the broker ------------------------------------------------------------------------
     def _on_error(self, error: Any) -> None:
@@ -613,6 +638,10 @@ class StageConsumer:
         if self._producer is not None:
             self._producer.flush(10)
         self.subscribed = False
+
+
+class _Stopped(Exception):
+    """The worker was stopped while a record waited to be dead-lettered."""
 
 
 @functools.lru_cache(maxsize=1024)
