@@ -1,15 +1,17 @@
 """`tradecore worker relay|matching|saga|projections`: one stage of the order flow as its
 own process, configured by settings only.
 
-- ``TRADECORE_BUS=log`` (the default): the stage follows the event store's log, fenced,
-  as in ``tradecore serve`` (several processes over one PostgreSQL or SQLite store); the
-  relay (:func:`streams.relay.relay_worker`) feeds Kafka whatever the bus.
+- ``TRADECORE_BUS=log`` (the default): the saga or matching stage follows the event
+  store's log, fenced, as in ``tradecore serve`` (several processes over one PostgreSQL
+  or SQLite store). Whatever the bus, the relay (:func:`streams.relay.relay_worker`)
+  feeds Kafka and the projections follow the event store's log (exactly-once already).
 - ``TRADECORE_BUS=kafka`` (the distributed deployment): the relay feeds Kafka from the
   log; matching and saga are consumer-group members (:mod:`streams.kafka_workers`);
   projections run :func:`streams.projection_worker.projection_worker` where it is built,
-  else the log-following projector. Each is a :class:`streams.worker.Runnable` run by
-  :func:`streams.worker.run_worker` (SIGTERM drains and exits 0; /healthz /readyz
-  /metrics), after :func:`streams.worker.check_reachable` (exit 2 naming the setting).
+  else the log-following projector (``--projection``: that build only). Each is a
+  :class:`streams.worker.Runnable` run by :func:`streams.worker.run_worker` (SIGTERM
+  drains and exits 0; /healthz /readyz /metrics), after
+  :func:`streams.worker.check_reachable` (exit 2 naming the setting).
 """
 
 from __future__ import annotations
@@ -42,18 +44,32 @@ def worker(
     if stage not in STAGES:
         raise _refuse(f"stage={stage!r} breaks rule 'one of {', '.join(STAGES)}'")
     settings = get_settings()
-    if settings.bus == "log" and stage != "relay":  # the relay feeds Kafka whatever the bus
-        _log_worker(settings, stage, projection)
+    if projection and stage != "projections":
+        raise _refuse(f"projection={projection[0]!r} breaks rule 'only for the projections "
+                      "stage'")
+    if settings.bus == "log" and stage not in ("relay", "projections"):
+        _log_worker(settings, stage)
         return
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from streams.worker import Unreachable, check_reachable, run_worker
 
+    if stage == "projections":  # from the PostgreSQL (or SQLite) log, whatever the bus
+        from api.runtime import tune_gc
+
+        runnable, close = _projections(settings, projection)
+        tune_gc()
+        try:
+            code = run_worker(runnable, settings)
+        finally:
+            close()
+        raise typer.Exit(code)
+
     try:
         check_reachable(settings, ("postgres", "kafka"))
     except Unreachable as err:
         raise _refuse(str(err)) from None
-    runnable, close = _kafka_worker(settings, stage, projection)
+    runnable, close = _kafka_worker(settings, stage)
     try:
         code = run_worker(runnable, settings)
     finally:
@@ -62,8 +78,7 @@ def worker(
 
 
 # -- bus=kafka ---------------------------------------------------------------------------
-def _kafka_worker(settings: Settings, stage: str, names: list[str]
-                  ) -> tuple[Any, Callable[[], None]]:
+def _kafka_worker(settings: Settings, stage: str) -> tuple[Any, Callable[[], None]]:
     """The stage's Runnable and what to close after it."""
     from api.runtime import tune_gc
     from api.wiring import matching_stage, trading_app
@@ -73,8 +88,6 @@ def _kafka_worker(settings: Settings, stage: str, names: list[str]
 
         relay = relay_worker(settings)
         return relay, relay.close
-    if stage == "projections":
-        return _projections(settings, names)
     app = trading_app(settings)
     if stage == "matching":
         from streams.kafka_workers import matching_consumer
@@ -93,6 +106,13 @@ def _projections(settings: Settings, names: list[str]) -> tuple[Any, Callable[[]
     (settings, names)`` (per projection, fenced) where that module is built; else the
     log-following projector of the embedded deployment, fenced, as one Runnable (the
     projections follow the PostgreSQL log, which is exactly-once already)."""
+    from streams.worker import Unreachable, check_reachable
+
+    try:
+        if settings.persistence == "postgres":
+            check_reachable(settings, ("postgres",))
+    except Unreachable as err:
+        raise _refuse(str(err)) from None
     try:
         from streams.projection_worker import (  # type: ignore[import-not-found,unused-ignore]
             projection_worker,
@@ -100,7 +120,10 @@ def _projections(settings: Settings, names: list[str]) -> tuple[Any, Callable[[]
     except ImportError:
         pass
     else:
-        return projection_worker(settings, names), lambda: None
+        try:
+            return projection_worker(settings, names), lambda: None
+        except ValueError as err:  # an unknown projection, named with the known ones
+            raise _refuse(str(err)) from None
     if names:
         raise _refuse("--projection: this build projects all projections in one worker")
     from api.wiring import event_log, read_store
@@ -140,15 +163,12 @@ class ProcessorWorker:
 
 
 # -- bus=log: today's behaviour -------------------------------------------------------------
-def _log_worker(settings: Settings, stage: str, names: list[str]) -> None:
+def _log_worker(settings: Settings, stage: str) -> None:
     from api.runtime import tune_gc
     from api.wiring import trading_stages
 
-    if names:
-        raise _refuse("--projection: only with TRADECORE_BUS=kafka")
-    stages, store = trading_stages(settings, projector=stage == "projections")
-    processor = {"saga": stages.saga, "matching": stages.matching,
-                 "projections": stages.projections}[stage]
+    stages, store = trading_stages(settings)
+    processor = {"saga": stages.saga, "matching": stages.matching}[stage]
     assert processor is not None
     stop = threading.Event()
 
