@@ -175,7 +175,8 @@ class Cluster:
 
 
 class Chaos(threading.Thread):
-    """kill -9 a random worker at random moments and restart it at once."""
+    """kill -9 a worker at random moments (every kind once per round, in random order)
+    and restart it at once."""
 
     def __init__(self, cluster: Cluster, kills: int, seconds: float, seed: int = 11) -> None:
         super().__init__(name="chaos", daemon=True)
@@ -188,10 +189,13 @@ class Chaos(threading.Thread):
 
     def run(self) -> None:
         mean_gap = self.seconds / max(self.kills, 1)
+        order: list[str] = []
         while self.done < self.kills and not self.stop.is_set():
             if self.stop.wait(self.rng.uniform(0.2 * mean_gap, 1.8 * mean_gap)):
                 break
-            kind = self.rng.choice(KINDS)
+            if not order:  # every kind once per round, in a random order
+                order = self.rng.sample(KINDS, len(KINDS))
+            kind = order.pop()
             self.cluster.kill9(kind)
             self.cluster.restart(kind)
             self.done += 1
