@@ -30,6 +30,7 @@ record, ~5 headers each) and by the dev broker's per-batch fetch cost
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict
@@ -383,11 +384,14 @@ class Relay:
                 stop.wait(1.0)
         if stop.is_set():
             return
-        self.position = self.positions.get(self.stream)
         backoff = 0.1
+        loaded = False
         try:
             while not stop.is_set():
                 try:
+                    if not loaded:  # what the previous holder stored, up to its death
+                        self.position = self.positions.get(self.stream)
+                        loaded = True
                     done = self.publish_once()
                 except BrokerLost as lost:
                     log.warning("%s: %s", self.name, lost)
@@ -395,6 +399,8 @@ class Relay:
                 except Exception as err:
                     self._failure(err)
                     self._discard_producer()
+                    with contextlib.suppress(Exception):
+                        self._lag()
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
@@ -408,7 +414,8 @@ class Relay:
                     self._lag()
         finally:
             self._discard_producer()
-            fence.release()
+            with contextlib.suppress(Exception):  # a dead connection dropped it already
+                fence.release()
             self._fence = None
 
     def _broker_answers(self) -> None:
