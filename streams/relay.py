@@ -182,10 +182,13 @@ def _event_store(settings: Settings) -> Any:
 class Relay:
     """Publishes the event store's log to Kafka (see the module docstring)."""
 
-    def __init__(self, settings: Settings, *, batch_size: int | None = None) -> None:
+    def __init__(self, settings: Settings, *, batch_size: int | None = None,
+                 delivery_timeout_ms: int = DELIVERY_TIMEOUT_MS) -> None:
         """``batch_size`` (default ``settings.relay_batch_size``): notifications per batch:
         one read, one produce burst, one wait for the broker's confirmations, one position
-        write; big enough that those per-batch costs stay a few percent of the work."""
+        write; big enough that those per-batch costs stay a few percent of the work.
+        ``delivery_timeout_ms``: how long a record may wait for the broker before its
+        batch counts as failed."""
         if settings.persistence != "postgres":
             raise ValueError(f"persistence={settings.persistence!r} breaks rule 'the relay "
                              "publishes a PostgreSQL event store'")
@@ -193,6 +196,7 @@ class Relay:
 
         self.settings = settings
         self.batch_size = batch_size or settings.relay_batch_size
+        self.delivery_timeout_ms = delivery_timeout_ms
         self.stream = settings.kafka_topic_prefix
         self.name = f"relay@{self.stream}"
         self.topics: Topics = topics(settings)
@@ -303,7 +307,7 @@ class Relay:
 
             queue = max(100_000, 2 * self.batch_size + 1000)
             config = producer_config(
-                self.settings, **{"message.timeout.ms": DELIVERY_TIMEOUT_MS,
+                self.settings, **{"message.timeout.ms": self.delivery_timeout_ms,
                                   # a missing topic is an error, never an empty new one
                                   "allow.auto.create.topics": False,
                                   "queue.buffering.max.messages": queue,
@@ -320,9 +324,9 @@ class Relay:
             self._producer = producer
         return self._producer
 
-    def _delivered(self, err: Any, _message: Any) -> None:
+    def _delivered(self, err: Any, message: Any) -> None:
         if err is not None:
-            self._failed.append(err)
+            self._failed.append((err, message.topic(), message.partition()))
 
     def _broker_state(self, err: Any) -> None:
         """librdkafka's client-level errors (all brokers down, authentication, ...)."""
@@ -338,11 +342,12 @@ class Relay:
             if self._dev is not None:
                 self._check_broker()  # a restarted dev broker: recover now, not in 30 s
         if self._failed:
-            first = self._failed[0]
+            err, topic, partition = self._failed[0]
             failed = len(self._failed)
             self._failed.clear()
-            raise DeliveryFailed(f"{failed} records not confirmed by the broker: "
-                                 f"{first.str()}")
+            where = topic if partition is None or partition < 0 else f"{topic}:{partition}"
+            raise DeliveryFailed(f"{failed} records not confirmed by the broker, the first "
+                                 f"to {where}: {err.str()}")
 
     def _discard_producer(self) -> None:
         if self._producer is not None:

@@ -40,6 +40,7 @@ from infra.kafka import (
     consumer_config,
     ensure_topics,
     event_message,
+    topic_specs,
     topics,
 )
 from infra.settings import Settings
@@ -287,6 +288,49 @@ def test_kafka_topics_shows_each_partition_s_end_offset_from_a_fetch(
     for aggregate in AGGREGATES:
         assert totals[t.events(aggregate)] == sum(
             1 for n in log if aggregate_of(n.topic) == aggregate), aggregate
+
+
+def test_a_batch_the_broker_did_not_confirm_is_retried_and_its_position_not_stored(
+        flow: Flow, kafka_bootstrap: str, kafka_prefix: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One topic missing (an operator skipped `kafka init` on a new cluster): the market
+    events cannot be delivered, so the relay stays at its position, says why on /readyz
+    and in its metrics, and publishes everything once the topic is there."""
+    from prometheus_client import REGISTRY
+
+    settings = flow.settings.model_copy(update={"kafka_bootstrap": kafka_bootstrap,
+                                                "kafka_topic_prefix": kafka_prefix,
+                                                "kafka_dev_broker": False})
+    t = topics(settings)
+    ensure_topics(settings, [s for s in topic_specs(settings)
+                             if s.name != t.events("market")])
+    log = flow.log()
+    relay = Relay(settings, delivery_timeout_ms=1000)
+    stop = threading.Event()
+    worker = threading.Thread(target=relay.run, args=(stop,))
+    worker.start()
+    try:
+        _wait(lambda: "not confirmed" in relay.health().get("error", ""), 30, "refused")
+        detail = relay.health()
+        assert not detail["ready"] and t.events("market") in detail["error"], detail
+        assert relay.position == 0 == _position(settings)
+        def failures() -> float:
+            return REGISTRY.get_sample_value("tradecore_relay_failures_total",
+                                             {"stream": kafka_prefix}) or 0.0
+
+        _wait(lambda: failures() >= 2, 30, "retried with backoff")
+        assert REGISTRY.get_sample_value("tradecore_relay_last_error_info", {
+            "stream": kafka_prefix, "reason": relay.health()["error"][:500]}) == 1.0
+        logged = [r for r in caplog.records if "not confirmed" in r.getMessage()]
+        assert len(logged) == 1, "logged once per change of state, not per retry"
+        ensure_topics(settings)
+        _wait(lambda: relay.position == log[-1].id and relay.health()["ready"], 60,
+              "published once the topic exists")
+    finally:
+        stop.set()
+        worker.join(60)
+        relay.close()
+    assert_exactly_the_log(settings, log)
 
 
 # -- processes ------------------------------------------------------------------------
