@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -62,6 +63,9 @@ DELIVERY_TIMEOUT_MS = 30_000
 batch is then retried from the stored position with a new producer)."""
 IDLE_POLL_S = 0.02
 """How often an idle relay looks for new notifications (one indexed query)."""
+DEV_IDLE_CHECK_S = 1.0
+"""Dev broker only: how often an idle relay asks whether the broker lost its data (two
+requests; every batch asks before it produces and before its position is stored)."""
 BROADCAST_KEY = "*"
 _BROADCAST = frozenset({get_topic(Market.SessionClosed), get_topic(Market.BarsOpened)})
 _REPORTED = get_topic(Venue.Reported)
@@ -215,6 +219,7 @@ class Relay:
         self._broker_error = ""
         self._fence: Fence | None = None
         self._dev: Any = None
+        self._checked = 0.0  # when the dev broker was last asked whether it lost its data
         if settings.kafka_dev_broker:
             from infra.kafka_dev import DevBrokerWatch
 
@@ -229,12 +234,14 @@ class Relay:
         Raises :class:`DeliveryFailed` (position unchanged) when any was not confirmed,
         and, on the dev broker, :class:`BrokerLost` after re-creating the topics and
         moving the position back to the start of the log."""
-        self._check_broker()
         notifications = self.positions.read(self.position, limit or self.batch_size)
         if not notifications:
             self.head = self.position
             LAG.labels(stream=self.stream).set(0)
+            if time.monotonic() - self._checked >= DEV_IDLE_CHECK_S:
+                self._check_broker()  # idle: noticed within a second, not 50 times one
             return 0
+        self._check_broker()  # before producing: nothing may go to re-created topics
         producer = self._ensure_producer()
         produce, poll = producer.produce, producer.poll
         self._failed.clear()
@@ -357,7 +364,10 @@ class Relay:
 
     # -- the dev broker (DEV ONLY: Tansu loses everything when it restarts) -------------
     def _check_broker(self) -> None:
-        if self._dev is None or not self._dev.lost():
+        if self._dev is None:
+            return
+        self._checked = time.monotonic()
+        if not self._dev.lost():
             return
         self._discard_producer()  # nothing in flight may land in the new, empty topics
         self._dev.arm()
