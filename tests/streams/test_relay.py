@@ -333,6 +333,30 @@ def test_a_batch_the_broker_did_not_confirm_is_retried_and_its_position_not_stor
     assert_exactly_the_log(settings, log)
 
 
+def test_a_cancel_stored_before_commands_named_their_book_goes_to_the_order_s_symbol(
+        flow: Flow, kafka_bootstrap: str, kafka_prefix: str) -> None:
+    """Version-1 cancels, amends and expiries carry no symbol: the relay routes them by
+    the symbol of the order they are about (its Placed event), where its book is."""
+    settings = _settings(flow, kafka_bootstrap, kafka_prefix)
+    (cancel,) = [n for n in flow.log() if n.topic.endswith("Order.CancelRouted")]
+    state = json.loads(cancel.state)
+    assert state["schema_version"] == 2 and state.pop("symbol")
+    state["schema_version"] = 1
+    legacy = json.dumps(state, separators=(",", ":")).encode()
+    placed = flow.app.get_order(cancel.originator_id)
+    relay = Relay(settings)
+    try:
+        relay._ensure_producer()
+        records = list(relay._records([(cancel.id, str(cancel.originator_id),
+                                        cancel.originator_version, cancel.topic, legacy)]))
+    finally:
+        relay.close()
+    t = topics(settings)
+    assert [(topic, key) for topic, key, _p, _m in records] == [
+        (t.events("order"), str(cancel.originator_id)), (t.matching_in, placed.symbol)]
+    assert dict(records[0][3].headers)["schema_version"] == b"1"
+
+
 # -- processes ------------------------------------------------------------------------
 def _relay_process(settings: Settings, port: int, **extra: str) -> subprocess.Popen[str]:
     path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
