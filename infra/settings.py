@@ -160,6 +160,11 @@ class Settings(BaseSettings):
         default=6000, description="Consumers' session.timeout.ms (group failover time)."
     )
     kafka_linger_ms: int = Field(default=5, ge=0, description="Producers' linger.ms.")
+    relay_batch_size: int = Field(
+        default=20_000, ge=1,
+        description="Notifications the relay publishes per batch (one wait for the broker's "
+        "acks, one position write).",
+    )
     worker_host: str = Field(
         default="127.0.0.1", description="Where a `tradecore worker` serves /readyz and /metrics."
     )

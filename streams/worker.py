@@ -74,8 +74,11 @@ def check_reachable(settings: Settings, needs: Iterable[str] = ("postgres", "kaf
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
+        # log_level 0: librdkafka's own connection-refused lines would precede the one
+        # line that says which setting is wrong
         client = AdminClient({"bootstrap.servers": settings.kafka_bootstrap,
-                              "socket.connection.setup.timeout.ms": int(timeout_s * 1000)})
+                              "socket.connection.setup.timeout.ms": int(timeout_s * 1000),
+                              "log_level": 0})
         try:
             client.list_topics(timeout=timeout_s)
         except KafkaException as err:

@@ -16,6 +16,7 @@ import typer
 from api.cli import auth, backtest, model, users
 from api.cli.audit import audit_app, events_app
 from api.cli.demo import demo
+from api.cli.kafka import kafka_app
 from api.cli.readmodels import db_app, projections_app
 from api.cli.serve import serve, worker
 from api.cli.trading import account_app, events, market_app, order_app
@@ -34,8 +35,10 @@ events_app.command("show", hidden=True)(events)  # `tradecore events ID`, as bef
 app.add_typer(events_app, name="events")
 app.add_typer(audit_app, name="audit")
 app.command(help="Serve the HTTP API with the saga, matching and projection stages.")(serve)
-app.command(help="Run one stage of the order flow (saga, matching, projections) alone.")(worker)
+app.command(help="Run one stage of the order flow (saga, matching, projections) or the "
+                 "relay alone.")(worker)
 app.add_typer(db_app, name="db")
+app.add_typer(kafka_app, name="kafka")
 app.add_typer(projections_app, name="projections")
 app.add_typer(auth.app, name="auth", help="Issue tokens and rotate signing keys.")
 app.add_typer(users.app, name="user", help="Desk console users: add, list, disable, passwd.")

@@ -20,6 +20,8 @@ from infra.settings import get_settings
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from infra.settings import Settings
+
 
 def app_factory() -> FastAPI:
     """The app built from the environment (each uvicorn worker process calls this)."""
@@ -59,7 +61,7 @@ def serve(
             Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
-STAGES = ("saga", "matching", "projections")
+STAGES = ("saga", "matching", "projections", "relay")
 
 
 def worker(stage: str = typer.Argument(..., help=f"One of: {', '.join(STAGES)}.")) -> None:
@@ -73,6 +75,9 @@ def worker(stage: str = typer.Argument(..., help=f"One of: {', '.join(STAGES)}."
                    err=True)
         raise typer.Exit(2)
     settings = get_settings()
+    if stage == "relay":
+        _relay(settings)
+        return
     stages, store = trading_stages(settings, projector=stage == "projections")
     processor = {"saga": stages.saga, "matching": stages.matching,
                  "projections": stages.projections}[stage]
@@ -93,3 +98,24 @@ def worker(stage: str = typer.Argument(..., help=f"One of: {', '.join(STAGES)}."
         if store is not None:
             store.close()
     typer.echo(f"worker {processor.key}: stopped at {processor.step.position(processor.key)}")
+
+
+def _relay(settings: Settings) -> None:
+    """`tradecore worker relay`: the event store's log to Kafka (streams.relay)."""
+    import logging
+
+    from streams.relay import relay_worker
+    from streams.worker import Unreachable, run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        relay = relay_worker(settings)
+    except Unreachable as err:
+        typer.echo(f"refused: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"worker {relay.name}: waiting for its fence, then publishing the log")
+    try:
+        code = run_worker(relay, settings)
+    finally:
+        relay.close()
+    raise typer.Exit(code)
