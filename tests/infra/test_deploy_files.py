@@ -470,6 +470,30 @@ def test_every_process_gets_valid_distributed_settings(process: Process) -> None
             "Prometheus from outside the container would not reach it")
 
 
+#: settings every process of one deployment must share: the same store, topics, groups
+#: and instrument and risk rules (a saga and a matching worker that disagree on the
+#: prefix never see each other's messages; on the universe, fill at other ticks)
+SHARED_SETTINGS = ("persistence", "postgres_host", "postgres_port", "postgres_user",
+                   "postgres_db", "postgres_schema", "readmodel_schema", "bus",
+                   "kafka_bootstrap", "kafka_topic_prefix", "kafka_event_partitions",
+                   "kafka_matching_partitions", "data_dir", "matching_engine",
+                   "commission_schedule", "session_rules", "fat_finger_pct",
+                   "max_order_notional_yen")
+
+
+@pytest.mark.parametrize("processes", [compose_processes(), k8s_processes()],
+                         ids=["compose", "k8s"])
+def test_every_process_of_a_deployment_shares_the_store_topics_and_rules(
+        processes: list[Process]) -> None:
+    first = processes[0]
+    expected = {name: getattr(first.settings(), name) for name in SHARED_SETTINGS}
+    for process in processes[1:]:
+        settings = process.settings()
+        differ = {name: getattr(settings, name) for name in SHARED_SETTINGS
+                  if getattr(settings, name) != expected[name]}
+        assert not differ, f"{process.where} differs from {first.where}: {differ}"
+
+
 @pytest.mark.parametrize("process", [p for p in all_processes() if p.kind != "oneshot"],
                          ids=lambda p: p.where)
 def test_probes_ask_what_the_process_serves_on_its_port(process: Process) -> None:
