@@ -36,7 +36,7 @@ def marker_topic(settings: Settings) -> str:
 class DevBrokerWatch:
     """Tells whether the dev broker still holds what the relay published (see module)."""
 
-    def __init__(self, settings: Settings, timeout_s: float = 5.0) -> None:
+    def __init__(self, settings: Settings, timeout_s: float = 3.0) -> None:
         if not settings.kafka_dev_broker:
             raise ValueError("kafka_dev_broker: DevBrokerWatch is for the dev broker only")
         self.settings = settings

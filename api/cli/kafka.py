@@ -60,7 +60,8 @@ def list_topics() -> None:
     settings = get_settings()
     consumer = Consumer({**common_config(settings), "group.id": "tradecore-cli-topics",
                          "enable.auto.commit": False, "enable.partition.eof": True,
-                         "fetch.wait.max.ms": 10, "allow.auto.create.topics": False})
+                         "fetch.wait.max.ms": 10, "allow.auto.create.topics": False,
+                         "auto.offset.reset": "earliest"})
     try:
         found = consumer.list_topics(timeout=10).topics
         for spec in topic_specs(settings):
@@ -77,24 +78,19 @@ def list_topics() -> None:
 
 
 def _fetched_end(consumer: Any, partition: Any) -> int:
-    """The partition's high watermark from a fetch (its offset after the end-of-partition
-    event), not from ListOffsets (wrong on the dev broker: ../shared/KAFKA.md fault 2)."""
-    from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+    """The partition's end offset from a fetch response, not from ListOffsets (wrong on
+    the dev broker: ../shared/KAFKA.md fault 2; at most one stored batch short, so the
+    fetch starts one record before what it answered and reads to the end event)."""
+    from confluent_kafka import KafkaError, TopicPartition
 
     _low, high = consumer.get_watermark_offsets(partition, timeout=5)
-    start = TopicPartition(partition.topic, partition.partition,
-                           OFFSET_BEGINNING if high > 0 else 0)
-    consumer.assign([start])
+    consumer.assign([TopicPartition(partition.topic, partition.partition, max(high - 1, 0))])
     try:
-        # seek near the end so the fetch returns little: the ListOffsets answer is at
-        # most one stored batch short of the end
-        if high > 1:
-            consumer.seek(TopicPartition(partition.topic, partition.partition, high - 1))
         end = max(high, 0)
-        for _ in range(200):
-            msg = consumer.poll(0.5)
+        for _ in range(1000):
+            msg = consumer.poll(1.0)
             if msg is None:
-                continue
+                break
             if msg.error():
                 if msg.error().code() == KafkaError._PARTITION_EOF:
                     return max(end, int(msg.offset()))

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -39,6 +40,7 @@ from infra.kafka import (
     consumer_config,
     ensure_topics,
     event_message,
+    topic_specs,
     topics,
 )
 from infra.settings import Settings
@@ -134,8 +136,8 @@ def read_topic(settings: Settings, topic: str, at_least: int, timeout: float = 3
     ``at_least`` arrived and every partition reported its end."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-    consumer = Consumer(consumer_config(settings, f"check-{uuid.uuid4().hex[:8]}",
-                                        **{"enable.partition.eof": True}))
+    consumer: Any = Consumer(consumer_config(settings, f"check-{uuid.uuid4().hex[:8]}",
+                                             **{"enable.partition.eof": True}))
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
@@ -149,8 +151,9 @@ def read_topic(settings: Settings, topic: str, at_least: int, timeout: float = 3
                     at_end.add(m.partition())
                     continue
                 at_end.discard(m.partition())
+                headers = [(k, v or b"") for k, v in m.headers() or ()]
                 records.append(Record(topic, m.partition(), m.offset(), m.key().decode(),
-                                      list(m.headers() or ()), m.value()))
+                                      headers, m.value() or b""))
             if len(records) >= at_least and at_end == set(parts):
                 return records
         raise AssertionError(f"{topic}: {len(records)} records in {timeout} s, "
@@ -268,6 +271,90 @@ def test_venue_commands_reach_matching_by_symbol_and_a_session_close_every_parti
         report = codec.decode("aggregates.venue:Venue.Reported", r.value)
         assert isinstance(report, Venue.Reported) and r.key == report.symbol
         assert symbol_partition.get(r.key, r.partition) in (0, 1)
+
+
+def test_kafka_topics_shows_each_partition_s_end_offset_from_a_fetch(
+        flow: Flow, published: tuple[Settings, int]) -> None:
+    """What an operator checks after publishing: the records on each events topic (the
+    dev broker's ListOffsets answer would show fewer)."""
+    settings, _ = published
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **distributed_env(settings)}
+    shown = subprocess.run([*TRADECORE, "kafka", "topics"], capture_output=True, text=True,
+                           env=env, timeout=60, check=False)
+    assert shown.returncode == 0, shown.stderr
+    totals = {line.split()[0]: int(line.split()[-1]) for line in shown.stdout.splitlines()}
+    t = topics(settings)
+    log = flow.log()
+    for aggregate in AGGREGATES:
+        assert totals[t.events(aggregate)] == sum(
+            1 for n in log if aggregate_of(n.topic) == aggregate), aggregate
+
+
+def test_a_batch_the_broker_did_not_confirm_is_retried_and_its_position_not_stored(
+        flow: Flow, kafka_bootstrap: str, kafka_prefix: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One topic missing (an operator skipped `kafka init` on a new cluster): the market
+    events cannot be delivered, so the relay stays at its position, says why on /readyz
+    and in its metrics, and publishes everything once the topic is there."""
+    from prometheus_client import REGISTRY
+
+    settings = flow.settings.model_copy(update={"kafka_bootstrap": kafka_bootstrap,
+                                                "kafka_topic_prefix": kafka_prefix,
+                                                "kafka_dev_broker": False})
+    t = topics(settings)
+    ensure_topics(settings, [s for s in topic_specs(settings)
+                             if s.name != t.events("market")])
+    log = flow.log()
+    relay = Relay(settings, delivery_timeout_ms=1000)
+    stop = threading.Event()
+    worker = threading.Thread(target=relay.run, args=(stop,))
+    worker.start()
+    try:
+        _wait(lambda: "not confirmed" in relay.health().get("error", ""), 30, "refused")
+        detail = relay.health()
+        assert not detail["ready"] and t.events("market") in detail["error"], detail
+        assert relay.position == 0 == _position(settings)
+        def failures() -> float:
+            return REGISTRY.get_sample_value("tradecore_relay_failures_total",
+                                             {"stream": kafka_prefix}) or 0.0
+
+        _wait(lambda: failures() >= 2, 30, "retried with backoff")
+        assert REGISTRY.get_sample_value("tradecore_relay_last_error_info", {
+            "stream": kafka_prefix, "reason": relay.health()["error"][:500]}) == 1.0
+        logged = [r for r in caplog.records if "not confirmed" in r.getMessage()]
+        assert len(logged) == 1, "logged once per change of state, not per retry"
+        ensure_topics(settings)
+        _wait(lambda: relay.position == log[-1].id and relay.health()["ready"], 60,
+              "published once the topic exists")
+    finally:
+        stop.set()
+        worker.join(60)
+        relay.close()
+    assert_exactly_the_log(settings, log)
+
+
+def test_a_cancel_stored_before_commands_named_their_book_goes_to_the_order_s_symbol(
+        flow: Flow, kafka_bootstrap: str, kafka_prefix: str) -> None:
+    """Version-1 cancels, amends and expiries carry no symbol: the relay routes them by
+    the symbol of the order they are about (its Placed event), where its book is."""
+    settings = _settings(flow, kafka_bootstrap, kafka_prefix)
+    (cancel,) = [n for n in flow.log() if n.topic.endswith("Order.CancelRouted")]
+    state = json.loads(cancel.state)
+    assert state["schema_version"] == 2 and state.pop("symbol")
+    state["schema_version"] = 1
+    legacy = json.dumps(state, separators=(",", ":")).encode()
+    placed = flow.app.get_order(cancel.originator_id)
+    relay = Relay(settings)
+    try:
+        relay._ensure_producer()
+        records = list(relay._records([(cancel.id, str(cancel.originator_id),
+                                        cancel.originator_version, cancel.topic, legacy)]))
+    finally:
+        relay.close()
+    t = topics(settings)
+    assert [(topic, key) for topic, key, _p, _m in records] == [
+        (t.events("order"), str(cancel.originator_id)), (t.matching_in, placed.symbol)]
+    assert dict(records[0][3].headers)["schema_version"] == b"1"
 
 
 # -- processes ------------------------------------------------------------------------
@@ -394,41 +481,79 @@ def test_kafka_init_creates_the_topics_once_and_names_an_unreachable_broker(
 
 
 @pytest.fixture
-def own_broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
-    """A dev broker on a port of this test's own (stopping it stops nobody else's)."""
+def own_broker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+               ) -> Iterator[tuple[str, Any]]:
+    """A dev broker on a port and in a folder of this test's own (stopping it stops
+    nobody else's), and ``broker("stop" | "start")``. It is stopped with kill -9 (a crash:
+    ``kafka.sh stop`` waits 5 s for Tansu to give up its connections; the memory is lost
+    either way)."""
     from infra.services import ensure_kafka
 
     port = free_port()
     monkeypatch.setenv("TRADECORE_PYTHON", os.environ.get("TRADECORE_PYTHON", sys.executable))
-    script = PROJECT_ROOT / "infra" / "kafka.sh"
+    monkeypatch.setenv("TRADECORE_KAFKA_DIR", str(tmp_path))
+    pidfile = tmp_path / f"tansu-{port}.pid"
 
-    def restart() -> None:
-        for action in ("stop", "start"):
-            subprocess.run(["bash", str(script), action], check=True, capture_output=True,
-                           env={**os.environ, "TRADECORE_KAFKA_PORT": str(port)}, timeout=60)
+    def broker(action: str) -> None:
+        if action == "stop":
+            pid = int(pidfile.read_text())
+            os.kill(pid, signal.SIGKILL)
+            _wait(lambda: not Path(f"/proc/{pid}").exists(), 10, "the broker gone")
+        else:
+            assert ensure_kafka(port) == bootstrap
 
     bootstrap = ensure_kafka(port)
     try:
-        yield bootstrap, restart
+        yield bootstrap, broker
     finally:
-        subprocess.run(["bash", str(script), "stop"], capture_output=True, timeout=60,
-                       env={**os.environ, "TRADECORE_KAFKA_PORT": str(port)}, check=False)
+        broker("stop")
 
 
 def test_after_the_dev_broker_restarts_the_relay_publishes_everything_again(
         flow: Flow, own_broker: tuple[str, Any], kafka_prefix: str) -> None:
-    bootstrap, restart = own_broker
+    """The dev broker keeps everything in memory: stopped and started, it has no topics.
+    The running relay says it is not ready while the broker is away, then notices the
+    marker record is gone, re-creates the topics and publishes the whole log again."""
+    bootstrap, broker = own_broker
+    settings = _settings(flow, bootstrap, kafka_prefix)
+    log = flow.log()
+    relay = Relay(settings)
+    stop = threading.Event()
+    worker = threading.Thread(target=relay.run, args=(stop,))
+    worker.start()
+    try:
+        _wait(lambda: relay.position == log[-1].id and relay.health()["ready"], 30,
+              "published")
+        broker("stop")
+        _wait(lambda: not relay.health()["ready"], 30, "not ready while the broker is away")
+        away = relay.health()
+        assert away.get("error") or away.get("broker"), away
+        broker("start")  # memory only: every topic and record is gone
+        _wait(lambda: relay.health()["ready"] and relay.position == log[-1].id, 60,
+              "published again")
+        assert json.dumps(relay.health())  # what /readyz serves
+    finally:
+        stop.set()
+        worker.join(60)
+        relay.close()
+    assert not worker.is_alive()
+    assert_exactly_the_log(settings, log)
+
+
+def test_publish_once_after_a_dev_broker_restart_starts_again_from_the_log_start(
+        flow: Flow, own_broker: tuple[str, Any], kafka_prefix: str) -> None:
+    bootstrap, broker = own_broker
     settings = _settings(flow, bootstrap, kafka_prefix)
     log = flow.log()
     relay = Relay(settings)
     try:
         assert publish_all(relay) == len(log)
-        restart()  # memory only: every topic and record is gone
+        broker("stop")
+        broker("start")
         with pytest.raises(BrokerLost, match="lost its data"):
             relay.publish_once()
-        assert relay.position == 0
+        assert relay.position == 0 == _position(settings)
         assert publish_all(relay) == len(log)
     finally:
         relay.close()
     assert_exactly_the_log(settings, log)
-    assert json.dumps(relay.health())  # serialisable for /readyz

@@ -1,0 +1,538 @@
+# ruff: noqa: E402  (imports follow the sys.path fix below)
+"""The distributed deployment end to end, with and without kill -9: figures and proof.
+
+Everything runs as a user would run it: PostgreSQL (+TimescaleDB) from
+``infra/postgres.sh``, the Kafka-protocol broker from ``infra/kafka.sh`` (or Apache Kafka
+given ``TRADECORE_KAFKA_BOOTSTRAP``), ``tradecore kafka init``, and one OS process per
+worker: ``tradecore worker relay|matching|saga|projections`` with ``TRADECORE_BUS=kafka``.
+This process is a command writer (what ``tradecore serve --distributed`` does per
+request: ``TradingApplication.place_orders`` over the PostgreSQL store) and a reader of
+the read models.
+
+Two phases, each in a fresh PostgreSQL schema and fresh topics:
+
+- ``throughput`` (no kills): ``--orders`` limit orders in baskets of ``--basket``, at most
+  ``--window`` orders not yet visible, then until all are. Every order is one side of a
+  crossing pair (same symbol, price and quantity), so every order ends ``filled``; an
+  order's latency runs from its command's return to the moment its ``orders`` row in the
+  read model says ``filled`` (polled every 2 ms). ``orders_per_s`` = orders / seconds
+  from the first command to the last order visible.
+- ``chaos``: the same kind of load in waves (one pair per symbol per wave, the next wave
+  once the read model shows the last one filled, so the outcome does not depend on how
+  the workers interleave), run twice with the same input: once crash-free, once while a
+  chaos thread kill -9s a random worker of a random kind at random moments and restarts
+  it (``--kills`` in all). Then both runs must end equal: balances, positions, orders and
+  fills in the read models (economic columns: execution ids and log positions differ
+  between runs by design), the write model's invariants hold, every read-model table
+  equals a fresh replay of the run's own log, and no fill is lost or doubled
+  (``lost``/``duplicated`` count orders whose fills in the event store fall short of / go
+  beyond their quantity, and execution ids stored twice).
+
+Prints one JSON object; exit 1 when a check fails (never because of a timing).
+
+    python benchmarks/distributed.py                 # 5,000 orders each phase, 100 kills
+    python benchmarks/distributed.py --quick         # smoke: 600 orders, 10 kills
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg
+
+from aggregates.application import OrderRequest, Placement, TradingApplication
+from aggregates.base import Meta
+from aggregates.instruments import Instrument, round_to_tick
+from aggregates.invariants import check_invariants
+from api.wiring import load_instruments, trading_app
+from infra.eventstore import postgres_url
+from infra.kafka import ensure_topics
+from infra.services import ensure_kafka, ensure_postgres
+from infra.settings import Settings
+
+KINDS = ("relay", "matching", "saga", "projections")
+ENV_FIELDS = ("persistence", "postgres_host", "postgres_port", "postgres_user",
+              "postgres_password", "postgres_db", "postgres_schema", "readmodel_schema",
+              "kafka_bootstrap", "kafka_dev_broker", "kafka_topic_prefix",
+              "kafka_event_partitions", "kafka_matching_partitions", "kafka_fetch_wait_ms",
+              "kafka_session_timeout_ms", "bus", "data_dir", "cache_dir")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fresh_settings(args: argparse.Namespace, tag: str) -> Settings:
+    """A fresh PostgreSQL schema (events and read models) and fresh topics."""
+    url = ensure_postgres()
+    bootstrap = os.environ.get("TRADECORE_KAFKA_BOOTSTRAP") or ensure_kafka()
+    dev = "TRADECORE_KAFKA_BOOTSTRAP" not in os.environ
+    name = f"d{tag}{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')
+    settings = Settings(persistence="postgres", postgres_schema=name,
+                        readmodel_schema=f"{name}_rm", bus="kafka",
+                        kafka_bootstrap=bootstrap, kafka_dev_broker=dev,
+                        kafka_topic_prefix=name, kafka_event_partitions=args.partitions,
+                        kafka_matching_partitions=args.matching_partitions,
+                        kafka_fetch_wait_ms=args.fetch_wait_ms,
+                        kafka_session_timeout_ms=args.session_timeout_ms,
+                        venue_snapshot_every=args.snapshot_every)
+    ensure_topics(settings)
+    return settings
+
+
+def env_of(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADECORE_")}
+    for name in ENV_FIELDS:
+        value = getattr(settings, name)
+        env[f"TRADECORE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) \
+            else str(value)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env["TRADECORE_VENUE_SNAPSHOT_EVERY"] = str(settings.venue_snapshot_every)
+    return env
+
+
+# -- the workers ---------------------------------------------------------------------------
+@dataclass
+class Worker:
+    kind: str
+    process: subprocess.Popen[bytes]
+    port: int
+    started: float
+
+
+@dataclass
+class Cluster:
+    """One OS process per worker kind, restartable; logs under ``folder``."""
+
+    settings: Settings
+    folder: Path
+    workers: dict[str, Worker] = field(default_factory=dict)
+    kills: Counter[str] = field(default_factory=Counter)
+    restarts: int = 0
+
+    def start(self, kind: str) -> None:
+        port = free_port()
+        env = {**env_of(self.settings), "TRADECORE_WORKER_PORT": str(port)}
+        log = open(self.folder / f"{kind}.log", "ab")  # noqa: SIM115 (the child owns it)
+        process = subprocess.Popen([sys.executable, "-m", "api.cli", "worker", kind],
+                                   env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.workers[kind] = Worker(kind, process, port, time.monotonic())
+
+    def start_all(self) -> None:
+        for kind in KINDS:
+            self.start(kind)
+
+    def kill9(self, kind: str) -> None:
+        worker = self.workers[kind]
+        worker.process.send_signal(signal.SIGKILL)
+        worker.process.wait()
+        self.kills[kind] += 1
+
+    def restart(self, kind: str) -> None:
+        self.start(kind)
+        self.restarts += 1
+
+    def died(self) -> list[str]:
+        """Workers that exited without being killed by us (a crash to report)."""
+        return [f"{k} exited {w.process.returncode}" for k, w in self.workers.items()
+                if w.process.poll() is not None]
+
+    def stop_all(self, timeout: float = 30.0) -> dict[str, int | None]:
+        """SIGTERM every worker (a clean drain), their exit codes."""
+        for worker in self.workers.values():
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        for kind, worker in self.workers.items():
+            try:
+                codes[kind] = worker.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                codes[kind] = None
+        return codes
+
+
+class Chaos(threading.Thread):
+    """kill -9 a worker at random moments (every kind once per round, in random order)
+    and restart it at once."""
+
+    def __init__(self, cluster: Cluster, kills: int, seconds: float, seed: int = 11) -> None:
+        super().__init__(name="chaos", daemon=True)
+        self.cluster = cluster
+        self.kills = kills
+        self.seconds = seconds
+        self.rng = random.Random(seed)
+        self.stop = threading.Event()
+        self.done = 0
+
+    def run(self) -> None:
+        mean_gap = self.seconds / max(self.kills, 1)
+        order: list[str] = []
+        while self.done < self.kills and not self.stop.is_set():
+            if self.stop.wait(self.rng.uniform(0.2 * mean_gap, 1.8 * mean_gap)):
+                break
+            if not order:  # every kind once per round, in a random order
+                order = self.rng.sample(KINDS, len(KINDS))
+            kind = order.pop()
+            self.cluster.kill9(kind)
+            self.cluster.restart(kind)
+            self.done += 1
+
+
+# -- the load ------------------------------------------------------------------------------
+@dataclass
+class Desk:
+    app: TradingApplication
+    buyers: list[Any]
+    sellers: list[Any]
+    symbols: list[Instrument]
+
+    def pair(self, inst: Instrument, n: int, tag: str) -> list[OrderRequest]:
+        """A buy and a sell that cross each other exactly: one fill each."""
+        price = round_to_tick(inst.base_price, inst.tick_table, "down")
+        quantity = 100 * (1 + n % 5)
+        meta = Meta.command("bench")
+        return [OrderRequest(self.buyers[n % len(self.buyers)], f"{tag}-b", inst.symbol,
+                             "buy", quantity, meta, price=price),
+                OrderRequest(self.sellers[(n // 3) % len(self.sellers)], f"{tag}-s",
+                             inst.symbol, "sell", quantity, meta, price=price)]
+
+
+def open_desk(app: TradingApplication, symbols: int) -> Desk:
+    ops = Meta.command("bench")
+    buyers, sellers = [], []
+    for i in range(10):
+        buyer = app.open_account(f"buyer-{i}", owner="bench", meta=ops)
+        app.deposit(buyer, 1_000_000_000_000, ops)
+        buyers.append(buyer)
+        sellers.append(app.open_account(f"seller-{i}", owner="bench", meta=ops,
+                                        allow_short=True))
+    return Desk(app, buyers, sellers, list(app.universe.instruments)[:symbols])
+
+
+class ReadModel:
+    """The read models as a desk sees them (SQL on the read-model schema)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.conn = psycopg.connect(postgres_url(settings), autocommit=True)
+        self.schema = settings.readmodel_schema
+
+    def ready(self) -> bool:
+        row = self.conn.execute("SELECT 1 FROM information_schema.tables WHERE "
+                                "table_schema = %s AND table_name = 'orders'",
+                                (self.schema,)).fetchone()
+        return row is not None
+
+    def filled(self, order_ids: list[str]) -> set[str]:
+        if not self.ready():
+            return set()
+        rows = self.conn.execute(
+            f'SELECT order_id FROM "{self.schema}".orders WHERE status = %s '
+            "AND order_id = ANY(%s)", ("filled", order_ids)).fetchall()
+        return {r[0] for r in rows}
+
+    def rows(self, table: str, columns: str, schema: str | None = None) -> list[tuple[Any, ...]]:
+        return sorted(tuple(r) for r in self.conn.execute(
+            f'SELECT {columns} FROM "{schema or self.schema}".{table}').fetchall())
+
+    def tracked(self) -> dict[str, int]:
+        if not self.ready():
+            return {}
+        return dict(self.conn.execute(
+            f'SELECT name, position FROM "{self.schema}".projection_tracking').fetchall())
+
+
+def wait_visible(reads: ReadModel, pending: dict[str, float], seen: dict[str, float],
+                 until: int, timeout: float, cluster: Cluster | None = None) -> None:
+    """Poll the read model until at most ``until`` orders of ``pending`` are not filled."""
+    deadline = time.monotonic() + timeout
+    while len(pending) > until:
+        for order_id in reads.filled(list(pending)):
+            seen[order_id] = time.perf_counter() - pending.pop(order_id)
+        if len(pending) <= until:
+            break
+        if time.monotonic() > deadline:
+            died = cluster.died() if cluster else []
+            raise TimeoutError(f"{len(pending)} orders not visible after {timeout:.0f} s "
+                               f"(workers: {died or 'all running'})")
+        time.sleep(0.002)
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
+
+
+# -- phases --------------------------------------------------------------------------------
+def throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    settings = fresh_settings(args, "t")
+    cluster = Cluster(settings, folder / "throughput")
+    cluster.folder.mkdir(parents=True)
+    app = trading_app(settings, universe=load_instruments(settings))
+    reads = ReadModel(settings)
+    try:
+        desk = open_desk(app, args.symbols)
+        cluster.start_all()
+        # warm-up: every worker up, kernels compiled, groups joined (not measured)
+        warm: dict[str, float] = {}
+        for i, inst in enumerate(desk.symbols[:4]):
+            for p in app.place_orders(desk.pair(inst, i, f"warm{i}")):
+                assert isinstance(p, Placement), p
+                warm[str(p.order_id)] = time.perf_counter()
+        wait_visible(reads, warm, {}, 0, args.start_timeout, cluster)
+        requests = [r for n in range(args.orders // 2)
+                    for r in desk.pair(desk.symbols[n % len(desk.symbols)], n, f"o{n}")]
+        pending: dict[str, float] = {}
+        latency: dict[str, float] = {}
+        refused = 0
+        t0 = time.perf_counter()
+        for first in range(0, len(requests), args.basket):
+            wait_visible(reads, pending, latency, max(0, args.window - args.basket),
+                         args.timeout, cluster)
+            for outcome in app.place_orders(requests[first:first + args.basket]):
+                if isinstance(outcome, Placement):
+                    pending[str(outcome.order_id)] = time.perf_counter()
+                else:
+                    refused += 1
+        wait_visible(reads, pending, latency, 0, args.timeout, cluster)
+        elapsed = time.perf_counter() - t0
+        codes = cluster.stop_all()
+        return {"orders": len(latency), "refused": refused, "seconds": round(elapsed, 2),
+                "orders_per_s": round(len(latency) / elapsed, 1),
+                "p50_ms": pct(list(latency.values()), 0.50),
+                "p99_ms": pct(list(latency.values()), 0.99),
+                "events": app.head(), "exit_codes": codes}
+    finally:
+        cluster.stop_all(5)
+        reads.conn.close()
+        app.close()
+
+
+def waves_run(args: argparse.Namespace, folder: Path, kills: int) -> dict[str, Any]:
+    """The wave load; with ``kills`` > 0 under the chaos thread."""
+    settings = fresh_settings(args, "c" if kills else "r")
+    cluster = Cluster(settings, folder / ("chaos" if kills else "reference"))
+    cluster.folder.mkdir(parents=True)
+    app = trading_app(settings, universe=load_instruments(settings))
+    reads = ReadModel(settings)
+    try:
+        desk = open_desk(app, args.symbols)
+        cluster.start_all()
+        per_wave = 2 * len(desk.symbols)
+        waves = max(1, args.chaos_orders // per_wave)
+        chaos = Chaos(cluster, kills, seconds=args.chaos_seconds) if kills else None
+        t0 = time.perf_counter()
+        if chaos:
+            chaos.start()
+        placed = 0
+        for w in range(waves):
+            pending: dict[str, float] = {}
+            requests = [r for i, inst in enumerate(desk.symbols)
+                        for r in desk.pair(inst, w + i, f"w{w}-{i}")]
+            for first in range(0, len(requests), args.basket):
+                for outcome in app.place_orders(requests[first:first + args.basket]):
+                    assert isinstance(outcome, Placement), outcome
+                    pending[str(outcome.order_id)] = time.perf_counter()
+            placed += len(pending)
+            wait_visible(reads, pending, {}, 0, args.timeout, cluster)
+        if chaos:  # the rest of the kills, on a quiet system (restarts and catch-up)
+            while chaos.done < kills and chaos.is_alive():
+                time.sleep(0.1)
+            chaos.stop.set()
+            chaos.join()
+        settle(app, reads, args.timeout)
+        elapsed = time.perf_counter() - t0
+        codes = cluster.stop_all()
+        return {"settings": settings, "orders": placed, "waves": waves,
+                "seconds": round(elapsed, 1), "kills": dict(cluster.kills),
+                "exit_codes": codes, "outcome": outcome_of(app, reads, settings)}
+    finally:
+        cluster.stop_all(5)
+        reads.conn.close()
+        app.close()
+
+
+def settle(app: TradingApplication, reads: ReadModel, timeout: float) -> None:
+    """Until the log stops growing and every projection has reached its head."""
+    deadline = time.monotonic() + timeout
+    stable_since, last = time.monotonic(), -1
+    while time.monotonic() < deadline:
+        head = app.head()
+        tracked = reads.tracked()
+        if head != last:
+            stable_since, last = time.monotonic(), head
+        elif tracked and min(tracked.values()) >= head and time.monotonic() - stable_since > 2:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"not settled after {timeout:.0f} s (head {last}, tracked "
+                       f"{reads.tracked()})")
+
+
+FILL_TOPIC = "aggregates.order:Order.Filled"
+PARTIAL_TOPIC = "aggregates.order:Order.PartiallyFilled"
+
+
+def outcome_of(app: TradingApplication, reads: ReadModel, settings: Settings
+               ) -> dict[str, Any]:
+    """What a desk would compare: read models (economic columns), invariants, losses."""
+    names = dict(reads.rows("balances", "account_id, name"))
+    orders = {r[0]: r for r in reads.rows(
+        "orders", "order_id, account_id, client_order_id, symbol, side, quantity, price, "
+        "status, filled_quantity, filled_notional, fees")}
+
+    def named(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return sorted((names.get(r[0], r[0]), *r[1:]) for r in rows)
+
+    # fills in the event store, per order (the write model is the truth)
+    filled: Counter[str] = Counter()
+    executions: Counter[str] = Counter()
+    for n in app.recorder.select_notifications(start=1, limit=10**9,
+                                               topics=[FILL_TOPIC, PARTIAL_TOPIC]):
+        event: Any = app.mapper.to_domain_event(n)
+        filled[str(event.originator_id)] += event.quantity
+        executions[str(event.execution_id)] += 1
+    lost = sum(1 for oid, r in orders.items() if filled[oid] < r[5])
+    doubled = (sum(1 for oid, r in orders.items() if filled[oid] > r[5])
+               + sum(1 for c in executions.values() if c > 1))
+    return {
+        "balances": named(reads.rows(
+            "balances", "account_id, cash, reserved, deposited, withdrawn, bought, sold, "
+            "fees, version")),
+        "positions": named(reads.rows(
+            "positions", "account_id, symbol, quantity, cost, realised_pnl, reserved, "
+            "version")),
+        "orders": named([(r[1], *r[2:]) for r in orders.values()]),
+        "fills": named(reads.rows(
+            "fills", "account_id, symbol, side, price, quantity, notional, fee")),
+        "invariants": [(c.name, c.ok, c.detail) for c in check_invariants(app)],
+        "lost": lost, "duplicated": doubled,
+        "replay_equal": replay_equal(app, reads, settings),
+    }
+
+
+def replay_equal(app: TradingApplication, reads: ReadModel, settings: Settings
+                 ) -> dict[str, bool]:
+    """Every read-model table against a fresh replay of the same log into another schema."""
+    from projections.projectors import Projector, RecorderLog
+    from projections.store import ReadStore
+
+    schema = f"{settings.readmodel_schema}_replay"
+    store = ReadStore.postgres(postgres_url(settings), schema)
+    from projections.schema import upgrade
+
+    upgrade(store)
+    projector = Projector(store, RecorderLog(app.recorder, app.mapper), batch_size=5000)
+    projector.catch_up()
+    store.close()
+    tables = [r[0] for r in reads.conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+        "AND table_name NOT LIKE '\\_%%' ESCAPE '\\'", (settings.readmodel_schema,)
+    ).fetchall()]
+    out = {}
+    for table in sorted(tables):
+        cols = [r[0] for r in reads.conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+            "AND table_name = %s ORDER BY ordinal_position",
+            (settings.readmodel_schema, table)).fetchall()
+            if r[0] not in ("updated_at",)]
+        if table == "projection_tracking" or not cols:
+            continue
+        select = ", ".join(f'"{c}"::text' for c in cols)
+        out[table] = reads.rows(table, select) == reads.rows(table, select, schema)
+    return out
+
+
+def compare(reference: dict[str, Any], chaos: dict[str, Any]) -> dict[str, bool]:
+    keys = ("balances", "positions", "orders", "fills")
+    return {k: reference["outcome"][k] == chaos["outcome"][k] for k in keys}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=5000)
+    parser.add_argument("--chaos-orders", type=int, default=5000)
+    parser.add_argument("--kills", type=int, default=100)
+    parser.add_argument("--chaos-seconds", type=float, default=120.0,
+                        help="the kills are spread over about this long")
+    parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--basket", type=int, default=50)
+    parser.add_argument("--window", type=int, default=1000)
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--matching-partitions", type=int, default=2)
+    parser.add_argument("--fetch-wait-ms", type=int, default=20)
+    parser.add_argument("--session-timeout-ms", type=int, default=6000)
+    parser.add_argument("--snapshot-every", type=int, default=500)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--start-timeout", type=float, default=120.0)
+    parser.add_argument("--phases", default="throughput,chaos")
+    parser.add_argument("--quick", action="store_true",
+                        help="600 orders a phase, 10 kills over 20 s (the test suite's size)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep worker logs here")
+    args = parser.parse_args()
+    if args.quick:
+        args.orders, args.chaos_orders, args.kills, args.chaos_seconds = 600, 600, 10, 20.0
+        args.symbols = 50
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="tradecore-distributed-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    phases = set(args.phases.split(","))
+    result: dict[str, Any] = {"logs": str(folder)}
+    ok = True
+    if "throughput" in phases:
+        t = throughput(args, folder)
+        result.update({k: t[k] for k in ("orders_per_s", "p50_ms", "p99_ms")})
+        result["throughput"] = t
+        ok &= all(c == 0 for c in t["exit_codes"].values())
+    if "chaos" in phases:
+        reference = waves_run(args, folder, 0)
+        chaos = waves_run(args, folder, args.kills)
+        equal = compare(reference, chaos)
+        co = chaos["outcome"]
+        result.update({
+            "kills": sum(chaos["kills"].values()), "kills_by_worker": chaos["kills"],
+            "lost": co["lost"] + reference["outcome"]["lost"],
+            "duplicated": co["duplicated"] + reference["outcome"]["duplicated"],
+            "equal_to_crash_free": equal,
+            "invariants_hold": all(ok_ for _, ok_, _ in co["invariants"]),
+            "read_models_equal_replay": all(co["replay_equal"].values()),
+            "chaos": {k: chaos[k] for k in ("orders", "waves", "seconds", "exit_codes")},
+            "reference": {k: reference[k] for k in ("orders", "waves", "seconds")},
+        })
+        ok &= (all(equal.values()) and result["invariants_hold"] and result["lost"] == 0
+               and result["duplicated"] == 0 and result["read_models_equal_replay"]
+               and all(c == 0 for c in chaos["exit_codes"].values()))
+        if not result["read_models_equal_replay"]:
+            result["replay_mismatch"] = [t for t, same in co["replay_equal"].items()
+                                         if not same]
+        if not result["invariants_hold"]:
+            result["invariant_failures"] = [c for c in co["invariants"] if not c[1]]
+    result["ok"] = bool(ok)
+    print(json.dumps(result, indent=2, default=str))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
