@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import Counter
+
 from aggregates.application import TradingApplication
 from aggregates.market import Market
 from aggregates.saga import TOPICS as SAGA_TOPICS
@@ -33,8 +35,45 @@ from streams.matching import UNROUTED, VENUE_COMMAND_TOPICS, MatchingStage
 from streams.processor import EventStoreStep, Step
 from streams.saga import saga_for
 
+STORED = Counter("tradecore_stage_events_stored_total",
+                 "Events a Kafka stage stored as its effects, by event type (Order.Filled, "
+                 "Order.Accepted, Venue.Reported, ...)", ["stage", "type"])
+
 REPORTED = f"{Venue.Reported.__module__}:{Venue.Reported.__qualname__}"
 ORDER_TOPICS = tuple(t for t in SAGA_TOPICS if t != REPORTED)
+
+
+class Counted:
+    """A stage whose stored effects are counted by event type once their transaction
+    committed (``committed`` is called only then): the dashboard's order outcomes and
+    fills. Everything else is the wrapped stage's (``counted.restored_from``, ...)."""
+
+    def __init__(self, stage: Any) -> None:
+        self.stage = stage
+        self.name: str = stage.name
+        self.topics = stage.topics
+        self._applied: list[Any] = []
+
+    def start(self, tracked: int, source: Any) -> None:
+        self._applied = []
+        self.stage.start(tracked, source)
+
+    def apply(self, batch: list[tuple[int, Any]]) -> list[Any]:
+        self._applied = self.stage.apply(batch)
+        return self._applied
+
+    def committed(self, position: int) -> None:
+        self.stage.committed(position)
+        counts: dict[str, int] = {}
+        for event in self._applied:
+            kind = type(event).__qualname__
+            counts[kind] = counts.get(kind, 0) + 1
+        for kind, n in counts.items():
+            STORED.labels(self.name, kind).inc(n)
+        self._applied = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stage, name)
 
 
 def venue_key(app: TradingApplication) -> Callable[[Any], str | None]:
@@ -68,7 +107,7 @@ def matching_consumer(settings: Settings, app: TradingApplication,
         stage.books.owns = (lambda symbol: partition_for(symbol, partitions) == partition)
         if stage.chain_head is None:
             stage.chain_head = app.chain_head
-        return EventStoreStep(stage, app)
+        return EventStoreStep(Counted(stage), app)
 
     return StageConsumer(settings, "matching", [spec], step_for, app.mapper, app.recorder,
                          batch_size=batch_size)
@@ -85,7 +124,7 @@ def saga_consumer(settings: Settings, app: TradingApplication, *,
                    frozenset({REPORTED}), symbol_key, (REPORTED,))]
 
     def step_for(topic: str, partition: int) -> Step:
-        return EventStoreStep(saga_for(app), app, guard=app.deciding)
+        return EventStoreStep(Counted(saga_for(app)), app, guard=app.deciding)
 
     return StageConsumer(settings, "saga", specs, step_for, app.mapper, app.recorder,
                          batch_size=batch_size)

@@ -559,6 +559,9 @@ def test_an_order_flow_across_processes(distributed_settings: Settings, fleet: F
     metrics = httpx.get(f"http://127.0.0.1:{fleet.processes['saga'][1]}/metrics").text
     assert 'tradecore_kafka_applied_total{partition=' in metrics
     assert 'tradecore_kafka_lag_records{partition=' in metrics
+    # the buy and the sell each filled once
+    assert re.search(r'tradecore_stage_events_stored_total\{stage="saga",type="Order.Filled"\}'
+                     r' 2\.0', metrics), metrics
     status = fleet.tc("projections", "status", "--worker",
                       f"http://127.0.0.1:{fleet.processes['matching'][1]}")
     assert status.returncode == 0, status.stdout + status.stderr
