@@ -251,8 +251,9 @@ class Input:
     log_topics: Sequence[str] = ()
 
 
-StepFor = Callable[[str, int], Step]
-"""Builds the step of one partition (``topic``, ``partition``): each owns its state."""
+StepFor = Callable[[str, int, int], Step]
+"""Builds the step of one partition (``topic``, ``partition``, the topic's partition
+count as the broker has it): each owns its state."""
 
 
 @dataclass
@@ -557,19 +558,38 @@ class StageConsumer:
                 if key in self.lanes:
                     continue
                 spec = self.inputs[tp.topic]
+                count = self._partition_count(consumer, tp.topic, spec.partitions)
                 log_source = EventLogSource(self.recorder, self.mapper,
                                             topics=spec.log_topics) if spec.log_topics else None
-                source = KafkaSource(tp.topic, tp.partition, partitions=spec.partitions,
+                source = KafkaSource(tp.topic, tp.partition, partitions=count,
                                      log_source=log_source, key_of=spec.key_of)
-                step = self.step_for(tp.topic, tp.partition)
+                step = self.step_for(tp.topic, tp.partition, count)
                 processor = TrackedProcessor(step, source, batch_size=self.batch_size)
                 processor.fence = self.fence_for(processor.key)
-                tracked = step.position(processor.key, fresh=True)
-                source.high = tracked  # what arrives at or below it is done
+                try:  # what arrives at or below it is done (else: known when it opens)
+                    source.high = step.position(processor.key, fresh=True)
+                except Exception:
+                    log.warning("%s: tracked position unknown yet (database down?)",
+                                processor.key)
                 self.lanes[key] = Lane(spec, source, processor,
                                        (self.stage, tp.topic, str(tp.partition)))
         log.info("%s: assigned %s", self.name,
                  ", ".join(f"{tp.topic}:{tp.partition}" for tp in partitions))
+
+    def _partition_count(self, consumer: Any, topic: str, configured: int) -> int:
+        """The topic's partitions as the broker has them (what producers hash over);
+        the setting when the metadata does not say."""
+        from confluent_kafka import KafkaException
+
+        try:
+            found = consumer.list_topics(topic, timeout=5).topics.get(topic)
+        except KafkaException:
+            return configured
+        count = len(found.partitions) if found is not None and found.partitions else 0
+        if count and count != configured:
+            log.warning("%s: %s has %d partitions, the settings say %d; keys hash over %d",
+                        self.name, topic, count, configured, count)
+        return count or configured
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         """Between batches (callbacks run inside ``consume``): commit what is stored,

@@ -102,9 +102,9 @@ def matching_consumer(settings: Settings, app: TradingApplication,
     spec = Input(topics(settings).matching_in, partitions, frozenset(VENUE_COMMAND_TOPICS),
                  venue_key(app), VENUE_COMMAND_TOPICS)
 
-    def step_for(topic: str, partition: int) -> Step:
+    def step_for(topic: str, partition: int, count: int) -> Step:
         stage = make_stage()
-        stage.books.owns = (lambda symbol: partition_for(symbol, partitions) == partition)
+        stage.books.owns = (lambda symbol: partition_for(symbol, count) == partition)
         if stage.chain_head is None:
             stage.chain_head = app.chain_head
         return EventStoreStep(Counted(stage), app)
@@ -123,7 +123,7 @@ def saga_consumer(settings: Settings, app: TradingApplication, *,
              Input(t.matching_out, settings.kafka_matching_partitions,
                    frozenset({REPORTED}), symbol_key, (REPORTED,))]
 
-    def step_for(topic: str, partition: int) -> Step:
+    def step_for(topic: str, partition: int, count: int) -> Step:
         return EventStoreStep(Counted(saga_for(app)), app, guard=app.deciding)
 
     return StageConsumer(settings, "saga", specs, step_for, app.mapper, app.recorder,
