@@ -346,9 +346,13 @@ class StageConsumer:
         log.info("%s: group %s, topics %s", self.name, self.group, ", ".join(self.inputs))
         try:
             while not stop.is_set():
+                # consume() waits its whole timeout unless the batch fills: wait for the
+                # first record only (poll returns as it arrives), then take what is queued
                 busy = any(lane.source.buffer for lane in self.lanes.values())
-                messages = consumer.consume(num_messages=self.batch_size * 4,
-                                            timeout=0.01 if busy else 0.2)
+                first = consumer.poll(0 if busy else 0.2)
+                messages = [] if first is None else [first]
+                if first is not None or busy:
+                    messages += consumer.consume(num_messages=self.batch_size * 4, timeout=0)
                 try:
                     for message in messages:
                         self._receive(message)
