@@ -624,9 +624,10 @@ class StageConsumer:
     def _on_error(self, error: Any) -> None:
         from confluent_kafka import KafkaError
 
-        if error.code() not in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
-                                KafkaError._RESOLVE, KafkaError._TIMED_OUT):
-            log.warning("%s: %s", self.name, error.str())
+        if error.code() != KafkaError._ALL_BROKERS_DOWN:
+            # one connection dropped (a broker closes idle ones), a timeout: librdkafka
+            # reconnects and retries by itself, and logs it; not a broker that is down
+            log.debug("%s: %s", self.name, error.str())
             return
         reason = f"broker unreachable ({error.str()})"
         if self.broker_error is None:
