@@ -227,8 +227,9 @@ def open_desk(app: TradingApplication, symbols: int) -> Desk:
         buyer = app.open_account(f"buyer-{i}", owner="bench", meta=ops)
         app.deposit(buyer, 1_000_000_000_000, ops)
         buyers.append(buyer)
-        sellers.append(app.open_account(f"seller-{i}", owner="bench", meta=ops,
-                                        allow_short=True))
+        seller = app.open_account(f"seller-{i}", owner="bench", meta=ops, allow_short=True)
+        app.deposit(seller, 1_000_000_000_000, ops)  # a short sale is covered by cash
+        sellers.append(seller)
     return Desk(app, buyers, sellers, list(app.universe.instruments)[:symbols])
 
 
