@@ -204,6 +204,16 @@ class Projection:
         for history in self.histories:
             history.flush(store)
 
+    def load(self, store: ReadStore) -> None:
+        """Write every row held in memory into empty tables (the bulk rebuild): current
+        rows by ``COPY`` rather than by upsert, then the history rows left."""
+        for rows in self.current:
+            store.insert(rows.table, rows.columns,
+                         [tuple(row[c] for c in rows.columns) for row in rows.cache.values()])
+            rows.dirty.clear()
+        for history in self.histories:
+            history.flush(store)
+
     def clear(self) -> None:
         for rows in self.current:
             rows.clear()
@@ -562,6 +572,10 @@ class HaltsProjection(Projection):
                 "seq = excluded.seq", rows)
         self.pending.clear()
 
+    def load(self, store: ReadStore) -> None:
+        store.insert("halts", self.columns, [r for r in self.pending.values() if r is not None])
+        self.pending.clear()
+
     def after_clear(self) -> None:
         self.pending.clear()
 
@@ -569,6 +583,25 @@ class HaltsProjection(Projection):
 def all_projections() -> list[Projection]:
     return [OrdersProjection(), PositionsProjection(), BalancesProjection(),
             HaltsProjection()]
+
+
+def topics_of(projections: Iterable[Projection]) -> list[str]:
+    """The stored topics of the events ``projections`` handle (a ``RecorderLog`` filter)."""
+    return sorted({get_topic(kind) for p in projections for kind in p.handlers})
+
+
+def lock_projections(store: ReadStore, names: Iterable[str]) -> None:
+    """Inside a read-model transaction: take the batch lock of each named projection,
+    held to commit, so two writers of one projection (two projectors, a projector and a
+    rebuild) take turns, and writers of different projections do not wait for each
+    other (per-projection workers). PostgreSQL: advisory transaction locks, taken in
+    name order so two writers of overlapping sets cannot deadlock; SQLite: the write
+    lock ``BEGIN IMMEDIATE`` took already serialises every writer."""
+    if store.dialect != "postgres":
+        return
+    for name in sorted(names):
+        store.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || "
+                      "'/projection/' || %s))", (name,))
 
 
 class _Overtaken(Exception):
@@ -638,7 +671,7 @@ class Projector:
 
     def topics(self) -> list[str]:
         """The topics of the events these projections handle (for ``RecorderLog``)."""
-        return sorted({get_topic(kind) for p in self.projections for kind in p.handlers})
+        return topics_of(self.projections)
 
     def status(self) -> list[Lag]:
         head = self.log.head()
@@ -712,12 +745,10 @@ class Projector:
     def _still_at(self, positions: dict[str, int]) -> bool:
         """Inside the batch's transaction: have the tracked positions stayed put?
 
-        Serialises projectors of one read-model database (PostgreSQL: an advisory lock
-        held to commit; SQLite: the write lock ``BEGIN IMMEDIATE`` already took), so a
+        Serialises the writers of each projection (:func:`lock_projections`), so a
         second projector started by mistake (or a rebuild) never applies a batch twice.
         """
-        if self.store.dialect == "postgres":
-            self.store.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
+        lock_projections(self.store, positions)
         return self._stored_positions() == positions
 
     def catch_up(self, until: Callable[[int, Any], bool] | None = None) -> int:
