@@ -9,6 +9,7 @@ fanned out over processes (PostgreSQL).
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregates.account import Account
+from aggregates.errors import DomainError
 from infra.eventstore import eventsourcing_env
 from infra.settings import Settings
 from projections.projectors import Projector, RecorderLog, all_projections, until_position
@@ -50,6 +52,29 @@ def flow(env: dict[str, str] | None = None) -> Any:
                     quantity=100, price=inst.base_price - 4 * tick, order_type="limit",
                     tif="day", meta=meta())
     return app
+
+
+def trade_more(app: Any, tag: str) -> None:
+    """More of a session on ``app``'s store, by two new accounts: an amended resting
+    order filled in part, a cancel, a halt and resume; every symbol resumed first."""
+    buyer = funded(app, f"{tag}-buyer", 30_000_000)
+    seller = funded(app, f"{tag}-seller", 30_000_000, allow_short=True)
+    for symbol in SYMBOLS:
+        with suppress(DomainError):
+            app.resume_symbol(symbol, meta("risk"))
+        inst = UNIVERSE.get(symbol)
+        price, tick = inst.base_price, inst.tick_size(inst.base_price)
+        resting = app.place_order(buyer, client_order_id=f"{tag}-r{symbol}", symbol=symbol,
+                                  side="buy", quantity=300, price=price - 2 * tick,
+                                  order_type="limit", tif="gtc", meta=meta()).order_id
+        app.amend_order(resting, quantity=400, price=price - tick, meta=meta())
+        app.place_order(seller, client_order_id=f"{tag}-s{symbol}", symbol=symbol,
+                        side="sell", quantity=200, price=price - tick, order_type="limit",
+                        tif="day", meta=meta())
+        app.cancel_order(resting, meta())
+    app.halt_account(buyer, f"{tag} review", meta("risk"))
+    app.resume_account(buyer, meta("risk"))
+    app.halt_account(seller, f"{tag} review", meta("risk"))
 
 
 def tables() -> list[str]:
