@@ -77,8 +77,24 @@ class RecorderLog:
             end = notifications[-1].id if notifications else start - 1
             if len(notifications) < limit and end < head:
                 notifications += self.recorder.select_notifications(start=head, limit=1)
-        to_event = self.mapper.to_domain_event
-        return [(n.id, to_event(n)) for n in notifications]
+        codec = self._codec
+        if codec is None:
+            to_event = self.mapper.to_domain_event
+            return [(n.id, to_event(n)) for n in notifications]
+        decode = codec.decode
+        return [(n.id, decode(n.topic, n.state, originator_id=n.originator_id,
+                              originator_version=n.originator_version))
+                for n in notifications]
+
+    @property
+    def _codec(self) -> Any:
+        """The event codec itself (:class:`infra.codec.CodecMapper`'s), when nothing
+        else (a cipher, a compressor) wraps the stored bytes: the projections need the
+        event, not the hash-chain head the mapper also hands the aggregates."""
+        mapper = self.mapper
+        if getattr(mapper, "cipher", None) or getattr(mapper, "compressor", None):
+            return None
+        return getattr(mapper, "codec", None)
 
     def head(self) -> int:
         return int(self.recorder.max_notification_id() or 0)
@@ -448,10 +464,13 @@ class PositionsProjection(Projection):
     def _snapshot(self, account: str, seq: int, ts: Any) -> None:
         book = self._book(account)
         realised, unrealised = book.realised, 0
-        cache = self.positions.cache
+        cache, marks = self.positions.cache, self.marks
+        known = marks.cache  # every symbol's mark once it traded: no call per position
         for key in book.held:
             position = cache[key]
-            mark = self.marks.get(self.db, position["symbol"])
+            mark = known.get(position["symbol"])
+            if mark is None:
+                mark = marks.get(self.db, position["symbol"])
             if mark is not None:
                 unrealised += (position["quantity"] * mark["price"] // PRICE_SCALE
                                - position["cost"])

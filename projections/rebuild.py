@@ -30,7 +30,9 @@ and carries on from the end of the rebuild.
 
 from __future__ import annotations
 
+import queue
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,6 +109,55 @@ def _empty(store: ReadStore, tables: Sequence[str], names: Sequence[str]) -> Non
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class Loader:
+    """Loads history rows on a thread of its own while the caller computes the next
+    chunk: the database works on one chunk (PostgreSQL in its own process) while Python
+    turns the next into rows, instead of each waiting for the other.
+
+    The caller's connection is used from this thread only between :meth:`load` and
+    :meth:`finish`, while the caller does not touch it (the handlers read nothing: the
+    tables are empty); a failed load is raised in the caller by the next call.
+    """
+
+    def __init__(self, store: ReadStore, depth: int = 2) -> None:
+        self.store = store
+        self.jobs: queue.Queue[list[tuple[str, Sequence[str], list[Any]]] | None] = (
+            queue.Queue(maxsize=depth))
+        self.failed: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="rebuild-loader", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            if self.failed is not None:
+                continue  # drain: the caller stops at its next call
+            try:
+                for table, columns, rows in job:
+                    self.store.insert(table, columns, rows)
+            except BaseException as err:  # handed to the caller
+                self.failed = err
+
+    def _check(self) -> None:
+        if self.failed is not None:
+            raise self.failed
+
+    def load(self, job: list[tuple[str, Sequence[str], list[Any]]]) -> None:
+        self._check()
+        self.jobs.put(job)
+
+    def close(self) -> None:
+        """Wait for the loads in hand (whatever happened: the connection is the
+        caller's again after this)."""
+        if self.thread.is_alive():
+            self.jobs.put(None)
+            self.thread.join()
+
+    def finish(self) -> None:
+        """Wait for every load; raise the first that failed."""
+        self.close()
+        self._check()
+
+
 def rebuild(store: ReadStore, log: EventLog, projections: Sequence[Projection] | None = None,
             *, until: Callable[[int, Any], bool] | None = None, chunk: int = 20_000) -> int:
     """Empty ``projections``' tables and project the whole log (up to ``until``) again,
@@ -143,26 +194,34 @@ def rebuild(store: ReadStore, log: EventLog, projections: Sequence[Projection] |
             _empty(store, tables, names)
             ts = store.ts
             start, stopped = 1, False
-            while not stopped:
-                batch = log.select(start, chunk)
-                if until is not None:
-                    for i, (seq, event) in enumerate(batch):
-                        if until(seq, event):
-                            batch, stopped = batch[:i], True
-                            break
-                if not batch:
-                    break
-                for seq, event in batch:
-                    applies = handlers.get(type(event))
-                    if applies is not None:
-                        at = ts(event.timestamp)
-                        for handler in applies:
-                            handler(event, seq, at)
-                for projection in chosen:
-                    for history in projection.histories:
-                        history.flush(store)
-                last = batch[-1][0]
-                start = last + 1
+            loader = Loader(store)
+            try:
+                while not stopped:
+                    batch = log.select(start, chunk)
+                    if until is not None:
+                        for i, (seq, event) in enumerate(batch):
+                            if until(seq, event):
+                                batch, stopped = batch[:i], True
+                                break
+                    if not batch:
+                        break
+                    for seq, event in batch:
+                        applies = handlers.get(type(event))
+                        if applies is not None:
+                            at = ts(event.timestamp)
+                            for handler in applies:
+                                handler(event, seq, at)
+                    job: list[tuple[str, Sequence[str], list[Any]]] = []
+                    for projection in chosen:
+                        for history in projection.histories:
+                            job.append((history.table, history.columns, history.rows))
+                            history.rows = []
+                    loader.load(job)
+                    last = batch[-1][0]
+                    start = last + 1
+                loader.finish()
+            finally:
+                loader.close()
             for projection in chosen:
                 projection.load(store)
             for index in indexes:
