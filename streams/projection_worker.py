@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from eventsourcing.application import Application
+from prometheus_client import Gauge
 
 from aggregates.application import TradingApplication
 from infra.eventstore import eventsourcing_env
@@ -50,6 +51,13 @@ from projections.store import ReadStore
 from streams.processor import TrackedProcessor
 
 log = logging.getLogger("tradecore.projections")
+
+# A worker's /metrics (``streams.worker``): where each of its projections is. Named apart
+# from the API's ``tradecore_projection_lag_events``: `serve` imports this module too.
+POSITION = Gauge("tradecore_projection_worker_position",
+                 "Last notification a projection worker committed", ["projection"])
+LAG = Gauge("tradecore_projection_worker_lag_events",
+            "Notifications stored but not yet projected by this worker", ["projection"])
 
 
 def open_event_log(settings: Settings) -> tuple[RecorderLog, Callable[[], None]]:
@@ -190,6 +198,10 @@ class ProjectionWorker:
 
     def _count(self, position: int) -> None:
         self.position = position
+        head = self._log.head() if self._log is not None else position
+        for name in self.names:
+            POSITION.labels(name).set(position)
+            LAG.labels(name).set(max(head - position, 0))
 
     def health(self) -> dict[str, Any]:
         """From the health server's threads: only what the running thread published

@@ -180,6 +180,9 @@ def test_workers_per_projection_killed_and_rebuilt_under_equal_one_projector(
     assert everything(deployment.store) == replay(deployment.settings, log, deployment.folder)
     assert_equals_write_model(deployment.store, app)
 
+    metrics = httpx.get(standby_url.replace("/readyz", "/metrics"), timeout=5).text
+    assert f'tradecore_projection_worker_position{{projection="orders"}} {float(head)}' \
+        in metrics, metrics
     for process in (standby, rest):  # SIGTERM drains and exits 0
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0, process.stdout.read() if process.stdout else ""
