@@ -257,11 +257,13 @@ class Projection:
         return self.store
 
 
+_DETAIL = json.JSONEncoder(default=str, sort_keys=True)  # json.dumps's, made once
+
+
 def _detail(event: Any) -> str:
     # private attributes (the hash-chain digest an event is read with) are no detail
-    return json.dumps({k: v for k, v in vars(event).items()
-                       if k not in _COMMON and not k.startswith("_")},
-                      default=str, sort_keys=True)
+    return _DETAIL.encode({k: v for k, v in vars(event).items()
+                           if k not in _COMMON and not k.startswith("_")})
 
 
 class OrdersProjection(Projection):
