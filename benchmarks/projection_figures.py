@@ -81,6 +81,18 @@ def timed(run: Any) -> tuple[Any, float]:
     return result, time.perf_counter() - started
 
 
+def cpu_per_event(backend: Backend, run: Any, events: int) -> tuple[Any, float, dict[str, Any]]:
+    """``run`` timed, with the CPU this process and its PostgreSQL backend spent on it
+    per event (one connection, one process: the 1-process runs)."""
+    server, client = backend.server_cpu_s(), time.process_time()
+    result, seconds = timed(run)
+    cpu = {"client_cpu_us_per_event": round((time.process_time() - client) * 1e6 / events, 1)}
+    after = backend.server_cpu_s()
+    if server is not None and after is not None:
+        cpu["server_cpu_us_per_event"] = round((after - server) * 1e6 / events, 1)
+    return result, seconds, cpu
+
+
 def figures(events: int, seconds: float, **extra: Any) -> dict[str, Any]:
     return {"events": events, "seconds": round(seconds, 2),
             "events_per_s": round(events / seconds), **extra}
@@ -162,9 +174,9 @@ def main() -> int:
         try:
             # the reference: row by row
             out["load_avg_row_by_row"] = load_avg()
-            _, seconds = timed(lambda: Projector(reference.store, log,
-                                                 batch_size=args.batch).rebuild())
-            out["row_by_row"] = figures(head, seconds, batch_size=args.batch)
+            _, seconds, cpu = cpu_per_event(reference, lambda: Projector(
+                reference.store, log, batch_size=args.batch).rebuild(), head)
+            out["row_by_row"] = figures(head, seconds, batch_size=args.batch, **cpu)
             checked("row_by_row", reference.store)
             want = table_digests(reference.store)
 
@@ -183,8 +195,9 @@ def main() -> int:
                             for t in want if got[t] != want[t])
             out["rebuild_equals_row_by_row"] = got == want
 
-            reached, seconds = timed(lambda: rebuild(bulk.store, log))
-            out["rebuild_one_process"] = figures(head, seconds, reached=reached)
+            reached, seconds, cpu = cpu_per_event(bulk, lambda: rebuild(bulk.store, log),
+                                                  head)
+            out["rebuild_one_process"] = figures(head, seconds, reached=reached, **cpu)
             checked("rebuild_one_process", bulk.store)
             if table_digests(bulk.store) != want:
                 failures.append("rebuild_one_process differs from the row-by-row rebuild")
