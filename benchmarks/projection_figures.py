@@ -53,10 +53,10 @@ from benchmarks.projections import (
 )
 from benchmarks.support import commit, load_avg
 from infra.settings import Settings
-from projections.projectors import Projector, RecorderLog, all_projections
+from projections.projectors import Projector, RecorderLog, all_projections, select
 from projections.rebuild import rebuild
 from projections.store import ReadStore
-from streams.projection_rebuild import rebuild_in_processes
+from streams.projection_rebuild import groups_for, rebuild_in_processes
 from streams.projection_worker import ProjectionWorker, open_event_log
 
 TARGET_REBUILD_EVENTS_PER_S = 50_000
@@ -201,6 +201,16 @@ def main() -> int:
             checked("rebuild_one_process", bulk.store)
             if table_digests(bulk.store) != want:
                 failures.append("rebuild_one_process differs from the row-by-row rebuild")
+
+            # each process's share of the work: a group's CPU seconds when rebuilt alone
+            # (what two processes could reach with a core each, the server aside)
+            groups = {}
+            for group in groups_for([p.name for p in all_projections()], args.processes):
+                cpu = time.process_time()
+                rebuild(bulk.store, log, select(all_projections(), group))
+                groups["+".join(group)] = round(time.process_time() - cpu, 2)
+            out["rebuild_group_client_cpu_s"] = groups
+            out["rebuild_events_per_s_if_a_core_each"] = round(head / max(groups.values()))
 
             # live workers following the log from its start
             out["load_avg_workers"] = load_avg()
