@@ -190,7 +190,9 @@ class ProjectionWorker:
                 self.processor = TrackedProcessor(projector, LogSource(filtered),
                                                   batch_size=self.batch_size,
                                                   fence=self.fence)
-                self.processor.run(stop)
+                self.processor.run(_UntilLost(stop, store))
+                if store.lost and not stop.is_set():
+                    log.warning("%s: read-model connection lost; reconnecting", self.name)
             finally:
                 self._log = None
                 close()
@@ -223,6 +225,21 @@ class ProjectionWorker:
                 else max(head - self.position, 0),
                 "error": None if processor is None or processor.error is None
                 else repr(processor.error)}
+
+
+class _UntilLost(threading.Event):
+    """The processor's stop: the worker's own, or its read-model connection cut (the
+    processor would retry on the dead connection forever; the worker reconnects)."""
+
+    def __init__(self, stop: threading.Event, store: ReadStore) -> None:
+        super().__init__()
+        self.stop, self.store = stop, store
+
+    def is_set(self) -> bool:
+        return self.stop.is_set() or self.store.lost
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.stop.wait(timeout) or self.is_set()
 
 
 def _migrated(store: ReadStore) -> ReadStore:

@@ -253,3 +253,35 @@ def test_a_worker_refuses_an_unknown_projection_in_one_line(tmp_path: Path) -> N
                            capture_output=True, text=True, env=env_for(tmp_path),
                            timeout=120, check=False)
     assert other.returncode == 2 and "only for the projections stage" in other.stderr
+
+
+@pytest.mark.postgres
+def test_a_worker_whose_connection_is_cut_reconnects_and_resumes(tmp_path: Path) -> None:
+    """The read-model server drops the worker's connection (a restart, a failover): the
+    worker says so on /readyz or recovers at once, reconnects, and projects what was
+    written meanwhile, once."""
+    deployment = Deployment("postgres", tmp_path)
+    try:
+        app = flow(deployment.app_env)
+        log = RecorderLog(app.recorder, app.mapper)
+        worker, url = deployment.worker("orders", "balances", batch=50)
+        head = log.head()
+        wait_for(lambda: deployment.tracked().get("orders") == head)
+        cut = deployment.store.fetchall(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+            "application_name = %s AND pid <> pg_backend_pid()",
+            (f"tradecore-rm:{deployment.store.schema}"[:63],))
+        assert cut == [(True,)]  # the worker's one read-model connection
+        trade_more(app, "after-cut")
+        head = log.head()
+        wait_for(lambda: (t := deployment.tracked()) and t.get("orders") == head
+                 and t.get("balances") == head)
+        state = wait_for(lambda: (r := readyz(url)) and r[0] == 200 and r[1])
+        assert state["position"] == head and state["behind"] == 0
+        reference = replay(deployment.settings, log, tmp_path)
+        got = everything(deployment.store)
+        for table in ("orders", "order_events", "fills", "bars", "balances", "cash_ledger"):
+            assert got[table] == reference[table], table
+        assert worker.poll() is None
+    finally:
+        deployment.close()
