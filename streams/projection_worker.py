@@ -186,7 +186,7 @@ class ProjectionWorker:
                 self._log = filtered
                 projector = Projector(store, filtered, projections=self.projections,
                                       batch_size=self.batch_size)
-                projector.committed.append(self._count)
+                projector.committed.append(self._committed)
                 self.processor = TrackedProcessor(projector, LogSource(filtered),
                                                   batch_size=self.batch_size,
                                                   fence=self.fence)
@@ -198,7 +198,7 @@ class ProjectionWorker:
                 close()
                 store.close()
 
-    def _count(self, position: int) -> None:
+    def _committed(self, position: int) -> None:
         self.position = position
         head = self._log.head() if self._log is not None else position
         for name in self.names:
