@@ -64,7 +64,10 @@ def serve(
 STAGES = ("saga", "matching", "projections", "relay")
 
 
-def worker(stage: str = typer.Argument(..., help=f"One of: {', '.join(STAGES)}.")) -> None:
+def worker(stage: str = typer.Argument(..., help=f"One of: {', '.join(STAGES)}."),
+           projection: list[str] = typer.Option(
+               None, "--projection", help="projections only: run only this projection "
+               "(repeat; default all). One worker per projection scales them out.")) -> None:
     """Run one stage of the order flow in this process until SIGTERM/SIGINT (it waits for
     its fence while another process runs the same stage)."""
     from api.runtime import tune_gc
@@ -73,6 +76,13 @@ def worker(stage: str = typer.Argument(..., help=f"One of: {', '.join(STAGES)}."
     if stage not in STAGES:
         typer.echo(f"refused: stage={stage!r} breaks rule 'one of {', '.join(STAGES)}'",
                    err=True)
+        raise typer.Exit(2)
+    if stage == "projections":
+        _projection_worker(projection or [])
+        return
+    if projection:
+        typer.echo(f"refused: projection={projection[0]!r} breaks rule 'only for the "
+                   "projections stage'", err=True)
         raise typer.Exit(2)
     settings = get_settings()
     if stage == "relay":
@@ -119,3 +129,26 @@ def _relay(settings: Settings) -> None:
     finally:
         relay.close()
     raise typer.Exit(code)
+
+
+def _projection_worker(names: list[str]) -> None:
+    """`tradecore worker projections [--projection NAME]...`: the named projections
+    (all when none), fenced per projection, with /readyz and /metrics."""
+    from api.runtime import tune_gc
+    from streams.projection_worker import projection_worker
+    from streams.worker import Unreachable, check_reachable, run_worker
+
+    settings = get_settings()
+    try:
+        runnable = projection_worker(settings, names)
+        if settings.persistence == "postgres":
+            check_reachable(settings, ("postgres",))
+    except ValueError as err:  # an unknown projection, named with the known ones
+        typer.echo(f"refused: {err}", err=True)
+        raise typer.Exit(2) from None
+    except Unreachable as err:
+        typer.echo(f"refused: {err}", err=True)
+        raise typer.Exit(2) from None
+    tune_gc()
+    typer.echo(f"worker {runnable.name}: waiting for its fences, then following the log")
+    raise typer.Exit(run_worker(runnable, settings))
