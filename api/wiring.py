@@ -23,7 +23,7 @@ from aggregates.application import TradingApplication
 from aggregates.instruments import Universe, bundled_universe
 from aggregates.risk import RiskLimits
 from infra.eventstore import eventsourcing_env
-from infra.locks import stage_fence
+from infra.locks import Fence, stage_fence
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -172,14 +172,24 @@ def trading_stages(settings: Settings, *, universe: Universe | None = None,
     the read models it projects into, returned too)."""
     from projections.projectors import Projector, RecorderLog
     from streams.embedded import Stages
+    from streams.processor import tracking_key
+    from streams.projection_worker import projection_fence
 
     app = app or trading_app(settings, universe=universe)
     store = read_store(settings) if projector else None
+
+    def fence_for(key: str) -> Fence:
+        # the in-process projector runs every projection: it takes each one's fence, as
+        # a `tradecore worker projections` would, so the two never run one projection
+        if key == tracking_key(Projector.name):
+            return projection_fence(settings)
+        return stage_fence(settings, key)
+
     stages = Stages(
         app, matching_stage(settings, app),
         projector=Projector(store, RecorderLog(app.recorder, app.mapper),
                             batch_size=settings.projection_batch_size) if store else None,
-        fence_for=lambda key: stage_fence(settings, key),
+        fence_for=fence_for,
         saga_batch_size=settings.saga_batch_size,
         projection_batch_size=settings.projection_batch_size)
     return stages, store
@@ -201,17 +211,9 @@ def stepped_app(settings: Settings, *, universe: Universe | None = None) -> Trad
 
 def event_log(settings: Settings) -> tuple[RecorderLog, Callable[[], None]]:
     """The notification log the projectors follow, and how to close it."""
-    from eventsourcing.application import Application
+    from streams.projection_worker import open_event_log
 
-    from projections.projectors import RecorderLog
-
-    class EventStore(Application):  # type: ignore[type-arg]
-        """The trading application's stored events, opened read-only for projections."""
-
-        name = TradingApplication.name
-
-    store = EventStore(eventsourcing_env(settings))
-    return RecorderLog(store.recorder, store.mapper), store.close
+    return open_event_log(settings)
 
 
 def read_store(settings: Settings) -> ReadStore:

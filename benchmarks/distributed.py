@@ -26,7 +26,7 @@ Two phases, each in a fresh PostgreSQL schema and fresh topics:
   between runs by design), the write model's invariants hold, every read-model table
   equals a fresh replay of the run's own log, and no fill is lost or doubled
   (``lost``/``duplicated`` count orders whose fills in the event store fall short of / go
-  beyond their quantity, and execution ids stored twice).
+  beyond their quantity, and an order with the same execution id twice).
 
 Prints one JSON object; exit 1 when a check fails (never because of a timing).
 
@@ -228,7 +228,7 @@ def open_desk(app: TradingApplication, symbols: int) -> Desk:
         app.deposit(buyer, 1_000_000_000_000, ops)
         buyers.append(buyer)
         seller = app.open_account(f"seller-{i}", owner="bench", meta=ops, allow_short=True)
-        app.deposit(seller, 1_000_000_000_000, ops)  # a short sale reserves its fees
+        app.deposit(seller, 1_000_000_000_000, ops)  # a short sale is covered by cash
         sellers.append(seller)
     return Desk(app, buyers, sellers, list(app.universe.instruments)[:symbols])
 
@@ -410,12 +410,12 @@ def outcome_of(app: TradingApplication, reads: ReadModel, settings: Settings
 
     # fills in the event store, per order (the write model is the truth)
     filled: Counter[str] = Counter()
-    executions: Counter[tuple[str, str]] = Counter()  # per order: a fill names two
+    executions: Counter[str] = Counter()
     for n in app.recorder.select_notifications(start=1, limit=10**9,
                                                topics=[FILL_TOPIC, PARTIAL_TOPIC]):
         event: Any = app.mapper.to_domain_event(n)
         filled[str(event.originator_id)] += event.quantity
-        executions[(str(event.originator_id), str(event.execution_id))] += 1
+        executions[f"{event.execution_id}/{event.originator_id}"] += 1  # one per side
     lost = sum(1 for oid, r in orders.items() if filled[oid] < r[5])
     doubled = (sum(1 for oid, r in orders.items() if filled[oid] > r[5])
                + sum(1 for c in executions.values() if c > 1))

@@ -77,8 +77,24 @@ class RecorderLog:
             end = notifications[-1].id if notifications else start - 1
             if len(notifications) < limit and end < head:
                 notifications += self.recorder.select_notifications(start=head, limit=1)
-        to_event = self.mapper.to_domain_event
-        return [(n.id, to_event(n)) for n in notifications]
+        codec = self._codec
+        if codec is None:
+            to_event = self.mapper.to_domain_event
+            return [(n.id, to_event(n)) for n in notifications]
+        decode = codec.decode
+        return [(n.id, decode(n.topic, n.state, originator_id=n.originator_id,
+                              originator_version=n.originator_version))
+                for n in notifications]
+
+    @property
+    def _codec(self) -> Any:
+        """The event codec itself (:class:`infra.codec.CodecMapper`'s), when nothing
+        else (a cipher, a compressor) wraps the stored bytes: the projections need the
+        event, not the hash-chain head the mapper also hands the aggregates."""
+        mapper = self.mapper
+        if getattr(mapper, "cipher", None) or getattr(mapper, "compressor", None):
+            return None
+        return getattr(mapper, "codec", None)
 
     def head(self) -> int:
         return int(self.recorder.max_notification_id() or 0)
@@ -204,6 +220,16 @@ class Projection:
         for history in self.histories:
             history.flush(store)
 
+    def load(self, store: ReadStore) -> None:
+        """Write every row held in memory into empty tables (the bulk rebuild): current
+        rows by ``COPY`` rather than by upsert, then the history rows left."""
+        for rows in self.current:
+            store.insert(rows.table, rows.columns,
+                         [tuple(row[c] for c in rows.columns) for row in rows.cache.values()])
+            rows.dirty.clear()
+        for history in self.histories:
+            history.flush(store)
+
     def clear(self) -> None:
         for rows in self.current:
             rows.clear()
@@ -231,11 +257,13 @@ class Projection:
         return self.store
 
 
+_DETAIL = json.JSONEncoder(default=str, sort_keys=True)  # json.dumps's, made once
+
+
 def _detail(event: Any) -> str:
     # private attributes (the hash-chain digest an event is read with) are no detail
-    return json.dumps({k: v for k, v in vars(event).items()
-                       if k not in _COMMON and not k.startswith("_")},
-                      default=str, sort_keys=True)
+    return _DETAIL.encode({k: v for k, v in vars(event).items()
+                           if k not in _COMMON and not k.startswith("_")})
 
 
 class OrdersProjection(Projection):
@@ -438,10 +466,13 @@ class PositionsProjection(Projection):
     def _snapshot(self, account: str, seq: int, ts: Any) -> None:
         book = self._book(account)
         realised, unrealised = book.realised, 0
-        cache = self.positions.cache
+        cache, marks = self.positions.cache, self.marks
+        known = marks.cache  # every symbol's mark once it traded: no call per position
         for key in book.held:
             position = cache[key]
-            mark = self.marks.get(self.db, position["symbol"])
+            mark = known.get(position["symbol"])
+            if mark is None:
+                mark = marks.get(self.db, position["symbol"])
             if mark is not None:
                 unrealised += (position["quantity"] * mark["price"] // PRICE_SCALE
                                - position["cost"])
@@ -562,6 +593,10 @@ class HaltsProjection(Projection):
                 "seq = excluded.seq", rows)
         self.pending.clear()
 
+    def load(self, store: ReadStore) -> None:
+        store.insert("halts", self.columns, [r for r in self.pending.values() if r is not None])
+        self.pending.clear()
+
     def after_clear(self) -> None:
         self.pending.clear()
 
@@ -569,6 +604,25 @@ class HaltsProjection(Projection):
 def all_projections() -> list[Projection]:
     return [OrdersProjection(), PositionsProjection(), BalancesProjection(),
             HaltsProjection()]
+
+
+def topics_of(projections: Iterable[Projection]) -> list[str]:
+    """The stored topics of the events ``projections`` handle (a ``RecorderLog`` filter)."""
+    return sorted({get_topic(kind) for p in projections for kind in p.handlers})
+
+
+def lock_projections(store: ReadStore, names: Iterable[str]) -> None:
+    """Inside a read-model transaction: take the batch lock of each named projection,
+    held to commit, so two writers of one projection (two projectors, a projector and a
+    rebuild) take turns, and writers of different projections do not wait for each
+    other (per-projection workers). PostgreSQL: advisory transaction locks, taken in
+    name order so two writers of overlapping sets cannot deadlock; SQLite: the write
+    lock ``BEGIN IMMEDIATE`` took already serialises every writer."""
+    if store.dialect != "postgres":
+        return
+    for name in sorted(names):
+        store.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || "
+                      "'/projection/' || %s))", (name,))
 
 
 class _Overtaken(Exception):
@@ -638,7 +692,7 @@ class Projector:
 
     def topics(self) -> list[str]:
         """The topics of the events these projections handle (for ``RecorderLog``)."""
-        return sorted({get_topic(kind) for p in self.projections for kind in p.handlers})
+        return topics_of(self.projections)
 
     def status(self) -> list[Lag]:
         head = self.log.head()
@@ -712,12 +766,10 @@ class Projector:
     def _still_at(self, positions: dict[str, int]) -> bool:
         """Inside the batch's transaction: have the tracked positions stayed put?
 
-        Serialises projectors of one read-model database (PostgreSQL: an advisory lock
-        held to commit; SQLite: the write lock ``BEGIN IMMEDIATE`` already took), so a
+        Serialises the writers of each projection (:func:`lock_projections`), so a
         second projector started by mistake (or a rebuild) never applies a batch twice.
         """
-        if self.store.dialect == "postgres":
-            self.store.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
+        lock_projections(self.store, positions)
         return self._stored_positions() == positions
 
     def catch_up(self, until: Callable[[int, Any], bool] | None = None) -> int:

@@ -59,7 +59,10 @@ class ReadStore:
 
     @classmethod
     def postgres(cls, url: str, schema: str) -> ReadStore:
-        conn = psycopg.connect(url, autocommit=True)
+        # named after its schema in pg_stat_activity: an operator (or a test) can tell
+        # which deployment's read-model connections are which
+        conn = psycopg.connect(url, autocommit=True,
+                               application_name=f"tradecore-rm:{schema}"[:63])
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         conn.execute(f'SET search_path TO "{schema}", public')
         # Read models are rebuilt from the event store, and a commit lost in a crash
@@ -84,6 +87,12 @@ class ReadStore:
 
     def close(self) -> None:
         self.conn.close()
+
+    @property
+    def lost(self) -> bool:
+        """The connection was cut under it (the server restarted, the backend was
+        terminated): only a new connection helps."""
+        return self.dialect == "postgres" and bool(self.conn.closed)
 
     def _has_timescale(self) -> bool:
         row = self.conn.execute(

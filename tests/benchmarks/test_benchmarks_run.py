@@ -157,3 +157,14 @@ def test_projection_benchmark_projects_the_generated_log() -> None:
     assert out["events_per_s"] > 0 and out["sqlite_events_per_s"] > 0
     assert out["timescaledb_full"]["complete"] is True
     assert out["expected_rows"]["fills"] > 0
+
+
+@pytest.mark.postgres
+def test_projection_figures_check_the_bulk_rebuild_against_row_by_row() -> None:
+    out = run("projection_figures.py", "--quick")
+    assert out["failures"] == [] and out["rebuild_equals_row_by_row"] is True
+    for key in ("rebuild_events_per_s", "row_by_row_events_per_s",
+                "projection_events_per_s", "projection_events_per_s_one_worker"):
+        assert out[key] > 0, key
+    assert out["workers"]["complete"] is True and out["one_worker"]["complete"] is True
+    assert out["rebuild"]["reached"] == out["events"]
