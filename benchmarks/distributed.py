@@ -265,6 +265,27 @@ class ReadModel:
             f'SELECT name, position FROM "{self.schema}".projection_tracking').fetchall())
 
 
+def cpu_seconds(cluster: Cluster) -> dict[str, float]:
+    """CPU seconds so far of each worker, the broker, PostgreSQL and this process."""
+    import psutil
+
+    def cpu(p: Any) -> float:
+        try:
+            t = p.cpu_times()
+            return float(t.user + t.system)
+        except psutil.Error:
+            return 0.0
+
+    out = {kind: cpu(psutil.Process(w.process.pid)) for kind, w in cluster.workers.items()
+           if w.process.poll() is None}
+    out["commands+reads (this process)"] = cpu(psutil.Process())
+    out["broker"] = sum(cpu(p) for p in psutil.process_iter(["name"])
+                        if p.info["name"] == "tansu")
+    out["postgresql"] = sum(cpu(p) for p in psutil.process_iter(["name"])
+                            if p.info["name"] in ("postgres", "postmaster"))
+    return out
+
+
 def wait_visible(reads: ReadModel, pending: dict[str, float], seen: dict[str, float],
                  until: int, timeout: float, cluster: Cluster | None = None) -> None:
     """Poll the read model until at most ``until`` orders of ``pending`` are not filled."""
@@ -310,6 +331,7 @@ def throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         pending: dict[str, float] = {}
         latency: dict[str, float] = {}
         refused = 0
+        cpu0 = cpu_seconds(cluster)
         t0 = time.perf_counter()
         for first in range(0, len(requests), args.basket):
             wait_visible(reads, pending, latency, max(0, args.window - args.basket),
@@ -321,8 +343,13 @@ def throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     refused += 1
         wait_visible(reads, pending, latency, 0, args.timeout, cluster)
         elapsed = time.perf_counter() - t0
+        cpu1 = cpu_seconds(cluster)
         codes = cluster.stop_all()
+        cpu_ms = {k: round(1000 * (cpu1[k] - cpu0.get(k, 0.0)) / max(len(latency), 1), 3)
+                  for k in cpu1}
         return {"orders": len(latency), "refused": refused, "seconds": round(elapsed, 2),
+                "cpu_ms_per_order": dict(sorted(cpu_ms.items(), key=lambda kv: -kv[1])),
+                "cpu_ms_per_order_total": round(sum(cpu_ms.values()), 2),
                 "orders_per_s": round(len(latency) / elapsed, 1),
                 "p50_ms": pct(list(latency.values()), 0.50),
                 "p99_ms": pct(list(latency.values()), 0.99),
