@@ -15,7 +15,7 @@ Two phases, each in a fresh PostgreSQL schema and fresh topics:
   ``--window`` orders not yet visible, then until all are. Every order is one side of a
   crossing pair (same symbol, price and quantity), so every order ends ``filled``; an
   order's latency runs from its command's return to the moment its ``orders`` row in the
-  read model says ``filled`` (polled every 2 ms). ``orders_per_s`` = orders / seconds
+  read model says ``filled`` (polled every 5 ms). ``orders_per_s`` = orders / seconds
   from the first command to the last order visible.
 - ``chaos``: the same kind of load in waves (one pair per symbol per wave, the next wave
   once the read model shows the last one filled, so the outcome does not depend on how
@@ -299,7 +299,7 @@ def wait_visible(reads: ReadModel, pending: dict[str, float], seen: dict[str, fl
             died = cluster.died() if cluster else []
             raise TimeoutError(f"{len(pending)} orders not visible after {timeout:.0f} s "
                                f"(workers: {died or 'all running'})")
-        time.sleep(0.002)
+        time.sleep(0.005)
 
 
 def pct(values: list[float], q: float) -> float | None:
