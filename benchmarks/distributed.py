@@ -9,14 +9,17 @@ This process is a command writer (what ``tradecore serve --distributed`` does pe
 request: ``TradingApplication.place_orders`` over the PostgreSQL store) and a reader of
 the read models.
 
-Two phases, each in a fresh PostgreSQL schema and fresh topics:
+Three phases (``--phases``), each run in a fresh PostgreSQL schema and fresh topics:
 
 - ``throughput`` (no kills): ``--orders`` limit orders in baskets of ``--basket``, at most
   ``--window`` orders not yet visible, then until all are. Every order is one side of a
   crossing pair (same symbol, price and quantity), so every order ends ``filled``; an
   order's latency runs from its command's return to the moment its ``orders`` row in the
   read model says ``filled`` (polled every 5 ms). ``orders_per_s`` = orders / seconds
-  from the first command to the last order visible.
+  from the first command to the last order visible. ``cpu_ms_per_order`` says where the
+  time goes: CPU of each worker, the broker, PostgreSQL and this process per order. The
+  baseline measured in the same run (``baseline_log``, ``ratio_vs_log``): the same load
+  and the same workers over the PostgreSQL log (``TRADECORE_BUS=log``), no Kafka.
 - ``chaos``: the same kind of load in waves (one pair per symbol per wave, the next wave
   once the read model shows the last one filled, so the outcome does not depend on how
   the workers interleave), run twice with the same input: once crash-free, once while a
@@ -27,6 +30,10 @@ Two phases, each in a fresh PostgreSQL schema and fresh topics:
   equals a fresh replay of the run's own log, and no fill is lost or doubled
   (``lost``/``duplicated`` count orders whose fills in the event store fall short of / go
   beyond their quantity, and an order with the same execution id twice).
+
+- ``figures``: ``benchmarks/relay_figures.py`` (``relay_events_per_s``) and
+  ``benchmarks/projection_figures.py`` (``projection_events_per_s`` of live workers,
+  ``rebuild_events_per_s`` of the bulk rebuild) run as they are, their JSON merged.
 
 Prints one JSON object; exit 1 when a check fails (never because of a timing).
 
@@ -51,7 +58,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -82,7 +89,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def fresh_settings(args: argparse.Namespace, tag: str) -> Settings:
+def fresh_settings(args: argparse.Namespace, tag: str,
+                   bus: Literal["log", "kafka"] = "kafka") -> Settings:
     """A fresh PostgreSQL schema (events and read models) and fresh topics."""
     url = ensure_postgres()
     bootstrap = os.environ.get("TRADECORE_KAFKA_BOOTSTRAP") or ensure_kafka()
@@ -91,7 +99,7 @@ def fresh_settings(args: argparse.Namespace, tag: str) -> Settings:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{name}"')
     settings = Settings(persistence="postgres", postgres_schema=name,
-                        readmodel_schema=f"{name}_rm", bus="kafka",
+                        readmodel_schema=f"{name}_rm", bus=bus,
                         kafka_bootstrap=bootstrap, kafka_dev_broker=dev,
                         kafka_topic_prefix=name, kafka_event_partitions=args.partitions,
                         kafka_matching_partitions=args.matching_partitions,
@@ -141,7 +149,8 @@ class Cluster:
         self.workers[kind] = Worker(kind, process, port, time.monotonic())
 
     def start_all(self) -> None:
-        for kind in KINDS:
+        # over the log (the baseline) the stages follow PostgreSQL itself: no relay
+        for kind in KINDS if self.settings.bus == "kafka" else KINDS[1:]:
             self.start(kind)
 
     def kill9(self, kind: str) -> None:
@@ -310,9 +319,10 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 # -- phases --------------------------------------------------------------------------------
-def throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    settings = fresh_settings(args, "t")
-    cluster = Cluster(settings, folder / "throughput")
+def throughput(args: argparse.Namespace, folder: Path,
+               bus: Literal["log", "kafka"] = "kafka") -> dict[str, Any]:
+    settings = fresh_settings(args, "t", bus)
+    cluster = Cluster(settings, folder / f"throughput-{bus}")
     cluster.folder.mkdir(parents=True)
     app = trading_app(settings, universe=load_instruments(settings))
     reads = ReadModel(settings)
@@ -494,6 +504,17 @@ def replay_equal(app: TradingApplication, reads: ReadModel, settings: Settings
     return out
 
 
+def figures(script: str, *args: str) -> dict[str, Any]:
+    """Run ``benchmarks/<script>`` (its own fresh schema and topics); its JSON."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                          cwd=ROOT, capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if done.returncode != 0:
+        return {"failures": [f"{script} exited {done.returncode}: {done.stderr[-500:]}"]}
+    out: dict[str, Any] = json.loads(done.stdout)
+    return out
+
+
 def compare(reference: dict[str, Any], chaos: dict[str, Any]) -> dict[str, bool]:
     keys = ("balances", "positions", "orders", "fills")
     return {k: reference["outcome"][k] == chaos["outcome"][k] for k in keys}
@@ -516,14 +537,18 @@ def main() -> int:
     parser.add_argument("--snapshot-every", type=int, default=500)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--start-timeout", type=float, default=120.0)
-    parser.add_argument("--phases", default="throughput,chaos")
+    parser.add_argument("--phases", default="throughput,chaos,figures")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the same load over the PostgreSQL log (bus=log)")
+    parser.add_argument("--relay-events", type=int, default=100_000)
+    parser.add_argument("--projection-events", type=int, default=200_000)
     parser.add_argument("--quick", action="store_true",
                         help="600 orders a phase, 10 kills over 20 s (the test suite's size)")
     parser.add_argument("--keep", type=Path, default=None, help="keep worker logs here")
     args = parser.parse_args()
     if args.quick:
         args.orders, args.chaos_orders, args.kills, args.chaos_seconds = 600, 600, 10, 20.0
-        args.symbols = 50
+        args.symbols, args.relay_events, args.projection_events = 50, 20_000, 30_000
     folder = args.keep or Path(tempfile.mkdtemp(prefix="tradecore-distributed-"))
     folder.mkdir(parents=True, exist_ok=True)
     phases = set(args.phases.split(","))
@@ -534,6 +559,20 @@ def main() -> int:
         result.update({k: t[k] for k in ("orders_per_s", "p50_ms", "p99_ms")})
         result["throughput"] = t
         ok &= all(c == 0 for c in t["exit_codes"].values())
+        if not args.no_baseline:  # the same workers over the PostgreSQL log, no Kafka
+            b = throughput(args, folder, "log")
+            result["baseline_log"] = b
+            result["ratio_vs_log"] = round(t["orders_per_s"] / b["orders_per_s"], 3)
+            ok &= all(c == 0 for c in b["exit_codes"].values())
+    if "figures" in phases:  # the relay's and the projections' own benchmarks, merged
+        relay = figures("relay_figures.py", "--events", str(args.relay_events))
+        projection = figures("projection_figures.py", "--events",
+                             str(args.projection_events))
+        result["relay_events_per_s"] = relay.get("relay_events_per_s")
+        result["projection_events_per_s"] = projection.get("projection_events_per_s")
+        result["rebuild_events_per_s"] = projection.get("rebuild_events_per_s")
+        result["figures"] = {"relay": relay, "projections": projection}
+        ok &= relay.get("check") == "ok" and not projection.get("failures")
     if "chaos" in phases:
         reference = waves_run(args, folder, 0)
         chaos = waves_run(args, folder, args.kills)
