@@ -29,7 +29,11 @@ Three phases (``--phases``), each run in a fresh PostgreSQL schema and fresh top
   between runs by design), the write model's invariants hold, every read-model table
   equals a fresh replay of the run's own log, and no fill is lost or doubled
   (``lost``/``duplicated`` count orders whose fills in the event store fall short of / go
-  beyond their quantity, and an order with the same execution id twice).
+  beyond their quantity, and an order with the same execution id twice). On the dev
+  broker the chaos run also kill -9s the broker itself ``--broker-restarts`` times (a
+  broker of the run's own): Tansu comes back empty, the relay publishes the log again,
+  the consumers drop what they applied; what each worker's ``/readyz`` said while the
+  broker was away is reported (``broker_outages``).
 
 - ``figures``: ``benchmarks/relay_figures.py`` (``relay_events_per_s``) and
   ``benchmarks/projection_figures.py`` (``projection_events_per_s`` of live workers,
@@ -63,6 +67,7 @@ from typing import Any, Literal
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import httpx
 import psycopg
 
 from aggregates.application import OrderRequest, Placement, TradingApplication
@@ -90,11 +95,13 @@ def free_port() -> int:
 
 
 def fresh_settings(args: argparse.Namespace, tag: str,
-                   bus: Literal["log", "kafka"] = "kafka") -> Settings:
-    """A fresh PostgreSQL schema (events and read models) and fresh topics."""
+                   bus: Literal["log", "kafka"] = "kafka", bootstrap: str | None = None
+                   ) -> Settings:
+    """A fresh PostgreSQL schema (events and read models) and fresh topics (on the
+    broker at ``bootstrap``, else ``TRADECORE_KAFKA_BOOTSTRAP``, else the dev broker)."""
     url = ensure_postgres()
-    bootstrap = os.environ.get("TRADECORE_KAFKA_BOOTSTRAP") or ensure_kafka()
-    dev = "TRADECORE_KAFKA_BOOTSTRAP" not in os.environ
+    dev = bootstrap is not None or "TRADECORE_KAFKA_BOOTSTRAP" not in os.environ
+    bootstrap = bootstrap or os.environ.get("TRADECORE_KAFKA_BOOTSTRAP") or ensure_kafka()
     name = f"d{tag}{uuid.uuid4().hex[:8]}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{name}"')
@@ -122,6 +129,40 @@ def env_of(settings: Settings) -> dict[str, str]:
 
 
 # -- the workers ---------------------------------------------------------------------------
+class Broker:
+    """A dev broker of this run's own (``infra/kafka.sh`` on a free port), to kill -9.
+
+    Tansu keeps everything in memory: killed, it comes back with no topics and no
+    committed offsets. The relay notices (its marker record is gone), makes the topics
+    again and publishes the log from the start; every consumer drops what it applied."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, "TRADECORE_KAFKA_PORT": str(self.port),
+                    "TRADECORE_KAFKA_DIR": str(folder / "kafka"),
+                    "TRADECORE_PYTHON": sys.executable}
+        self.pidfile = folder / "kafka" / f"tansu-{self.port}.pid"
+        self.script = ROOT / "infra" / "kafka.sh"
+        self.restarts = 0
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        subprocess.run(["bash", str(self.script), "start"], env=self.env, check=True,
+                       capture_output=True, timeout=60)
+
+    def kill9(self) -> None:
+        os.kill(int(self.pidfile.read_text()), signal.SIGKILL)
+        time.sleep(0.2)
+
+    def stop(self) -> None:
+        subprocess.run(["bash", str(self.script), "stop"], env=self.env, check=False,
+                       capture_output=True, timeout=60)
+
+
+
 @dataclass
 class Worker:
     kind: str
@@ -187,7 +228,8 @@ class Chaos(threading.Thread):
     """kill -9 a worker at random moments (every kind once per round, in random order)
     and restart it at once."""
 
-    def __init__(self, cluster: Cluster, kills: int, seconds: float, seed: int = 11) -> None:
+    def __init__(self, cluster: Cluster, kills: int, seconds: float, seed: int = 11,
+                 broker: Broker | None = None, broker_restarts: int = 0) -> None:
         super().__init__(name="chaos", daemon=True)
         self.cluster = cluster
         self.kills = kills
@@ -195,6 +237,32 @@ class Chaos(threading.Thread):
         self.rng = random.Random(seed)
         self.stop = threading.Event()
         self.done = 0
+        self.broker = broker
+        # the broker is killed at evenly spread kill numbers, away from the ends
+        self.broker_at = {round((i + 1) * kills / (broker_restarts + 1))
+                          for i in range(broker_restarts)} if broker else set()
+        self.outages: list[dict[str, Any]] = []
+
+    def broker_outage(self) -> None:
+        """kill -9 the broker; while it is away, what each worker's /readyz says."""
+        assert self.broker is not None
+        self.broker.kill9()
+        said: dict[str, Any] = {}
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            for kind, worker in self.cluster.workers.items():
+                try:
+                    r = httpx.get(f"http://127.0.0.1:{worker.port}/readyz", timeout=0.5)
+                except httpx.HTTPError:
+                    continue
+                if r.status_code == 503 and kind not in said:
+                    said[kind] = r.json()
+            time.sleep(0.2)
+        self.broker.start()
+        self.broker.restarts += 1
+        self.outages.append({"not_ready": sorted(said), "said": {
+            k: {x: v for x, v in d.items() if x in ("reason", "error", "state")}
+            for k, d in said.items()}})
 
     def run(self) -> None:
         mean_gap = self.seconds / max(self.kills, 1)
@@ -208,6 +276,8 @@ class Chaos(threading.Thread):
             self.cluster.kill9(kind)
             self.cluster.restart(kind)
             self.done += 1
+            if self.done in self.broker_at:
+                self.broker_outage()
 
 
 # -- the load ------------------------------------------------------------------------------
@@ -372,9 +442,14 @@ def throughput(args: argparse.Namespace, folder: Path,
 
 def waves_run(args: argparse.Namespace, folder: Path, kills: int) -> dict[str, Any]:
     """The wave load; with ``kills`` > 0 under the chaos thread."""
-    settings = fresh_settings(args, "c" if kills else "r")
-    cluster = Cluster(settings, folder / ("chaos" if kills else "reference"))
-    cluster.folder.mkdir(parents=True)
+    run_folder = folder / ("chaos" if kills else "reference")
+    run_folder.mkdir(parents=True)
+    broker = Broker(run_folder) if kills and args.broker_restarts else None
+    if broker:
+        broker.start()
+    settings = fresh_settings(args, "c" if kills else "r",
+                              bootstrap=broker.bootstrap if broker else None)
+    cluster = Cluster(settings, run_folder)
     app = trading_app(settings, universe=load_instruments(settings))
     reads = ReadModel(settings)
     try:
@@ -382,7 +457,8 @@ def waves_run(args: argparse.Namespace, folder: Path, kills: int) -> dict[str, A
         cluster.start_all()
         per_wave = 2 * len(desk.symbols)
         waves = max(1, args.chaos_orders // per_wave)
-        chaos = Chaos(cluster, kills, seconds=args.chaos_seconds) if kills else None
+        chaos = Chaos(cluster, kills, seconds=args.chaos_seconds, broker=broker,
+                      broker_restarts=args.broker_restarts) if kills else None
         t0 = time.perf_counter()
         if chaos:
             chaos.start()
@@ -407,11 +483,14 @@ def waves_run(args: argparse.Namespace, folder: Path, kills: int) -> dict[str, A
         codes = cluster.stop_all()
         return {"settings": settings, "orders": placed, "waves": waves,
                 "seconds": round(elapsed, 1), "kills": dict(cluster.kills),
+                "broker_outages": chaos.outages if chaos else [],
                 "exit_codes": codes, "outcome": outcome_of(app, reads, settings)}
     finally:
         cluster.stop_all(5)
         reads.conn.close()
         app.close()
+        if broker:
+            broker.stop()
 
 
 def settle(app: TradingApplication, reads: ReadModel, timeout: float) -> None:
@@ -527,6 +606,8 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=100)
     parser.add_argument("--chaos-seconds", type=float, default=120.0,
                         help="the kills are spread over about this long")
+    parser.add_argument("--broker-restarts", type=int, default=2,
+                        help="kill -9 the (dev, own) broker this many times in the chaos run")
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--basket", type=int, default=50)
     parser.add_argument("--window", type=int, default=1000)
@@ -549,6 +630,8 @@ def main() -> int:
     if args.quick:
         args.orders, args.chaos_orders, args.kills, args.chaos_seconds = 600, 600, 10, 20.0
         args.symbols, args.relay_events, args.projection_events = 50, 20_000, 30_000
+    if "TRADECORE_KAFKA_BOOTSTRAP" in os.environ:
+        args.broker_restarts = 0  # somebody else's broker (Apache Kafka): not ours to kill
     folder = args.keep or Path(tempfile.mkdtemp(prefix="tradecore-distributed-"))
     folder.mkdir(parents=True, exist_ok=True)
     phases = set(args.phases.split(","))
@@ -585,6 +668,8 @@ def main() -> int:
             "equal_to_crash_free": equal,
             "invariants_hold": all(ok_ for _, ok_, _ in co["invariants"]),
             "read_models_equal_replay": all(co["replay_equal"].values()),
+            "broker_restarts": len(chaos["broker_outages"]),
+            "broker_outages": chaos["broker_outages"],
             "chaos": {k: chaos[k] for k in ("orders", "waves", "seconds", "exit_codes")},
             "reference": {k: reference[k] for k in ("orders", "waves", "seconds")},
         })
