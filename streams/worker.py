@@ -137,8 +137,13 @@ def run_worker(runnable: Runnable, settings: Settings, *, port: int | None = Non
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stopping)
-    server = health_server(runnable, settings.worker_host,
-                           settings.worker_port if port is None else port)
+    port = settings.worker_port if port is None else port
+    try:
+        server = health_server(runnable, settings.worker_host, port)
+    except OSError as err:  # another worker on this host has the port
+        raise Unreachable("TRADECORE_WORKER_PORT", str(port),
+                          f"cannot serve /readyz there ({err.strerror}); give each worker "
+                          "on a host its own port, or 0 for a free one") from None
     log.info("%s: /readyz and /metrics on http://%s:%d", runnable.name,
              *server.server_address[:2])
     try:

@@ -61,6 +61,8 @@ def worker(
         tune_gc()
         try:
             code = run_worker(runnable, settings)
+        except Unreachable as err:  # its health port taken
+            raise _refuse(str(err)) from None
         finally:
             close()
         raise typer.Exit(code)
@@ -72,6 +74,8 @@ def worker(
     runnable, close = _kafka_worker(settings, stage)
     try:
         code = run_worker(runnable, settings)
+    except Unreachable as err:  # its health port taken
+        raise _refuse(str(err)) from None
     finally:
         close()
     raise typer.Exit(code)
@@ -102,64 +106,19 @@ def _kafka_worker(settings: Settings, stage: str) -> tuple[Any, Callable[[], Non
 
 
 def _projections(settings: Settings, names: list[str]) -> tuple[Any, Callable[[], None]]:
-    """THE SEAM for the projection workers: ``streams.projection_worker.projection_worker
-    (settings, names)`` (per projection, fenced) where that module is built; else the
-    log-following projector of the embedded deployment, fenced, as one Runnable (the
-    projections follow the PostgreSQL log, which is exactly-once already)."""
+    """The named projections (all when none), fenced per projection, following the
+    PostgreSQL (or SQLite) log, which is exactly-once already (``streams.projection_worker``)."""
+    from streams.projection_worker import projection_worker
     from streams.worker import Unreachable, check_reachable
 
     try:
         if settings.persistence == "postgres":
             check_reachable(settings, ("postgres",))
+        return projection_worker(settings, names), lambda: None
     except Unreachable as err:
         raise _refuse(str(err)) from None
-    try:
-        from streams.projection_worker import (  # type: ignore[import-not-found,unused-ignore]
-            projection_worker,
-        )
-    except ImportError:
-        pass
-    else:
-        try:
-            return projection_worker(settings, names), lambda: None
-        except ValueError as err:  # an unknown projection, named with the known ones
-            raise _refuse(str(err)) from None
-    if names:
-        raise _refuse("--projection: this build projects all projections in one worker")
-    from api.wiring import event_log, read_store
-    from infra.locks import stage_fence
-    from projections.projectors import Projector
-    from streams.bus import EventLogSource
-    from streams.processor import TrackedProcessor, tracking_key
-
-    store = read_store(settings)
-    log, close_log = event_log(settings)
-    projector = Projector(store, log, batch_size=settings.projection_batch_size)
-    processor = TrackedProcessor(projector, EventLogSource(log.recorder, log.mapper),
-                                 batch_size=settings.projection_batch_size,
-                                 fence=stage_fence(settings, tracking_key(projector.name)))
-
-    def close() -> None:
-        close_log()
-        store.close()
-
-    return ProcessorWorker("projections-worker", processor), close
-
-
-class ProcessorWorker:
-    """A tracked processor over the log as a :class:`streams.worker.Runnable`."""
-
-    def __init__(self, name: str, processor: Any) -> None:
-        self.name = name
-        self.processor = processor
-
-    def run(self, stop: threading.Event) -> None:
-        self.processor.run(stop)
-
-    def health(self) -> dict[str, Any]:
-        lag = self.processor.lag()
-        return {"ready": lag.state == "running", "state": lag.state, "key": lag.name,
-                "position": lag.position, "behind": lag.behind, "error": lag.error}
+    except ValueError as err:  # an unknown projection, named with the known ones
+        raise _refuse(str(err)) from None
 
 
 # -- bus=log: today's behaviour -------------------------------------------------------------
