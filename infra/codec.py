@@ -1,6 +1,6 @@
 """The event codec: one versioned JSON form for every stored event, fast both ways.
 
-The same bytes are stored in the event store (SQLite or PostgreSQL) and, next, sent on
+The same bytes are stored in the event store (SQLite or PostgreSQL) and sent on
 Kafka; ``encode`` and ``decode`` are usable outside the event store for that. The form
 is a flat JSON object, ``schema_version`` first, then the event's fields:
 

@@ -1,7 +1,7 @@
 """The bus seam: where a stage reads its input from.
 
 A :class:`Source` is one ordered, numbered stream of domain events: the event store's
-notification log (in-process, embedded deployment) or, next, one partition of a Kafka
+notification log (in-process, embedded deployment) or one partition of a Kafka
 topic. Positions are notification ids or offsets; a stage tracks the last one it
 processed under ``f"{stage}@{source.name}:{source.partition}"``.
 

@@ -4,7 +4,7 @@
 tracking record of the input position in ONE transaction, resume from the tracking
 record." The saga, the matching stage and the projectors are such *steps*; this module
 runs them, the same way in a thread of ``tradecore serve``, in the CLI's catch-up, and
-(next) in a ``tradecore worker`` on Kafka.
+in a ``tradecore worker`` on Kafka (``streams/kafka_bus.py``).
 
 - It wakes on new input (the bus's signal, or polling the store for other processes'
   writes) and on start-up, never only after a command.
