@@ -2,8 +2,8 @@
 
 A :class:`Source` is one ordered, numbered stream of domain events: the event store's
 notification log (in-process, embedded deployment) or one partition of a Kafka
-topic. Positions are notification ids or offsets; a stage tracks the last one it
-processed under ``f"{stage}@{source.name}:{source.partition}"``.
+topic. Positions are notification ids (on Kafka, each record's header); a stage tracks
+the last one it processed under ``f"{stage}@{source.name}:{source.partition}"``.
 
 :class:`Signal` is how the in-process bus wakes a stage: whoever stores events in this
 process raises it. Writers in other processes (the CLI, other API workers) are found by
