@@ -16,7 +16,10 @@ Three phases (``--phases``), each run in a fresh PostgreSQL schema and fresh top
   crossing pair (same symbol, price and quantity), so every order ends ``filled``; an
   order's latency runs from its command's return to the moment its ``orders`` row in the
   read model says ``filled`` (polled every 5 ms). ``orders_per_s`` = orders / seconds
-  from the first command to the last order visible. ``cpu_ms_per_order`` says where the
+  from the first command to the last order visible (``p50_ms``/``p99_ms`` there are
+  mostly queueing: ``--window`` orders wait their turn); then ``--light-orders`` more with
+  at most ``--light-window`` in flight (``light_load``: the pipeline's own latency at a
+  desk's pace). ``cpu_ms_per_order`` says where the
   time goes: CPU of each worker, the broker, PostgreSQL and this process per order. The
   baseline measured in the same run (``baseline_log``, ``ratio_vs_log``): the same load
   and the same workers over the PostgreSQL log (``TRADECORE_BUS=log``), no Kafka.
@@ -406,38 +409,47 @@ def throughput(args: argparse.Namespace, folder: Path,
                 assert isinstance(p, Placement), p
                 warm[str(p.order_id)] = time.perf_counter()
         wait_visible(reads, warm, {}, 0, args.start_timeout, cluster)
-        requests = [r for n in range(args.orders // 2)
-                    for r in desk.pair(desk.symbols[n % len(desk.symbols)], n, f"o{n}")]
-        pending: dict[str, float] = {}
-        latency: dict[str, float] = {}
-        refused = 0
-        cpu0 = cpu_seconds(cluster)
-        t0 = time.perf_counter()
-        for first in range(0, len(requests), args.basket):
-            wait_visible(reads, pending, latency, max(0, args.window - args.basket),
-                         args.timeout, cluster)
-            for outcome in app.place_orders(requests[first:first + args.basket]):
-                if isinstance(outcome, Placement):
-                    pending[str(outcome.order_id)] = time.perf_counter()
-                else:
-                    refused += 1
-        wait_visible(reads, pending, latency, 0, args.timeout, cluster)
-        elapsed = time.perf_counter() - t0
-        cpu1 = cpu_seconds(cluster)
+        loaded = load(app, desk, reads, cluster, args, args.orders, args.window, "o")
+        # the same flow at a desk's pace (few orders in flight): the pipeline's own latency
+        light = load(app, desk, reads, cluster, args, args.light_orders, args.light_window,
+                     "l")
         codes = cluster.stop_all()
-        cpu_ms = {k: round(1000 * (cpu1[k] - cpu0.get(k, 0.0)) / max(len(latency), 1), 3)
-                  for k in cpu1}
-        return {"orders": len(latency), "refused": refused, "seconds": round(elapsed, 2),
-                "cpu_ms_per_order": dict(sorted(cpu_ms.items(), key=lambda kv: -kv[1])),
-                "cpu_ms_per_order_total": round(sum(cpu_ms.values()), 2),
-                "orders_per_s": round(len(latency) / elapsed, 1),
-                "p50_ms": pct(list(latency.values()), 0.50),
-                "p99_ms": pct(list(latency.values()), 0.99),
-                "events": app.head(), "exit_codes": codes}
+        return {**loaded, "light_load": light, "events": app.head(), "exit_codes": codes}
     finally:
         cluster.stop_all(5)
         reads.conn.close()
         app.close()
+
+
+def load(app: TradingApplication, desk: Desk, reads: ReadModel, cluster: Cluster,
+         args: argparse.Namespace, orders: int, window: int, tag: str) -> dict[str, Any]:
+    """``orders`` in crossing pairs, at most ``window`` not yet visible; the figures."""
+    requests = [r for n in range(orders // 2)
+                for r in desk.pair(desk.symbols[n % len(desk.symbols)], n, f"{tag}{n}")]
+    basket = min(args.basket, window)
+    pending: dict[str, float] = {}
+    latency: dict[str, float] = {}
+    refused = 0
+    cpu0 = cpu_seconds(cluster)
+    t0 = time.perf_counter()
+    for first in range(0, len(requests), basket):
+        wait_visible(reads, pending, latency, max(0, window - basket), args.timeout, cluster)
+        for outcome in app.place_orders(requests[first:first + basket]):
+            if isinstance(outcome, Placement):
+                pending[str(outcome.order_id)] = time.perf_counter()
+            else:
+                refused += 1
+    wait_visible(reads, pending, latency, 0, args.timeout, cluster)
+    elapsed = time.perf_counter() - t0
+    cpu1 = cpu_seconds(cluster)
+    cpu_ms = {k: round(1000 * (cpu1[k] - cpu0.get(k, 0.0)) / max(len(latency), 1), 3)
+              for k in cpu1}
+    return {"orders": len(latency), "window": window, "refused": refused,
+            "seconds": round(elapsed, 2), "orders_per_s": round(len(latency) / elapsed, 1),
+            "p50_ms": pct(list(latency.values()), 0.50),
+            "p99_ms": pct(list(latency.values()), 0.99),
+            "cpu_ms_per_order": dict(sorted(cpu_ms.items(), key=lambda kv: -kv[1])),
+            "cpu_ms_per_order_total": round(sum(cpu_ms.values()), 2)}
 
 
 def waves_run(args: argparse.Namespace, folder: Path, kills: int) -> dict[str, Any]:
@@ -610,7 +622,11 @@ def main() -> int:
                         help="kill -9 the (dev, own) broker this many times in the chaos run")
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--basket", type=int, default=50)
-    parser.add_argument("--window", type=int, default=1000)
+    parser.add_argument("--window", type=int, default=400,
+                        help="orders in flight in the throughput run")
+    parser.add_argument("--light-orders", type=int, default=400)
+    parser.add_argument("--light-window", type=int, default=10,
+                        help="orders in flight in the light-load latency run")
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--matching-partitions", type=int, default=2)
     parser.add_argument("--fetch-wait-ms", type=int, default=20)
@@ -629,6 +645,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.orders, args.chaos_orders, args.kills, args.chaos_seconds = 600, 600, 10, 20.0
+        args.light_orders = 100
         args.symbols, args.relay_events, args.projection_events = 50, 20_000, 30_000
     if "TRADECORE_KAFKA_BOOTSTRAP" in os.environ:
         args.broker_restarts = 0  # somebody else's broker (Apache Kafka): not ours to kill
@@ -640,6 +657,8 @@ def main() -> int:
     if "throughput" in phases:
         t = throughput(args, folder)
         result.update({k: t[k] for k in ("orders_per_s", "p50_ms", "p99_ms")})
+        result["light_load_p50_ms"] = t["light_load"]["p50_ms"]
+        result["light_load_p99_ms"] = t["light_load"]["p99_ms"]
         result["throughput"] = t
         ok &= all(c == 0 for c in t["exit_codes"].values())
         if not args.no_baseline:  # the same workers over the PostgreSQL log, no Kafka
