@@ -61,7 +61,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +79,9 @@ from aggregates.invariants import check_invariants
 from api.wiring import load_instruments, trading_app
 from infra.eventstore import postgres_url
 from infra.kafka import ensure_topics
-from infra.services import ensure_kafka, ensure_postgres
+from benchmarks.support import commit, fresh_schema, load_avg
+from benchmarks.support import postgres_url as dev_cluster_url
+from infra.services import ensure_kafka
 from infra.settings import Settings
 
 KINDS = ("relay", "matching", "saga", "projections")
@@ -102,12 +103,9 @@ def fresh_settings(args: argparse.Namespace, tag: str,
                    ) -> Settings:
     """A fresh PostgreSQL schema (events and read models) and fresh topics (on the
     broker at ``bootstrap``, else ``TRADECORE_KAFKA_BOOTSTRAP``, else the dev broker)."""
-    url = ensure_postgres()
     dev = bootstrap is not None or "TRADECORE_KAFKA_BOOTSTRAP" not in os.environ
     bootstrap = bootstrap or os.environ.get("TRADECORE_KAFKA_BOOTSTRAP") or ensure_kafka()
-    name = f"d{tag}{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{name}"')
+    name = fresh_schema(dev_cluster_url(), f"d{tag}")
     settings = Settings(persistence="postgres", postgres_schema=name,
                         readmodel_schema=f"{name}_rm", bus=bus,
                         kafka_bootstrap=bootstrap, kafka_dev_broker=dev,
@@ -652,7 +650,8 @@ def main() -> int:
     folder = args.keep or Path(tempfile.mkdtemp(prefix="tradecore-distributed-"))
     folder.mkdir(parents=True, exist_ok=True)
     phases = set(args.phases.split(","))
-    result: dict[str, Any] = {"logs": str(folder)}
+    result: dict[str, Any] = {"commit": commit(), "load_avg_start": load_avg(),
+                              "logs": str(folder)}
     ok = True
     if "throughput" in phases:
         t = throughput(args, folder)
@@ -700,6 +699,7 @@ def main() -> int:
                                          if not same]
         if not result["invariants_hold"]:
             result["invariant_failures"] = [c for c in co["invariants"] if not c[1]]
+    result["load_avg_end"] = load_avg()
     result["ok"] = bool(ok)
     print(json.dumps(result, indent=2, default=str))
     return 0 if ok else 1

@@ -52,26 +52,27 @@ def worker(
         return
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from streams.worker import Unreachable, check_reachable, run_worker
+    from streams.worker import Unreachable, check_reachable
 
     if stage == "projections":  # from the PostgreSQL (or SQLite) log, whatever the bus
         from api.runtime import tune_gc
 
         runnable, close = _projections(settings, projection)
         tune_gc()
-        try:
-            code = run_worker(runnable, settings)
-        except Unreachable as err:  # its health port taken
-            raise _refuse(str(err)) from None
-        finally:
-            close()
-        raise typer.Exit(code)
+        _run(runnable, close, settings)
 
     try:
         check_reachable(settings, ("postgres", "kafka"))
     except Unreachable as err:
         raise _refuse(str(err)) from None
     runnable, close = _kafka_worker(settings, stage)
+    _run(runnable, close, settings)
+
+
+def _run(runnable: Any, close: Callable[[], None], settings: Settings) -> None:
+    """Run a worker until SIGTERM (``streams.worker.run_worker``), then close it."""
+    from streams.worker import Unreachable, run_worker
+
     try:
         code = run_worker(runnable, settings)
     except Unreachable as err:  # its health port taken
