@@ -77,10 +77,10 @@ from aggregates.base import Meta
 from aggregates.instruments import Instrument, round_to_tick
 from aggregates.invariants import check_invariants
 from api.wiring import load_instruments, trading_app
-from infra.eventstore import postgres_url
-from infra.kafka import ensure_topics
 from benchmarks.support import commit, fresh_schema, load_avg
 from benchmarks.support import postgres_url as dev_cluster_url
+from infra.eventstore import postgres_url
+from infra.kafka import ensure_topics
 from infra.services import ensure_kafka
 from infra.settings import Settings
 
