@@ -70,7 +70,7 @@ bench-tools:
 	@command -v wrk >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq \
 		&& apt-get install -y -qq wrk; } || echo "wrk missing: api_load.py will skip"
 
-bench: install db-start bench-tools
+bench: install db-start kafka-start bench-tools
 	$(BIN)/python benchmarks/write_path.py
 	$(BIN)/python benchmarks/restart.py
 	$(BIN)/python benchmarks/matching.py
@@ -83,6 +83,7 @@ bench: install db-start bench-tools
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/projections.py
 	$(BIN)/python benchmarks/api_load.py
+	$(BIN)/python benchmarks/distributed.py
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .hypothesis
