@@ -166,12 +166,13 @@ class Runtime:
         self.stages: Stages | None
         if distributed or settings.bus == "kafka":  # the stages are the workers'
             from api.wiring import read_store, trading_app
-            from projections.projectors import RecorderLog
+            from projections.projectors import RecorderLog, all_projections
 
             self.stages = None
             self.app: TradingApplication = trading_app(settings, universe=universe)
             self.projector: Projector = Projector(
                 read_store(settings), RecorderLog(self.app.recorder, self.app.mapper),
+                projections=all_projections(settings.projection_shares),
                 batch_size=settings.projection_batch_size)
             store = self.projector.store
         else:

@@ -170,7 +170,7 @@ def trading_stages(settings: Settings, *, universe: Universe | None = None,
                    ) -> tuple[Stages, ReadStore | None]:
     """The write model with every stage of the order flow (and, with ``projector``,
     the read models it projects into, returned too)."""
-    from projections.projectors import Projector, RecorderLog
+    from projections.projectors import Projector, RecorderLog, all_projections
     from streams.embedded import Stages
     from streams.processor import tracking_key
     from streams.projection_worker import projection_fence
@@ -188,6 +188,7 @@ def trading_stages(settings: Settings, *, universe: Universe | None = None,
     stages = Stages(
         app, matching_stage(settings, app),
         projector=Projector(store, RecorderLog(app.recorder, app.mapper),
+                            projections=all_projections(settings.projection_shares),
                             batch_size=settings.projection_batch_size) if store else None,
         fence_for=fence_for,
         saga_batch_size=settings.saga_batch_size,

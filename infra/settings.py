@@ -110,6 +110,15 @@ class Settings(BaseSettings):
     projection_batch_size: int = Field(
         default=2000, description="Notifications a projector writes per database transaction."
     )
+    projection_shares: int = Field(
+        default=1, ge=1, le=64,
+        description=(
+            "Shares of the projections whose rows each depend on one aggregate (balances, "
+            "halts): `balances#0of2`, `balances#1of2`... each projected by a worker of its "
+            "own (`tradecore worker projections --projection balances#0of2`). Changing it "
+            "needs `tradecore projections rebuild`."
+        ),
+    )
     retention_days: int = Field(
         default=0,
         description="Drop fills/ledger/PnL/bar rows older than this many days (0 = keep all).",

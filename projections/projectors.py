@@ -205,6 +205,14 @@ class Projection:
 
     name: str = ""
     tables: tuple[str, ...] = ()
+    partitionable: bool = False
+    """Its rows depend on one aggregate's events only (each row is keyed by the
+    aggregate), so shares of the aggregates can be projected apart (:func:`share`)."""
+
+    @property
+    def family(self) -> str:
+        """``balances`` for the projection and for each of its shares."""
+        return self.name.partition(SHARE)[0]
 
     def __init__(self) -> None:
         self.store: ReadStore | None = None
@@ -482,6 +490,7 @@ class PositionsProjection(Projection):
 class BalancesProjection(Projection):
     name = "balances"
     tables = ("balances", "cash_ledger")
+    partitionable = True  # rows per account, from that account's events
 
     def __init__(self) -> None:
         super().__init__()
@@ -558,6 +567,7 @@ class HaltsProjection(Projection):
 
     name = "halts"
     tables = ("halts",)
+    partitionable = True  # a row per halted symbol (the market's) or account (its own)
     columns = ("kind", "target", "reason", "principal", "halted_at", "seq")
 
     def __init__(self) -> None:
@@ -601,9 +611,70 @@ class HaltsProjection(Projection):
         self.pending.clear()
 
 
-def all_projections() -> list[Projection]:
-    return [OrdersProjection(), PositionsProjection(), BalancesProjection(),
-            HaltsProjection()]
+SHARE = "#"
+"""Separates a projection's name from its share: ``balances#0of2``."""
+
+
+def share(projection: Projection, index: int, shares: int) -> Projection:
+    """``projection`` restricted to the aggregates whose id falls in share ``index`` of
+    ``shares`` (``id.int % shares``, the same in every process), under its own name and
+    so its own tracking row and fence: ``balances#0of2``. Only for a partitionable one:
+    its rows of different shares never meet, so shares projected by different workers
+    add up to the whole projection."""
+    if not projection.partitionable:
+        raise ValueError(f"projection: {projection.name} cannot be split by aggregate "
+                         "(its rows combine events of several aggregates)")
+    projection.name = f"{projection.name}{SHARE}{index}of{shares}"
+
+    def mine(handler: Callable[[Any, int, Any], None]) -> Callable[[Any, int, Any], None]:
+        def handle(e: Any, seq: int, ts: Any) -> None:
+            if e.originator_id.int % shares == index:
+                handler(e, seq, ts)
+        return handle
+
+    projection.handlers = {kind: mine(h) for kind, h in projection.handlers.items()}
+    return projection
+
+
+def all_projections(shares: int | None = None) -> list[Projection]:
+    """Every projection; the partitionable ones in ``shares`` shares (default: the
+    ``projection_shares`` setting, which every process of a deployment reads alike)."""
+    if shares is None:
+        from infra.settings import get_settings
+
+        shares = get_settings().projection_shares
+    made: list[Projection] = []
+    for kind in (OrdersProjection, PositionsProjection, BalancesProjection,
+                 HaltsProjection):
+        if shares > 1 and kind.partitionable:
+            made += [share(kind(), i, shares) for i in range(shares)]
+        else:
+            made.append(kind())
+    return made
+
+
+class LayoutChanged(ValueError):
+    """The read models were projected with other shares than the settings say."""
+
+
+def check_layout(tracked: Iterable[str], projections: Iterable[Projection]) -> None:
+    """Refuse to project onto rows another layout wrote: a tracking row of the same
+    family under another name (``balances`` while ``balances#0of2`` is asked for, or
+    ``#0of3``) means those tables hold every share's rows up to a position these shares
+    know nothing of; only a rebuild can change the layout."""
+    names = {p.name for p in projections}
+    layout = set(names)  # every share of a split projection belongs, whoever runs it
+    for p in projections:
+        if p.name != p.family:
+            shares = int(p.name.rpartition("of")[2])
+            layout |= {f"{p.family}{SHARE}{i}of{shares}" for i in range(shares)}
+    families = {p.family for p in projections}
+    stray = sorted(t for t in tracked if t.partition(SHARE)[0] in families and t not in layout)
+    if stray:
+        raise LayoutChanged(
+            f"TRADECORE_PROJECTION_SHARES: the read models hold {', '.join(stray)}, "
+            f"these settings project {', '.join(sorted(names))}; run `tradecore projections "
+            f"rebuild --projection {' --projection '.join(sorted(families))}` first")
 
 
 def topics_of(projections: Iterable[Projection]) -> list[str]:
@@ -681,6 +752,7 @@ class Projector:
 
     def _stored_positions(self) -> dict[str, int]:
         found = dict(self.store.fetchall("SELECT name, position FROM projection_tracking"))
+        check_layout(found, self.projections)
         return {p.name: int(found.get(p.name, 0)) for p in self.projections}
 
     def position(self, key: str = "", fresh: bool = False) -> int:
@@ -779,13 +851,13 @@ class Projector:
         return done
 
     def rebuild(self, until: Callable[[int, Any], bool] | None = None) -> int:
-        """Empty these projections' tables and project the log again from the start."""
+        """Empty these projections' tables and project the log again from the start
+        (whole families: the tables are shared by a projection's shares)."""
+        whole_families(self.projections)
         with self.store.transaction():
-            for projection in self.projections:
-                for table in projection.tables:
-                    self.store.execute(f"DELETE FROM {table}")
-                self.store.execute("DELETE FROM projection_tracking WHERE name = %s",
-                                   (projection.name,))
+            for table in dict.fromkeys(t for p in self.projections for t in p.tables):
+                self.store.execute(f"DELETE FROM {table}")
+            forget_tracking(self.store, self.projections)
         self.reset_caches()
         return self.catch_up(until)
 
@@ -795,18 +867,44 @@ class Projector:
             projection.clear()
 
 
+def whole_families(projections: list[Projection]) -> list[Projection]:
+    """``projections`` if no share comes without its siblings; else ValueError (their
+    tables are shared, so a rebuild empties and fills every share of a projection)."""
+    for family in dict.fromkeys(p.family for p in projections):
+        names = [p.name for p in projections if p.family == family]
+        if names != [family]:
+            shares = int(names[0].rpartition("of")[2]) if SHARE in names[0] else 0
+            if len(names) != shares:
+                raise ValueError(f"projection: {', '.join(names)} is part of {family}; "
+                                 f"name {family} to rebuild all its shares together")
+    return projections
+
+
+def forget_tracking(store: ReadStore, projections: Iterable[Projection]) -> None:
+    """Delete the tracking rows of these projections' families, whatever shares wrote
+    them (a rebuild changes the layout to the settings' one)."""
+    for family in dict.fromkeys(p.family for p in projections):
+        store.execute("DELETE FROM projection_tracking WHERE name = %s OR name LIKE %s",
+                      (family, f"{family}{SHARE}%"))
+
+
 def select(projections: Iterable[Projection], names: Iterable[str] | None) -> list[Projection]:
-    """The projections named (all when ``names`` is empty); unknown names are an error."""
+    """The projections named (all when ``names`` is empty): a share by its name
+    (``balances#0of2``), or a projection with all its shares (``balances``); unknown
+    names are an error."""
     chosen = list(projections)
     wanted = list(names or [])
     if not wanted:
         return chosen
-    known = {p.name: p for p in chosen}
+    known = {p.name: [p] for p in chosen}
+    for p in chosen:
+        if p.family != p.name:
+            known.setdefault(p.family, []).append(p)
     unknown = [n for n in wanted if n not in known]
     if unknown:
         raise ValueError(f"projection: unknown {', '.join(unknown)}; "
                          f"one of {', '.join(known)}")
-    return [known[n] for n in wanted]
+    return list(dict.fromkeys(p for n in wanted for p in known[n]))
 
 
 def until_time(moment: datetime) -> Callable[[int, Any], bool]:

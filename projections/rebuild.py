@@ -43,8 +43,10 @@ from projections.projectors import (
     Projection,
     RecorderLog,
     all_projections,
+    forget_tracking,
     lock_projections,
     topics_of,
+    whole_families,
 )
 from projections.store import ReadStore
 
@@ -95,15 +97,15 @@ def secondary_indexes(store: ReadStore, tables: Sequence[str]) -> list[Index]:
     return [Index(str(name), str(sql)) for name, sql in rows]
 
 
-def _empty(store: ReadStore, tables: Sequence[str], names: Sequence[str]) -> None:
+def _empty(store: ReadStore, tables: Sequence[str], projections: Sequence[Projection]
+           ) -> None:
     if store.dialect == "postgres":
         # TRUNCATE drops a hypertable's chunks instead of deleting row by row
         store.execute(f"TRUNCATE {', '.join(tables)}")
     else:
         for table in tables:
             store.execute(f"DELETE FROM {table}")
-    store.executemany("DELETE FROM projection_tracking WHERE name = %s",
-                      [(name,) for name in names])
+    forget_tracking(store, projections)
 
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -167,14 +169,15 @@ def rebuild(store: ReadStore, log: EventLog, projections: Sequence[Projection] |
     Without ``until``, a log of the whole store (a :class:`RecorderLog` without topics) is
     read by topic, as the backtest's projector reads it: events stored under a topic
     since renamed (``register_topic``) would be skipped; none is, today."""
-    chosen = list(projections) if projections is not None else all_projections()
+    chosen = whole_families(list(projections) if projections is not None
+                            else all_projections())
     if until is None and isinstance(log, RecorderLog) and not log.topics:
         # only the events these projections handle are read and decoded (a tenth of an
         # order flow's log is venue reports); the filtered log still ends on the head,
         # so the tracked positions are the ones reading the whole log gives
         log = RecorderLog(log.recorder, log.mapper, topics=topics_of(chosen))
     names = sorted(p.name for p in chosen)
-    tables = [t for p in chosen for t in p.tables]
+    tables = list(dict.fromkeys(t for p in chosen for t in p.tables))  # shares share them
     blank = cast(ReadStore, EmptyTables(store))
     handlers: dict[type, list[Callable[[Any, int, Any], None]]] = {}
     for projection in chosen:
@@ -191,7 +194,7 @@ def rebuild(store: ReadStore, log: EventLog, projections: Sequence[Projection] |
             for index in indexes:
                 assert _IDENT.match(index.name), index.name
                 store.execute(f'DROP INDEX "{index.name}"')
-            _empty(store, tables, names)
+            _empty(store, tables, chosen)
             ts = store.ts
             start, stopped = 1, False
             loader = Loader(store)

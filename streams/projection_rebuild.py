@@ -46,7 +46,8 @@ def _rebuild_part(log_settings: Settings, location: str, schema: str,
     store = ReadStore.postgres(location, schema)
     log, close = open_event_log(log_settings)
     try:
-        return rebuild(store, log, select(all_projections(), names))
+        return rebuild(store, log, select(all_projections(log_settings.projection_shares),
+                                          names))
     finally:
         close()
         store.close()
@@ -58,12 +59,14 @@ def rebuild_in_processes(log_settings: Settings, store: ReadStore,
     ``log_settings`` into ``store``, in up to ``processes`` processes (this one
     included); the position reached. Raises what a process raised, after the others
     finished (their projections are rebuilt, the failed one's are as they were)."""
-    chosen = [p.name for p in select(all_projections(), names)]
+    made = all_projections(log_settings.projection_shares)
+    # by projection, each with all its shares (they share tables: rebuilt together)
+    chosen = list(dict.fromkeys(p.family for p in select(made, names)))
     groups = groups_for(chosen, processes) if store.dialect == "postgres" else [chosen]
     if len(groups) == 1:
         log, close = open_event_log(log_settings)
         try:
-            return rebuild(store, log, select(all_projections(), groups[0]))
+            return rebuild(store, log, select(made, groups[0]))
         finally:
             close()
     assert store.schema is not None
@@ -73,7 +76,7 @@ def rebuild_in_processes(log_settings: Settings, store: ReadStore,
                               group) for group in groups[1:]]
         log, close = open_event_log(log_settings)
         try:
-            reached = rebuild(store, log, select(all_projections(), groups[0]))
+            reached = rebuild(store, log, select(made, groups[0]))
         finally:
             close()
         return min([reached, *(other.result() for other in others)])

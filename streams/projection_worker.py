@@ -19,8 +19,13 @@ parts of the log on two cores instead of one.
   (:class:`~projections.projectors.RecorderLog`), so a projection whose events are
   rare is not reported behind, and read-your-writes waits on it do not stall.
 
-Not partitioned by aggregate: see ``docs/read-models.md`` ("Scaling the projections")
-for which projections could be, and why they are not yet.
+- **By share of the aggregates** where that is sound: the projections whose rows each
+  depend on one aggregate's events (``balances``, ``halts``) split into
+  ``TRADECORE_PROJECTION_SHARES`` shares (``balances#0of2``, ``balances#1of2``; see
+  :func:`projections.projectors.share`), each with its own tracking row and fence, so a
+  worker per share (``--projection balances#1of2``) scales one projection past a core.
+  ``orders`` (bars mix a symbol's orders) and ``positions`` (marks and PnL cross
+  accounts) stay whole; ``docs/read-models.md`` says why.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from projections.projectors import (
     Projector,
     RecorderLog,
     all_projections,
+    check_layout,
     select,
     topics_of,
 )
@@ -113,7 +119,7 @@ class ProjectionFence:
 
 def projection_fence(settings: Settings, names: Sequence[str] = ()) -> ProjectionFence:
     """The fences of the named projections (every projection when none is named)."""
-    chosen = select(all_projections(), names)
+    chosen = select(all_projections(settings.projection_shares), names)
     return ProjectionFence([stage_fence(settings, projection_fence_key(p.name))
                             for p in chosen])
 
@@ -151,7 +157,8 @@ class ProjectionWorker:
                  open_log: Callable[[], tuple[RecorderLog, Callable[[], None]]] | None = None,
                  batch_size: int | None = None) -> None:
         self.settings = settings
-        self.projections: list[Projection] = select(all_projections(), names)
+        self.projections: list[Projection] = select(
+            all_projections(settings.projection_shares), names)
         self.names = [p.name for p in self.projections]
         self.name = "projections" if not names else f"projections[{','.join(self.names)}]"
         self.batch_size = batch_size or settings.projection_batch_size
@@ -250,5 +257,13 @@ def _migrated(store: ReadStore) -> ReadStore:
 def projection_worker(settings: Settings, names: list[str]) -> ProjectionWorker:
     """The ``tradecore worker projections`` runnable: ``names`` (all when empty), each
     with its own tracking row, fenced per projection. Raises ``ValueError`` naming an
-    unknown projection."""
-    return ProjectionWorker(settings, names)
+    unknown projection, or (``LayoutChanged``) read models projected with other
+    ``projection_shares`` than these settings say."""
+    worker = ProjectionWorker(settings, names)
+    store = _migrated(ReadStore.from_settings(settings))
+    try:
+        check_layout(dict(store.fetchall("SELECT name, position FROM projection_tracking")),
+                     worker.projections)
+    finally:
+        store.close()
+    return worker

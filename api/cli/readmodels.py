@@ -167,13 +167,13 @@ def projections_rebuild(
     the rebuild; with --until it then catches up to the present again, so use --until
     with the server stopped (an audit as of T).
     """
-    from projections.projectors import Projector, all_projections, select
+    from projections.projectors import Projector, all_projections, select, whole_families
     from projections.rebuild import rebuild
     from streams.projection_rebuild import rebuild_in_processes
 
     settings = get_settings()
     try:
-        chosen = select(all_projections(), projection)
+        chosen = whole_families(select(all_projections(), projection))
         stop = None if until is None else _until(until)
     except ValueError as err:
         console.print(f"[red]refused[/]: {err}")
