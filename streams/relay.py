@@ -483,11 +483,3 @@ class Relay:
         self.positions.close()
         self.store.close()
 
-
-def relay_worker(settings: Settings) -> Relay:
-    """The relay of ``tradecore worker relay``: raises :class:`streams.worker.Unreachable`
-    naming the setting when PostgreSQL or the broker does not answer."""
-    from streams.worker import check_reachable
-
-    check_reachable(settings, ("postgres", "kafka"))
-    return Relay(settings)

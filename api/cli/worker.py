@@ -3,12 +3,12 @@ own process, configured by settings only.
 
 - ``TRADECORE_BUS=log`` (the default): the saga or matching stage follows the event
   store's log, fenced, as in ``tradecore serve`` (several processes over one PostgreSQL
-  or SQLite store). Whatever the bus, the relay (:func:`streams.relay.relay_worker`)
-  feeds Kafka and the projections follow the event store's log (exactly-once already).
+  or SQLite store). Whatever the bus, the relay (:class:`streams.relay.Relay`) feeds
+  Kafka and the projections follow the event store's log (exactly-once already).
 - ``TRADECORE_BUS=kafka`` (the distributed deployment): the relay feeds Kafka from the
   log; matching and saga are consumer-group members (:mod:`streams.kafka_workers`);
-  projections run :func:`streams.projection_worker.projection_worker` where it is built,
-  else the log-following projector (``--projection``: that build only). Each is a
+  projections run :func:`streams.projection_worker.projection_worker` (by projection,
+  or by share of one). Each is a
   :class:`streams.worker.Runnable` run by :func:`streams.worker.run_worker` (SIGTERM
   drains and exits 0; /healthz /readyz /metrics), after
   :func:`streams.worker.check_reachable` (exit 2 naming the setting).
@@ -20,7 +20,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -69,7 +69,7 @@ def worker(
     _run(runnable, close, settings)
 
 
-def _run(runnable: Any, close: Callable[[], None], settings: Settings) -> None:
+def _run(runnable: Any, close: Callable[[], None], settings: Settings) -> NoReturn:
     """Run a worker until SIGTERM (``streams.worker.run_worker``), then close it."""
     from streams.worker import Unreachable, run_worker
 
@@ -88,10 +88,10 @@ def _kafka_worker(settings: Settings, stage: str) -> tuple[Any, Callable[[], Non
     from api.runtime import tune_gc
     from api.wiring import matching_stage, trading_app
 
-    if stage == "relay":
-        from streams.relay import relay_worker
+    if stage == "relay":  # reachable: checked by the caller
+        from streams.relay import Relay
 
-        relay = relay_worker(settings)
+        relay = Relay(settings)
         return relay, relay.close
     app = trading_app(settings)
     if stage == "matching":
