@@ -82,14 +82,15 @@ from benchmarks.support import postgres_url as dev_cluster_url
 from infra.eventstore import postgres_url
 from infra.kafka import ensure_topics
 from infra.services import ensure_kafka
-from infra.settings import Settings
+from infra.settings import Settings, as_environment
 
 KINDS = ("relay", "matching", "saga", "projections")
 ENV_FIELDS = ("persistence", "postgres_host", "postgres_port", "postgres_user",
               "postgres_password", "postgres_db", "postgres_schema", "readmodel_schema",
               "kafka_bootstrap", "kafka_dev_broker", "kafka_topic_prefix",
               "kafka_event_partitions", "kafka_matching_partitions", "kafka_fetch_wait_ms",
-              "kafka_session_timeout_ms", "bus", "data_dir", "cache_dir")
+              "kafka_session_timeout_ms", "bus", "data_dir", "cache_dir",
+              "venue_snapshot_every")
 
 
 def free_port() -> int:
@@ -120,12 +121,8 @@ def fresh_settings(args: argparse.Namespace, tag: str,
 
 def env_of(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADECORE_")}
-    for name in ENV_FIELDS:
-        value = getattr(settings, name)
-        env[f"TRADECORE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) \
-            else str(value)
+    env.update(as_environment(settings, ENV_FIELDS))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    env["TRADECORE_VENUE_SNAPSHOT_EVERY"] = str(settings.venue_snapshot_every)
     return env
 
 

@@ -17,7 +17,7 @@ from typing import Final, Literal
 
 import psycopg
 
-from infra.settings import PROJECT_ROOT, Settings, get_settings
+from infra.settings import PROJECT_ROOT, Settings, as_environment, get_settings
 
 POSTGRES_SCRIPT: Final[Path] = Path(__file__).with_name("postgres.sh")
 
@@ -31,13 +31,9 @@ def postgres_script_env(settings: Settings, directory: Path | None = None) -> di
     for a second, independent cluster.
     """
     return {
-        "TRADECORE_POSTGRES_HOST": settings.postgres_host,
-        "TRADECORE_POSTGRES_PORT": str(settings.postgres_port),
-        "TRADECORE_POSTGRES_USER": settings.postgres_user,
-        "TRADECORE_POSTGRES_PASSWORD": settings.postgres_password,
-        "TRADECORE_POSTGRES_DB": settings.postgres_db,
+        **as_environment(settings, ("postgres_host", "postgres_port", "postgres_user",
+                                    "postgres_password", "postgres_db", "timescaledb")),
         "TRADECORE_POSTGRES_DIR": str(directory or PROJECT_ROOT / ".local" / "postgres"),
-        "TRADECORE_TIMESCALEDB": "true" if settings.timescaledb else "false",
     }
 
 

@@ -7,6 +7,7 @@ Nothing else in the project reads ``os.environ``; composition roots (``api/``,
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -259,6 +260,17 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings read once per process from the environment."""
     return Settings()
+
+
+def as_environment(settings: Settings, names: Iterable[str]) -> dict[str, str]:
+    """The named fields of ``settings`` as the ``TRADECORE_*`` variables another process
+    (a worker started by a test or a benchmark) reads them back from."""
+    env = {}
+    for name in names:
+        value = getattr(settings, name)
+        env[f"TRADECORE_{name.upper()}"] = (str(value).lower() if isinstance(value, bool)
+                                           else str(value))
+    return env
 
 
 def markdown_table() -> str:

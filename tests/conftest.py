@@ -11,7 +11,7 @@ from hypothesis import settings as hypothesis_settings
 
 from aggregates.instruments import Universe, load_universe
 from infra.eventstore import eventsourcing_env
-from infra.settings import Settings, get_settings
+from infra.settings import Settings, as_environment, get_settings
 
 # `make test` (and so CI) runs the same examples every time, so a red run reproduces;
 # plain `pytest` keeps exploring new ones, which is how edge cases get found.
@@ -91,10 +91,8 @@ def distributed_settings(kafka_bootstrap: str, kafka_prefix: str) -> Settings:
 
 def distributed_env(settings: Settings) -> dict[str, str]:
     """``settings`` as the TRADECORE_* variables a worker process reads."""
-    names = ("persistence", "postgres_host", "postgres_port", "postgres_user",
-             "postgres_password", "postgres_db", "postgres_schema", "readmodel_schema",
-             "kafka_bootstrap", "kafka_dev_broker", "kafka_topic_prefix",
-             "kafka_event_partitions", "kafka_matching_partitions", "kafka_fetch_wait_ms")
-    return {f"TRADECORE_{n.upper()}": str(getattr(settings, n)).lower()
-            if isinstance(getattr(settings, n), bool) else str(getattr(settings, n))
-            for n in names}
+    return as_environment(settings, (
+        "persistence", "postgres_host", "postgres_port", "postgres_user",
+        "postgres_password", "postgres_db", "postgres_schema", "readmodel_schema",
+        "kafka_bootstrap", "kafka_dev_broker", "kafka_topic_prefix",
+        "kafka_event_partitions", "kafka_matching_partitions", "kafka_fetch_wait_ms"))
