@@ -25,13 +25,12 @@ from typing import Any
 from prometheus_client import Counter
 
 from aggregates.application import TradingApplication
-from aggregates.market import Market
 from aggregates.saga import TOPICS as SAGA_TOPICS
 from aggregates.venue import Venue
 from infra.kafka import topics
 from infra.settings import Settings
 from streams.kafka_bus import Input, StageConsumer, aggregate_key, partition_for, symbol_key
-from streams.matching import UNROUTED, VENUE_COMMAND_TOPICS, MatchingStage
+from streams.matching import VENUE_COMMAND_TOPICS, MatchingStage, book_of
 from streams.processor import EventStoreStep, Step
 from streams.saga import saga_for
 
@@ -77,21 +76,16 @@ class Counted:
 
 
 def venue_key(app: TradingApplication) -> Callable[[Any], str | None]:
-    """The key the relay gives a venue command on ``matching.in``: its symbol; for a
-    cancel, amend or expiry stored before those named the book (version 1), the order's
-    own symbol (``?`` when the store has no such order); None (every partition) for a
-    session close or a session's bars."""
+    """The key the relay gives a venue command on ``matching.in``
+    (:func:`streams.matching.book_of`), an old command's order looked up in ``app``."""
 
-    def key_of(event: Any) -> str | None:
-        symbol = symbol_key(event)
-        if symbol is not None or isinstance(event, (Market.SessionClosed, Market.BarsOpened)):
-            return symbol
+    def order_symbol(order_id: Any) -> str | None:
         try:
-            return str(app.get_order(event.originator_id).symbol)
-        except Exception:  # not found: the relay keys it as unrouted too
-            return UNROUTED
+            return str(app.get_order(order_id).symbol)
+        except Exception:  # not found: unrouted, as the relay keys it
+            return None
 
-    return key_of
+    return lambda event: book_of(event, order_symbol)
 
 
 def matching_consumer(settings: Settings, app: TradingApplication,

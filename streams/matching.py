@@ -106,6 +106,20 @@ VENUE_COMMAND_TOPICS: tuple[str, ...] = (
 )
 
 
+def book_of(command: Any, order_symbol: Callable[[UUID], str | None]) -> str | None:
+    """The book a venue command is for: its ``symbol``; None for a session close or a
+    session's bars (every book); for a cancel, amend or expiry stored before those named
+    the book (version 1), ``order_symbol(order id)``, and :data:`UNROUTED` when that is
+    unknown. The relay keys ``matching.in`` by it, and the matching service reads its
+    partition's share of the log back by it: one rule for both."""
+    if isinstance(command, (Market.SessionClosed, Market.BarsOpened)):
+        return None
+    symbol = getattr(command, "symbol", None)
+    if isinstance(symbol, str):
+        return symbol
+    return order_symbol(command.originator_id) or UNROUTED
+
+
 def make_engine(name: str) -> Engine:
     """The engine named by the ``matching_engine`` setting: ``kernel`` (Numba, the
     default in production) or ``reference`` (pure Python, the test oracle)."""

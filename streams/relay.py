@@ -54,7 +54,7 @@ from infra.kafka import (
 )
 from infra.locks import Fence, stage_fence
 from infra.settings import Settings
-from streams.matching import UNROUTED, VENUE_COMMAND_TOPICS
+from streams.matching import VENUE_COMMAND_TOPICS, book_of
 
 log = logging.getLogger("tradecore.relay")
 
@@ -285,26 +285,31 @@ class Relay:
                     for partition in range(self._matching_partitions):
                         yield matching_in, BROADCAST_KEY, partition, message
                 else:
-                    yield matching_in, self._symbol_of(n), None, message
+                    yield matching_in, self._book_of(n), None, message
             elif topic == _REPORTED:
                 yield matching_out, codec.decode(topic, state).symbol, None, message
 
-    def _symbol_of(self, n: Stored) -> str:
-        """The book a venue command goes to: its ``symbol``; for commands stored before
-        they named it (version 1 cancels, amends, expiries), the order's own symbol."""
-        _nid, order_id, _version, topic, state = n
-        symbol = getattr(codec.decode(topic, state), "symbol", None)
+    def _book_of(self, n: Stored) -> str:
+        """The book a venue command goes to (:func:`streams.matching.book_of`)."""
+        _nid, _order_id, _version, topic, state = n
+        return str(book_of(codec.decode(topic, state), self._order_symbol))
+
+    def _order_symbol(self, order_id: UUID) -> str | None:
+        """An order's symbol, from its Placed event (for commands stored before they
+        named their book), remembered for the order's next commands."""
+        key = str(order_id)
+        symbol = self._symbols.get(key)
         if symbol is None:
-            symbol = self._symbols.get(order_id)
+            first = self.store.recorder.select_events(order_id, lte=1)
+            placed = (codec.codec.decode(first[0].topic, first[0].state,
+                                         originator_id=key, originator_version=1)
+                      if first else None)
+            symbol = getattr(placed, "symbol", None)
             if symbol is None:
-                first = self.store.recorder.select_events(UUID(order_id), lte=1)
-                placed = (codec.codec.decode(first[0].topic, first[0].state,
-                                             originator_id=order_id, originator_version=1)
-                          if first else None)
-                symbol = getattr(placed, "symbol", None) or UNROUTED
-        self._symbols[order_id] = symbol
-        if len(self._symbols) > 100_000:
-            self._symbols.popitem(last=False)
+                return None
+            self._symbols[key] = symbol
+            if len(self._symbols) > 100_000:
+                self._symbols.popitem(last=False)
         return str(symbol)
 
     # -- the producer ------------------------------------------------------------------
