@@ -53,6 +53,7 @@ from infra.kafka import (
     topics,
 )
 from infra.locks import Fence, stage_fence
+from infra.relay_store import RelayPositions, Stored
 from infra.settings import Settings
 from streams.matching import VENUE_COMMAND_TOPICS, book_of
 
@@ -106,63 +107,6 @@ def schema_version(state: bytes) -> int | None:
         return int(state[end:stop if stop > 0 else state.find(b"}", end)])
     except ValueError:
         return None
-
-
-Stored = tuple[int, str, int, str, bytes]
-"""One notification as the relay reads it: (notification id, originator id, originator
-version, event topic, stored bytes); a plain tuple, as the driver returns it."""
-
-
-class RelayPositions:
-    """The relay's position per topic prefix, in the event store's PostgreSQL schema, and
-    its reads of the log.
-
-    Why the log is read here and not with the recorder's ``select_notifications``: that
-    builds a dict and a ``UUID`` per row, which the relay turns back into a string; on
-    the relay's hot path that was ~40% of its time. Same table, same order, same rows
-    (``events_table`` is the recorder's ``events_table_name``)."""
-
-    def __init__(self, url: str, schema: str, events_table: str) -> None:
-        import psycopg
-        from psycopg import sql
-
-        self._conn = psycopg.connect(url, autocommit=True)
-        self._table = sql.Identifier(schema, "relay_positions")
-        self._sql = sql
-        self._conn.execute(sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (stream text PRIMARY KEY, position bigint NOT NULL,"
-            " updated_at timestamptz NOT NULL DEFAULT now())").format(self._table))
-        events = sql.Identifier(schema, events_table)
-        self._select = sql.SQL(
-            "SELECT notification_id, originator_id::text, originator_version, topic, state "
-            "FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-        ).format(events).as_string(self._conn)
-        self._head = sql.SQL("SELECT max(notification_id) FROM {}").format(events
-                                                                             ).as_string(self._conn)
-
-    def get(self, stream: str) -> int:
-        row = self._conn.execute(self._sql.SQL("SELECT position FROM {} WHERE stream = %s"
-                                               ).format(self._table), (stream,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def put(self, stream: str, position: int) -> None:
-        self._conn.execute(self._sql.SQL(
-            "INSERT INTO {} (stream, position) VALUES (%s, %s) ON CONFLICT (stream) DO "
-            "UPDATE SET position = excluded.position, updated_at = now()"
-        ).format(self._table), (stream, position))
-
-    def read(self, after: int, limit: int) -> list[Stored]:
-        """Up to ``limit`` notifications after ``after``, in log order."""
-        with self._conn.cursor(binary=True) as cursor:
-            cursor.execute(self._select, (after, limit), prepare=True)
-            return cursor.fetchall()  # type: ignore[return-value]  # rows are Stored's fields
-
-    def head(self) -> int:
-        row = self._conn.execute(self._head).fetchone()
-        return int(row[0] or 0) if row else 0
-
-    def close(self) -> None:
-        self._conn.close()
 
 
 def _event_store(settings: Settings) -> Any:
