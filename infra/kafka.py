@@ -177,6 +177,34 @@ def ensure_topics(settings: Settings, specs: Sequence[TopicSpec] | None = None,
     return result
 
 
+def fetched_high_watermarks(settings: Settings, starts: Mapping[tuple[str, int], int], *,
+                            group: str, timeout_s: float = 5.0) -> dict[tuple[str, int], int]:
+    """Each ``(topic, partition)``'s high watermark as a fetch response reports it: a short
+    fetch from its start offset, never ListOffsets LATEST, which the dev broker answers
+    wrongly (``../shared/KAFKA.md``, fault 2). Partitions with no answer within
+    ``timeout_s`` are left out. ``group`` names the probing consumer, which never
+    subscribes (no rebalance of anyone's group)."""
+    import time
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    probe = Consumer(consumer_config(settings, group))
+    try:
+        probe.assign([TopicPartition(t, p, offset) for (t, p), offset in starts.items()])
+        deadline = time.monotonic() + timeout_s
+        marks: dict[tuple[str, int], int] = {}
+        while len(marks) < len(starts) and time.monotonic() < deadline:
+            probe.consume(num_messages=1, timeout=0.1)
+            for key in starts:
+                if key not in marks:
+                    wm = probe.get_watermark_offsets(TopicPartition(*key), cached=True)
+                    if wm is not None and wm[1] >= 0:
+                        marks[key] = wm[1]
+        return marks
+    finally:
+        probe.close()
+
+
 # -- the message form of a stored event ---------------------------------------------------
 @dataclass(frozen=True)
 class EventMessage:

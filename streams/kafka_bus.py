@@ -43,6 +43,7 @@ from infra.kafka import (
     BadMessage,
     consumer_config,
     dead_letter_headers,
+    fetched_high_watermarks,
     producer_config,
     received_event,
     topics,
@@ -720,32 +721,19 @@ def group_lags(settings: Settings, group: str, topic_names: Iterable[str],
     committed offset; the dev broker's ListOffsets LATEST is wrong)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    probe = Consumer(consumer_config(settings, f"{group}.probe"))
     watcher = Consumer(consumer_config(settings, group))  # never subscribes: no rebalance
     try:
-        metadata = probe.list_topics(timeout=timeout_s).topics
+        metadata = watcher.list_topics(timeout=timeout_s).topics
         tps = [TopicPartition(t, p) for t in topic_names if t in metadata
                for p in sorted(metadata[t].partitions)]
         committed = {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
                      for tp in watcher.committed(tps, timeout=timeout_s)}
-        probe.assign([TopicPartition(tp.topic, tp.partition,
-                                     committed[(tp.topic, tp.partition)] or 0) for tp in tps])
-        deadline = time.monotonic() + timeout_s
-        marks: dict[tuple[str, int], int] = {}
-        while len(marks) < len(tps) and time.monotonic() < deadline:
-            probe.consume(num_messages=1, timeout=0.1)
-            for tp in tps:
-                key = (tp.topic, tp.partition)
-                if key in marks:
-                    continue
-                wm = probe.get_watermark_offsets(tp, cached=True)
-                if wm is not None and wm[1] >= 0:
-                    marks[key] = wm[1]
-        return [PartitionLag(group, tp.topic, tp.partition, committed[(tp.topic, tp.partition)],
-                             marks.get((tp.topic, tp.partition))) for tp in tps]
     finally:
-        probe.close()
         watcher.close()
+    marks = fetched_high_watermarks(settings, {k: c or 0 for k, c in committed.items()},
+                                    group=f"{group}.probe", timeout_s=timeout_s)
+    return [PartitionLag(group, topic, partition, offset, marks.get((topic, partition)))
+            for (topic, partition), offset in committed.items()]
 
 
 def stage_groups(settings: Settings) -> Mapping[str, list[str]]:

@@ -7,8 +7,6 @@ every deploy. `tradecore kafka topics` shows them with their partitions and end 
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
 from infra.settings import get_settings
@@ -52,50 +50,20 @@ def init() -> None:
 def list_topics() -> None:
     """Each topic of the deployment: partitions and end offset per partition (taken from
     a fetch response: the dev broker answers the offset query wrongly)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from infra.kafka import common_config, topic_specs
+    from infra.kafka import admin, fetched_high_watermarks, topic_specs
 
     _reachable()
     settings = get_settings()
-    consumer = Consumer({**common_config(settings), "group.id": "tradecore-cli-topics",
-                         "enable.auto.commit": False, "enable.partition.eof": True,
-                         "fetch.wait.max.ms": 10, "allow.auto.create.topics": False,
-                         "auto.offset.reset": "earliest"})
-    try:
-        found = consumer.list_topics(timeout=10).topics
-        for spec in topic_specs(settings):
-            meta = found.get(spec.name)
-            if meta is None:
-                typer.echo(f"{spec.name}  missing (run `tradecore kafka init`)")
-                continue
-            ends = [_fetched_end(consumer, TopicPartition(spec.name, p))
-                    for p in sorted(meta.partitions)]
-            typer.echo(f"{spec.name}  {len(ends)} partitions  end offsets "
-                       f"{' '.join(str(e) for e in ends)}  total {sum(ends)}")
-    finally:
-        consumer.close()
-
-
-def _fetched_end(consumer: Any, partition: Any) -> int:
-    """The partition's end offset from a fetch response, not from ListOffsets (wrong on
-    the dev broker: ../shared/KAFKA.md fault 2; at most one stored batch short, so the
-    fetch starts one record before what it answered and reads to the end event)."""
-    from confluent_kafka import KafkaError, TopicPartition
-
-    _low, high = consumer.get_watermark_offsets(partition, timeout=5)
-    consumer.assign([TopicPartition(partition.topic, partition.partition, max(high - 1, 0))])
-    try:
-        end = max(high, 0)
-        for _ in range(1000):
-            msg = consumer.poll(1.0)
-            if msg is None:
-                break
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    return max(end, int(msg.offset()))
-                continue
-            end = int(msg.offset()) + 1
-        return end
-    finally:
-        consumer.unassign()
+    found = admin(settings).list_topics(timeout=10).topics
+    specs = [(spec, found.get(spec.name)) for spec in topic_specs(settings)]
+    ends = fetched_high_watermarks(
+        settings, {(spec.name, p): 0 for spec, meta in specs if meta is not None
+                   for p in meta.partitions}, group="tradecore-cli-topics", timeout_s=10.0)
+    for spec, meta in specs:
+        if meta is None:
+            typer.echo(f"{spec.name}  missing (run `tradecore kafka init`)")
+            continue
+        marks = [ends.get((spec.name, p)) for p in sorted(meta.partitions)]
+        shown = " ".join("?" if m is None else str(m) for m in marks)
+        typer.echo(f"{spec.name}  {len(marks)} partitions  end offsets {shown}  "
+                   f"total {sum(m or 0 for m in marks)}")
