@@ -514,7 +514,7 @@ class Instrument:
             )
 
 
-def _symbol_of(code: str) -> str:
+def symbol_of(code: str) -> str:
     """J-Quants codes are the 4-character TSE code plus a check digit, "0" for stock."""
     code = code.strip()
     if len(code) == 5 and code.endswith("0"):
@@ -573,7 +573,7 @@ class Universe:
             category = str(listing.scale_category or "")
             instruments.append(
                 Instrument(
-                    symbol=_symbol_of(code),
+                    symbol=symbol_of(code),
                     jquants_code=code,
                     name=str(listing.name or code),
                     sector33=str(listing.sector33 or ""),
@@ -596,7 +596,7 @@ class Universe:
 
     def get(self, symbol: str) -> Instrument:
         """The instrument for a 4-character symbol (a 5-digit J-Quants code also works)."""
-        key = _symbol_of(symbol) if isinstance(symbol, str) else symbol
+        key = symbol_of(symbol) if isinstance(symbol, str) else symbol
         try:
             return self._by_symbol[key]
         except (KeyError, TypeError):
@@ -619,7 +619,7 @@ class Universe:
         return iter(self._by_symbol)
 
     def __contains__(self, symbol: object) -> bool:
-        return isinstance(symbol, str) and _symbol_of(symbol) in self._by_symbol
+        return isinstance(symbol, str) and symbol_of(symbol) in self._by_symbol
 
     def __repr__(self) -> str:
         return f"Universe({len(self)} instruments from {self.source or 'memory'})"

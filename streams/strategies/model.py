@@ -1,15 +1,14 @@
 """The model strategy: hold the ``top`` stocks the ATFT-GAT-FAN checkpoint ranks
 highest by median forecast return, equal weight, rebalanced every session.
 
-At each session's close it builds the features from the quotes up to that close (a
-trailing window long enough for the checkpoint's look-back and graph) and scores that
-cross-section with :class:`inference.serving.Predictor`, the same scorer
-``tradecore model predict`` uses; nothing after the close is visible to it.
+At each session's close it scores that cross-section with
+:func:`streams.signals.predict_day`: the features over a trailing window long enough
+for the checkpoint's look-back and graph, scored by :class:`inference.serving.Predictor`
+(the same step the streams loop runs live); nothing after the close is visible to it.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -42,25 +41,16 @@ class ModelStrategy:
     def decide(self, day: date, history: MarketHistory, portfolio: Portfolio) -> Decision:
         import polars as pl
 
-        from inference.features import build_features
-        from inference.serving import PredictionWarning
+        from streams.signals import predict_day, sessions_for
 
         quotes = history.quotes()
-        window = self.predictor.history_days + 40
-        days = quotes.get_column("Date").unique().sort()
-        if len(days) < window // 2:
+        sessions = sessions_for(self.predictor)
+        if quotes.get_column("Date").n_unique() < sessions // 2:
             return {}
-        quotes = quotes.filter(pl.col("Date") >= days[max(0, len(days) - window)])
-        features = build_features(quotes, self.listed_info)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PredictionWarning)
-            try:
-                frame = self.predictor.predict(features, day)
-            except ValueError:
-                return {}  # nothing scorable in the window: stay where we are
-        frame = frame.filter((pl.col("horizon") == self.horizon) & (pl.col("date") == day))
+        frame = predict_day(self.predictor, quotes, self.listed_info, day, sessions)
+        frame = frame.filter(pl.col("horizon") == self.horizon)
         if frame.is_empty():
-            return {}
+            return {}  # nothing scorable in the window: stay where we are
         ranked = frame.sort(["q50", "code"], descending=[True, False]).head(self.top)
         weight = self.invested / self.top
         by_code = history.symbol_for_code

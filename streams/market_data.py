@@ -1,0 +1,397 @@
+"""Daily bars on the stream: the messages, the rules for bad input, and the rolling
+window of bars per symbol that a day's features are computed from.
+
+One implementation serves both deployments: the Faust worker keeps a :class:`BarWindow`
+over a Faust table (changelog-backed, so it is recovered on restart), the embedded loop
+over a dict. Everything the window holds lives in that mapping under three kinds of
+key, so a recovered mapping is the whole state:
+
+* ``b|<code>|<first date>``: a chunk of one symbol's accepted bars (a live day carries
+  one bar per symbol, a backfill many), msgspec-encoded;
+* ``c|<date>|<partition>``: the ingest's end-of-day marker for one partition (whether
+  the day is to be predicted, or only warms the features up);
+* ``p|<date>``: the day's cross-section was published (its missing symbols in the value).
+
+**Bad input** (docs/streams.md): a bar is either *dropped* with a counted reason, or
+*kept* (counted where it is unusual); nothing raises, nothing is silently changed.
+
+======================  =========================================================
+late                    dropped: its day was already published
+duplicate               dropped: the same (code, date) is held with the same values
+conflicting_duplicate   dropped: the same (code, date) is held with other values
+                        (the first one stands)
+bad_close               dropped: AdjustmentClose null, NaN, infinite or <= 0 (the
+                        offline rule: the stock's next return spans the gap)
+bad_code                dropped: a code that is not 4 or 5 digits
+out_of_order            kept: older than a bar already held for the symbol, its day
+                        still open: it takes its place by date
+repaired_price          kept: open/high/low missing or <= 0; the offline cleaning
+                        repairs it the same way in both deployments
+repaired_volume         kept: volume missing or < 0; set to 0 by the offline cleaning
+zero_volume             kept: a valid bar without trades
+split                   kept: AdjustmentFactor != 1; from a live source
+                        (``rebase_splits``) the symbol's held bars are re-based by the
+                        factor so the split is not a return
+missing                 a symbol that traded the previous session has no bar on a
+                        published day: reported with the day, state kept
+======================  =========================================================
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, MutableMapping
+from datetime import date
+from typing import Any
+
+import msgspec
+
+DROPPED = ("late", "duplicate", "conflicting_duplicate", "bad_close", "bad_code")
+KEPT = ("out_of_order", "repaired_price", "repaired_volume", "zero_volume", "split")
+
+
+class Bar(msgspec.Struct, array_like=True, frozen=True):
+    """One J-Quants ``daily_quotes`` row, its columns in order (None where absent)."""
+
+    Date: date
+    Code: str
+    Open: float | None = None
+    High: float | None = None
+    Low: float | None = None
+    Close: float | None = None
+    Volume: float | None = None
+    TurnoverValue: float | None = None
+    AdjustmentFactor: float | None = None
+    AdjustmentOpen: float | None = None
+    AdjustmentHigh: float | None = None
+    AdjustmentLow: float | None = None
+    AdjustmentClose: float | None = None
+    AdjustmentVolume: float | None = None
+
+
+class Bars(msgspec.Struct, tag="bars", frozen=True):
+    """Bars of one symbol, one per date: a live day carries one, a backfill many."""
+
+    code: str
+    bars: list[Bar]
+    #: True from a live source (API polling): a split re-bases the held history. False
+    #: from files, whose Adjustment* columns are already on one scale.
+    rebase_splits: bool = False
+
+
+class DayClose(msgspec.Struct, tag="close", frozen=True):
+    """The ingest has sent every bar of ``day`` it had for ``partition`` (``bars`` of them)."""
+
+    day: date
+    partition: int
+    bars: int
+    #: False for a backfilled (warm-up) day: it is closed without predictions.
+    predict: bool = True
+
+
+Message = Bars | DayClose
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(Message).decode
+_chunk = msgspec.json.Decoder(list[Bar]).decode
+
+
+class BadMessage(ValueError):
+    """A md.bars message that is not a Bars or DayClose; the message says which field."""
+
+
+def encode(message: Message) -> bytes:
+    return _encode(message)
+
+
+def decode(raw: bytes | None) -> Message:
+    try:
+        return _decode(raw or b"")
+    except msgspec.ValidationError as exc:
+        raise BadMessage(f"md.bars: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadMessage(f"md.bars: not JSON: {exc}") from None
+
+
+def bars_from_rows(rows: Iterable[dict[str, Any]]) -> list[Bar]:
+    """Bars from J-Quants rows (``polars.DataFrame.iter_rows(named=True)``); NaN -> None."""
+    fields = Bar.__struct_fields__
+    out = []
+    for row in rows:
+        values = [row.get(name) for name in fields]
+        clean: list[Any] = [None if isinstance(v, float) and math.isnan(v) else v
+                            for v in values]
+        out.append(Bar(*clean))
+    return out
+
+
+def _finite_positive(x: float | None) -> bool:
+    return x is not None and math.isfinite(x) and x > 0
+
+
+def _same(a: Bar, b: Bar) -> bool:
+    """Equal field by field (NaN equals NaN)."""
+    return all(x == y or (isinstance(x, float) and isinstance(y, float)
+                          and math.isnan(x) and math.isnan(y))
+               for x, y in zip(_values(a), _values(b), strict=True))
+
+
+def _values(bar: Bar) -> tuple[Any, ...]:
+    return tuple(getattr(bar, f) for f in bar.__struct_fields__)
+
+
+def _rebased(bar: Bar, factor: float) -> Bar:
+    """``bar`` on the scale after a split of ``factor`` (prices x factor, volume / factor)."""
+    def scaled(x: float | None, f: float) -> float | None:
+        return None if x is None else x * f
+
+    return msgspec.structs.replace(
+        bar, AdjustmentOpen=scaled(bar.AdjustmentOpen, factor),
+        AdjustmentHigh=scaled(bar.AdjustmentHigh, factor),
+        AdjustmentLow=scaled(bar.AdjustmentLow, factor),
+        AdjustmentClose=scaled(bar.AdjustmentClose, factor),
+        AdjustmentVolume=scaled(bar.AdjustmentVolume, 1.0 / factor))
+
+
+def normal_code(code: str) -> str | None:
+    """The 5-digit J-Quants code (a 4-digit ticker gets the trailing 0), or None."""
+    code = code.strip()
+    if code.isdigit() and code.isascii() and len(code) in (4, 5):
+        return code + "0" if len(code) == 4 else code
+    return None
+
+
+class BarWindow:
+    """The last ``sessions`` trading dates of bars per symbol, and which days are done.
+
+    ``store`` is the persistent mapping (a Faust table, or a dict); everything else here
+    is derived from it by :meth:`reindex`, which a restart runs after recovery.
+    ``partitions`` is how many end-of-day markers complete a day; ``deadline_s`` how long
+    after its first bar a day is published without them (its missing symbols reported).
+    """
+
+    def __init__(self, store: MutableMapping[bytes, bytes], *, sessions: int,
+                 partitions: int = 1, deadline_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if sessions < 2:
+            raise ValueError(f"sessions={sessions} breaks rule 'at least 2'")
+        self.store = store
+        self.sessions = sessions
+        self.partitions = partitions
+        self.deadline_s = deadline_s
+        self.clock = clock
+        self.counts: Counter[str] = Counter()  # outcome -> bars (metrics)
+        self.reindex()
+
+    # -- derived state ------------------------------------------------------------------
+    def reindex(self) -> None:
+        """Rebuild what is derived from the store (after recovery, or a rebalance)."""
+        self._bars: dict[str, dict[date, Bar]] = {}
+        self._chunks: dict[str, list[tuple[date, bytes]]] = {}  # code -> (last date, key)
+        self._closed: dict[date, dict[int, bool]] = {}  # day -> partition -> predict
+        self._published: dict[date, list[str]] = {}
+        self._first_seen: dict[date, float] = {}
+        self._per_date: Counter[date] = Counter()  # bars held per date
+        for key, value in list(self.store.items()):
+            kind, _, rest = bytes(key).decode().partition("|")
+            if kind == "b":
+                code = rest.partition("|")[0]
+                chunk = _chunk(value)
+                held = self._bars.setdefault(code, {})
+                for bar in chunk:
+                    self._per_date[bar.Date] += bar.Date not in held
+                    held[bar.Date] = bar
+                self._chunks.setdefault(code, []).append((chunk[-1].Date, bytes(key)))
+            elif kind == "c":
+                text, _, partition = rest.partition("|")
+                self._closed.setdefault(date.fromisoformat(text), {})[int(partition)] = \
+                    value == b"predict"
+            elif kind == "p":
+                self._published[date.fromisoformat(rest)] = msgspec.json.decode(value)
+        now = self.clock()
+        for day in self.open_days():
+            self._first_seen[day] = now
+        self._prune()
+
+    @property
+    def last_published(self) -> date | None:
+        return max(self._published) if self._published else None
+
+    def published(self, day: date) -> list[str] | None:
+        """The missing symbols reported when ``day`` was published, or None if it was not."""
+        return self._published.get(day)
+
+    def dates(self) -> list[date]:
+        """The dates bars are held for, oldest first."""
+        return sorted(self._per_date)
+
+    def open_days(self) -> list[date]:
+        """Days with bars or markers that are not published yet, oldest first."""
+        last = self.last_published
+        days = set(self._per_date) | set(self._closed)
+        return sorted(d for d in days if last is None or d > last)
+
+    # -- input ----------------------------------------------------------------------------
+    def accept(self, message: Bars) -> Counter[str]:
+        """Apply the rules to a symbol's bars and store the accepted ones (one chunk)."""
+        outcome: Counter[str] = Counter()
+        code = normal_code(message.code) if isinstance(message.code, str) else None
+        if code is None:
+            outcome["bad_code"] += len(message.bars) or 1
+            self.counts.update(outcome)
+            return outcome
+        held = self._bars.setdefault(code, {})
+        last = self.last_published
+        accepted: dict[date, Bar] = {}
+        rebase: list[tuple[date, float]] = []
+        for bar in sorted(message.bars, key=lambda b: b.Date):
+            if normal_code(bar.Code) != code:
+                outcome["bad_code"] += 1
+                continue
+            bar = msgspec.structs.replace(bar, Code=code) if bar.Code != code else bar
+            if last is not None and bar.Date <= last:
+                outcome["late"] += 1
+                continue
+            known = held.get(bar.Date) or accepted.get(bar.Date)
+            if known is not None:
+                outcome["duplicate" if _same(known, bar) else "conflicting_duplicate"] += 1
+                continue
+            if not _finite_positive(bar.AdjustmentClose):
+                outcome["bad_close"] += 1
+                continue
+            if held and bar.Date < max(held):
+                outcome["out_of_order"] += 1
+            if not all(_finite_positive(x) for x in
+                       (bar.AdjustmentOpen, bar.AdjustmentHigh, bar.AdjustmentLow)):
+                outcome["repaired_price"] += 1
+            volume = bar.AdjustmentVolume
+            if volume is None or not math.isfinite(volume) or volume < 0:
+                outcome["repaired_volume"] += 1
+            elif volume == 0:
+                outcome["zero_volume"] += 1
+            factor = bar.AdjustmentFactor
+            if factor is not None and math.isfinite(factor) and factor > 0 and factor != 1.0:
+                outcome["split"] += 1
+                if message.rebase_splits:
+                    rebase.append((bar.Date, factor))
+            accepted[bar.Date] = bar
+            outcome["accepted"] += 1
+        if accepted:
+            for day in accepted:
+                self._first_seen.setdefault(day, self.clock())
+            if rebase:
+                self._rebase(code, accepted, rebase)
+            else:
+                self._put(code, sorted(accepted.values(), key=lambda b: b.Date))
+        self.counts.update(outcome)
+        return outcome
+
+    def _put(self, code: str, bars: list[Bar]) -> None:
+        key = f"b|{code}|{bars[0].Date.isoformat()}".encode()
+        self.store[key] = _encode(bars)
+        held = self._bars.setdefault(code, {})
+        for bar in bars:
+            self._per_date[bar.Date] += bar.Date not in held
+            held[bar.Date] = bar
+        self._chunks.setdefault(code, []).append((bars[-1].Date, key))
+
+    def _rebase(self, code: str, new: dict[date, Bar], splits: list[tuple[date, float]]
+                ) -> None:
+        """Re-base everything held for ``code`` before each split, then store it as one chunk."""
+        every = {**self._bars.get(code, {}), **new}
+        for split_day, factor in splits:
+            every = {d: (_rebased(b, factor) if d < split_day else b) for d, b in every.items()}
+        for _, key in self._chunks.pop(code, []):
+            self.store.pop(key, None)
+        self._per_date.subtract(self._bars.get(code, {}).keys())
+        self._bars[code] = {}
+        self._put(code, sorted(every.values(), key=lambda b: b.Date))
+
+    def close(self, marker: DayClose) -> None:
+        """Record a partition's end-of-day marker (a late one for a published day is ignored)."""
+        last = self.last_published
+        if last is not None and marker.day <= last:
+            self.counts["late_close"] += 1
+            return
+        self.store[f"c|{marker.day.isoformat()}|{marker.partition}".encode()] = \
+            b"predict" if marker.predict else b"warm-up"
+        self._closed.setdefault(marker.day, {})[marker.partition] = marker.predict
+        self._first_seen.setdefault(marker.day, self.clock())
+
+    # -- days -----------------------------------------------------------------------------
+    def ready(self) -> list[tuple[date, str]]:
+        """Days to publish now, oldest first, each with why: ``complete`` (every partition
+        sent its marker) or ``deadline`` (``deadline_s`` passed since its first bar). A day
+        waits for the days before it."""
+        out = []
+        now = self.clock()
+        for day in self.open_days():
+            closed = self._closed.get(day, {})
+            if len(closed) >= self.partitions:
+                out.append((day, "complete"))
+            elif now - self._first_seen.get(day, now) >= self.deadline_s:
+                out.append((day, "deadline"))
+            else:
+                break
+        return out
+
+    def predicts(self, day: date) -> bool:
+        """Whether ``day`` is to be predicted (False: a backfilled warm-up day)."""
+        closed = self._closed.get(day)
+        return not closed or any(closed.values())
+
+    def window(self, day: date) -> tuple[list[Bar], list[str]]:
+        """The bars of the last ``sessions`` dates up to ``day`` (what the offline pipeline
+        would read from files), and the symbols missing on ``day``: those with a bar on the
+        session before it but none on it."""
+        dates = [d for d in self.dates() if d <= day][-self.sessions:]
+        keep = set(dates)
+        rows = [bar for code in sorted(self._bars) for d, bar in sorted(self._bars[code].items())
+                if d in keep]
+        missing: list[str] = []
+        if len(dates) >= 2 and dates[-1] == day:
+            before = dates[-2]
+            missing = sorted(code for code, held in self._bars.items()
+                             if before in held and day not in held)
+        return rows, missing
+
+    def publish(self, day: date, missing: list[str]) -> None:
+        """Mark ``day`` published (with its missing symbols) and drop what no later day needs."""
+        self.store[f"p|{day.isoformat()}".encode()] = msgspec.json.encode(sorted(missing))
+        self._published[day] = sorted(missing)
+        self.counts["missing"] += len(missing)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Keep the last ``sessions`` dates up to the last published day, and what is newer."""
+        last = self.last_published
+        if last is None:
+            return
+        dates = [d for d in self.dates() if d <= last]
+        if len(dates) <= self.sessions:
+            return
+        oldest = dates[-self.sessions]
+        for code in list(self._bars):
+            held = self._bars[code]
+            for d in [d for d in held if d < oldest]:
+                del held[d]
+                self._per_date[d] -= 1
+            chunks = self._chunks.get(code, [])
+            for end, key in [c for c in chunks if c[0] < oldest]:
+                self.store.pop(key, None)
+                chunks.remove((end, key))
+            if not held:
+                del self._bars[code]
+                self._chunks.pop(code, None)
+        for day in [d for d in self._per_date if d < oldest]:
+            del self._per_date[day]
+        for day in [d for d in self._closed if d < oldest]:
+            del self._closed[day]
+            for partition in range(self.partitions):
+                self.store.pop(f"c|{day.isoformat()}|{partition}".encode(), None)
+        for day in [d for d in self._published if d < oldest]:
+            del self._published[day]
+            self.store.pop(f"p|{day.isoformat()}".encode(), None)
+        for day in [d for d in self._first_seen if last is not None and d <= last]:
+            del self._first_seen[day]
