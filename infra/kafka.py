@@ -177,6 +177,14 @@ def ensure_topics(settings: Settings, specs: Sequence[TopicSpec] | None = None,
     return result
 
 
+def partition_count(settings: Settings, topic: str, timeout_s: float = 10.0) -> int:
+    """How many partitions ``topic`` has on the broker (its spec's count if it is absent)."""
+    found = admin(settings).list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if found is not None and found.error is None and found.partitions:
+        return len(found.partitions)
+    return next((s.partitions for s in topic_specs(settings) if s.name == topic), 1)
+
+
 def fetched_high_watermarks(settings: Settings, starts: Mapping[tuple[str, int], int], *,
                             group: str, timeout_s: float = 5.0) -> dict[tuple[str, int], int]:
     """Each ``(topic, partition)``'s high watermark as a fetch response reports it: a short

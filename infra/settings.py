@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -181,6 +182,64 @@ class Settings(BaseSettings):
     worker_port: int = Field(
         default=9100, ge=0,
         description="Port of a worker's /readyz and /metrics (0: pick a free one, logged).",
+    )
+
+    # --- market-data loop (streams) ---------------------------------------------------
+    model_checkpoint: Path | None = Field(
+        default=None,
+        description="ATFT-GAT-FAN checkpoint the streams loop predicts with "
+        "(`tradecore model train` writes one); unset: no loop.",
+    )
+    streams_ingest: bool = Field(
+        default=False,
+        description="The streams worker also ingests bars (from `streams_source`) into "
+        "`<prefix>.md.bars`; off: another process publishes them.",
+    )
+    streams_source: Literal["files", "api"] = Field(
+        default="files",
+        description="Where the loop's daily bars come from: J-Quants files replayed "
+        "(`streams_data`) or the J-Quants API polled (`jquants_refresh_token`).",
+    )
+    jquants_refresh_token: str | None = Field(
+        default=None, description="J-Quants API refresh token (API polling); keep it secret."
+    )
+    jquants_base_url: str = Field(
+        default="https://api.jquants.com", description="J-Quants API base URL."
+    )
+    streams_data: Path | None = Field(
+        default=None,
+        description="J-Quants folder (daily_quotes, listed_info) the loop replays and reads "
+        "sectors from; default: `<data_dir>/jquants`.",
+    )
+    streams_from: date | None = Field(
+        default=None,
+        description="First trading day the loop predicts (the sessions before it warm the "
+        "features up); default: the first day the warm-up allows.",
+    )
+    streams_to: date | None = Field(
+        default=None, description="Last day a file replay sends (default: the data's last)."
+    )
+    streams_speed: float = Field(
+        default=0.0, ge=0,
+        description="Replay speed in trading days per second (0: as fast as it is taken).",
+    )
+    streams_poll_s: float = Field(
+        default=60.0, gt=0, description="API polling: seconds between asks for today's bars."
+    )
+    streams_deadline_s: float = Field(
+        default=60.0, gt=0,
+        description="A day is predicted this long after its first bar even if some "
+        "partitions' end-of-day markers are missing (the missing symbols are reported).",
+    )
+    strategy_account: str | None = Field(
+        default=None,
+        description="Account name the strategy trades (it must exist and be funded); unset: "
+        "predictions only, no orders.",
+    )
+    strategy_fraction: float = Field(
+        default=0.1, gt=0, le=1,
+        description="The strategy holds this top fraction of the universe by median "
+        "forecast, equal weight.",
     )
 
     # --- HTTP API -----------------------------------------------------------------

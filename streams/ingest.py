@@ -73,14 +73,15 @@ def backfill_messages(rows: pl.DataFrame, days: list[date], partitions: int, *,
 
 
 class FileSource:
-    """Replay the J-Quants files of ``data`` from ``start`` to ``end``: the ``warmup``
-    sessions before ``start`` as a backfill, then day by day at ``speed`` days a second
+    """Replay the J-Quants files of ``data`` from ``start`` (None: the first day with
+    ``warmup`` sessions before it) to ``end``: the ``warmup`` sessions before ``start`` as
+    a backfill, then day by day at ``speed`` days a second
     (0: as fast as the consumer takes them). ``after`` skips the days already sent (a
     restarted ingest resumes after the last day whose markers went out)."""
 
     rebase_splits = False  # the files' Adjustment* columns are on one scale already
 
-    def __init__(self, data: Path, start: date, end: date | None, *, warmup: int,
+    def __init__(self, data: Path, start: date | None, end: date | None, *, warmup: int,
                  speed: float = 0.0, after: date | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         from inference.data import load_daily_quotes
@@ -89,6 +90,8 @@ class FileSource:
         if end is not None:
             quotes = quotes.filter(pl.col("Date") <= end)
         days = quotes.get_column("Date").unique().sort().to_list()
+        if start is None:  # the first day the warm-up allows
+            start = days[min(warmup, len(days) - 1)] if days else date.min
         live = [d for d in days if d >= start]
         if not live:
             raise ValueError(f"--from {start}: no session on or after it in {data}")

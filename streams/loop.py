@@ -32,6 +32,7 @@ from streams.signals import (
     decide_orders,
     predict_day,
     prediction_messages,
+    predictions_frame,
     quotes_frame,
     submit_orders,
 )
@@ -156,22 +157,29 @@ class StrategyDesk:
     slippage_ticks: int = 1
     totals: Counter[str] = field(default_factory=Counter)
 
-    def trade(self, day: date, predictions: list[Prediction]) -> Submitted:
-        from streams.signals import predictions_frame
-
-        started = time.perf_counter()
-        key = f"d|{day.isoformat()}".encode()
-        held = self.decisions.get(key)
+    def decide(self, day: date, predictions: list[Prediction]) -> list[OrderIntent]:
+        """The day's orders: the remembered decision, or a new one from the predictions
+        (it reads the account; it stores nothing)."""
+        held = self.decisions.get(_decision_key(day))
         if held is not None:
-            intents = _intents(held)
-        else:
-            closes = {p.code: p.close for p in predictions if p.close}
-            intents, skipped = decide_orders(self.app, self.account, self.strategy,
-                                             predictions_frame(predictions), closes,
-                                             slippage_ticks=self.slippage_ticks)
-            for _ in skipped:
-                ORDERS.labels("skipped").inc()
+            return _intents(held)
+        closes = {p.code: p.close for p in predictions if p.close}
+        intents, skipped = decide_orders(self.app, self.account, self.strategy,
+                                         predictions_frame(predictions), closes,
+                                         slippage_ticks=self.slippage_ticks)
+        if skipped:
+            ORDERS.labels("skipped").inc(len(skipped))
+        return intents
+
+    def remember(self, day: date, intents: list[OrderIntent]) -> None:
+        """Keep the day's decision before any of it is placed."""
+        key = _decision_key(day)
+        if self.decisions.get(key) is None:
             self.decisions[key] = msgspec.json.encode(intents)
+
+    def submit(self, day: date, intents: list[OrderIntent]) -> Submitted:
+        """Place the decision through the command handlers under its idempotency keys."""
+        started = time.perf_counter()
         result = submit_orders(self.app, self.account, self.strategy.name, day, intents,
                                principal=self.principal)
         for outcome, n in result.outcomes.items():
@@ -181,6 +189,30 @@ class StrategyDesk:
         if result.reasons:
             log.warning("%s: %s refused: %s", day, self.strategy.name, dict(result.reasons))
         return result
+
+    def trade(self, day: date, predictions: list[Prediction]) -> Submitted:
+        """Decide, remember, place: the whole step, in this thread (the embedded loop)."""
+        intents = self.decide(day, predictions)
+        self.remember(day, intents)
+        return self.submit(day, intents)
+
+
+def _decision_key(day: date) -> bytes:
+    return f"d|{day.isoformat()}".encode()
+
+
+def desk_for(app: Any, account_name: str, fraction: float,
+             decisions: MutableMapping[bytes, bytes]) -> StrategyDesk:
+    """The desk trading ``account_name`` (which must exist) as its owner."""
+    from aggregates import ids
+
+    account = ids.account_id(account_name)
+    with app.deciding():
+        state = app.current(account)
+    if state is None:
+        raise LookupError(f"TRADECORE_STRATEGY_ACCOUNT={account_name!r}: no such account; "
+                          "open and fund it first (`tradecore account open`)")
+    return StrategyDesk(app, account, state.owner, TopQuantile(fraction=fraction), decisions)
 
 
 def run_embedded(source: Any, loop: Loop, desk: StrategyDesk | None, *,

@@ -26,7 +26,8 @@ import typer
 
 from infra.settings import Settings, get_settings
 
-STAGES = ("relay", "matching", "saga", "projections")
+log = logging.getLogger("tradecore.worker")
+STAGES = ("relay", "matching", "saga", "projections", "streams")
 
 
 def _refuse(message: str) -> typer.Exit:
@@ -47,6 +48,9 @@ def worker(
     if projection and stage != "projections":
         raise _refuse(f"projection={projection[0]!r} breaks rule 'only for the projections "
                       "stage'")
+    if stage == "streams":  # market data -> predictions -> strategy, on Kafka
+        _streams_worker(settings)
+        return
     if settings.bus == "log" and stage not in ("relay", "projections"):
         _log_worker(settings, stage)
         return
@@ -80,6 +84,98 @@ def _run(runnable: Any, close: Callable[[], None], settings: Settings) -> NoRetu
     finally:
         close()
     raise typer.Exit(code)
+
+
+# -- streams ----------------------------------------------------------------------------
+def _streams_worker(settings: Settings) -> NoReturn:
+    """The Faust worker of :mod:`streams.faust_app`, behind the ``streams`` fence (a second
+    one waits as a hot standby), with /healthz /readyz /metrics beside it."""
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from infra.locks import stage_fence
+    from streams.worker import Unreachable, check_reachable, health_server
+
+    if settings.model_checkpoint is None:
+        raise _refuse("TRADECORE_MODEL_CHECKPOINT: unset; the streams worker predicts with "
+                      "a checkpoint (`tradecore model train --out PATH` writes one)")
+    if not settings.model_checkpoint.is_file():
+        raise _refuse(f"TRADECORE_MODEL_CHECKPOINT={settings.model_checkpoint}: no such file")
+    needs = ["kafka"] + (["postgres"] if settings.persistence == "postgres" else [])
+    try:
+        check_reachable(settings, needs)
+    except Unreachable as err:
+        raise _refuse(str(err)) from None
+    from infra.kafka import ensure_topics
+
+    ensure_topics(settings)
+    fence = stage_fence(settings, "streams")
+    if not fence.acquire(blocking=False):
+        log.info("streams: another worker holds the fence; waiting as a hot standby")
+        fence.acquire()
+    try:
+        worker = _build_streams(settings)
+    except (LookupError, ValueError, OSError) as err:
+        fence.release()
+        raise _refuse(str(err)) from None
+    try:
+        server = health_server(worker, settings.worker_host, settings.worker_port)
+    except OSError as err:
+        fence.release()
+        raise _refuse(f"TRADECORE_WORKER_PORT={settings.worker_port}: cannot serve /readyz "
+                      f"there ({err.strerror})") from None
+    import faust
+
+    from infra.faust_dev import recover_from_fetched_highwaters
+
+    recover_from_fetched_highwaters(worker.app, settings)
+    code = 0
+    try:
+        faust.Worker(worker.app, loglevel="INFO", quiet=True,
+                     redirect_stdouts=False).execute_from_commandline()
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    finally:
+        server.shutdown()
+        fence.release()
+    raise typer.Exit(code)
+
+
+def _build_streams(settings: Settings) -> Any:
+    """The worker: its checkpoint, its source (when it ingests), its desk (when it trades)."""
+    from inference.serving import Predictor
+    from streams.faust_app import build_worker
+    from streams.signals import sessions_for
+
+    predictor = Predictor(settings.model_checkpoint)  # type: ignore[arg-type]
+    app = None
+    if settings.strategy_account:
+        from api.wiring import trading_app
+
+        app = trading_app(settings)
+    source = None
+    if settings.streams_ingest:
+        source = _source(settings, sessions_for(predictor))
+    return build_worker(settings, app=app, predictor=predictor, source=source)
+
+
+def _source(settings: Settings, warmup: int) -> Any:
+    """The configured market-data source (files replayed, or the J-Quants API polled)."""
+    from datetime import date
+
+    from streams.ingest import ApiSource, FileSource
+
+    if settings.streams_source == "api":
+        from inference.data import JQuantsClient
+
+        if not settings.jquants_refresh_token:
+            raise ValueError("TRADECORE_JQUANTS_REFRESH_TOKEN: unset; API polling needs it")
+        client = JQuantsClient(settings.jquants_refresh_token,
+                               base_url=settings.jquants_base_url)
+        return ApiSource(client, settings.streams_from or date.today(),
+                         interval_s=settings.streams_poll_s)
+    data = settings.streams_data or settings.data_dir / "jquants"
+    return FileSource(data, settings.streams_from, settings.streams_to,
+                      warmup=warmup, speed=settings.streams_speed)
 
 
 # -- bus=kafka ---------------------------------------------------------------------------
