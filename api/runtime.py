@@ -36,6 +36,7 @@ from streams.processor import Lag
 
 if TYPE_CHECKING:
     from streams.embedded import Stages
+    from streams.loop import EmbeddedLoop
 
 log = logging.getLogger("tradecore.runtime")
 
@@ -193,6 +194,12 @@ class Runtime:
         self._projection_names = [p.name for p in self.projector.projections]
         self._feed = threading.Thread(target=self._follow_read_models, name="stream-feed",
                                       daemon=True)
+        # the market-data loop in-process (embedded only; on Kafka it is a worker's)
+        self.market: EmbeddedLoop | None = None
+        if self.stages is not None and settings.model_checkpoint and settings.streams_ingest:
+            from streams.loop import embedded_loop
+
+            self.market = embedded_loop(settings, self.app)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -200,9 +207,13 @@ class Runtime:
         if self.stages is not None:
             self.stages.start()
         self._feed.start()
+        if self.market is not None:
+            self.market.start()
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.market is not None:
+            self.market.stop()
         self.intake.stop()
         if self.stages is not None:
             self.stages.stop()

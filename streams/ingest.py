@@ -156,3 +156,20 @@ class ApiSource:
             yield day, True, list(day_messages(day, rows, partitions,
                                                rebase_splits=self.rebase_splits))
             day += timedelta(days=1)
+
+
+def source_for(settings: Any, warmup: int) -> FileSource | ApiSource:
+    """The market-data source the settings name: J-Quants files replayed
+    (``streams_data``), or the J-Quants API polled (``jquants_refresh_token``)."""
+    if settings.streams_source == "api":
+        from inference.data import JQuantsClient
+
+        if not settings.jquants_refresh_token:
+            raise ValueError("TRADECORE_JQUANTS_REFRESH_TOKEN: unset; API polling needs it")
+        client = JQuantsClient(settings.jquants_refresh_token,
+                               base_url=settings.jquants_base_url)
+        return ApiSource(client, settings.streams_from or date.today(),
+                         interval_s=settings.streams_poll_s)
+    data = settings.streams_data or settings.data_dir / "jquants"
+    return FileSource(data, settings.streams_from, settings.streams_to, warmup=warmup,
+                      speed=settings.streams_speed)

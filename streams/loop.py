@@ -235,3 +235,51 @@ def run_embedded(source: Any, loop: Loop, desk: StrategyDesk | None, *,
         if stop is not None and stop.is_set():
             break
     return closed
+
+
+class EmbeddedLoop:
+    """The loop in a thread of ``tradecore serve`` (the embedded deployment): no Faust, no
+    Kafka, the same steps. Its window and decisions live in this process; at start the
+    window is rebuilt from the source (a file replay sends the warm-up again), and a
+    day decided again after a restart places nothing twice (the orders' keys)."""
+
+    def __init__(self, loop: Loop, desk: StrategyDesk | None, source: Any) -> None:
+        self.loop, self.desk, self.source = loop, desk, source
+        self.days = 0
+        self.last: DayResult | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="market-loop", daemon=True)
+
+    def _run(self) -> None:
+        def seen(result: DayResult, _submitted: Submitted | None) -> None:
+            self.days += 1
+            self.last = result
+
+        try:
+            run_embedded(self.source, self.loop, self.desk, stop=self._stop, on_day=seen)
+            log.info("market loop: the source has no more days (%d closed)", self.days)
+        except Exception:
+            log.exception("market loop failed; the API serves on without it")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+
+def embedded_loop(settings: Any, app: Any) -> EmbeddedLoop:
+    """The loop ``tradecore serve`` runs when a checkpoint and ``streams_ingest`` are set."""
+    from inference.data import load_listed_info
+    from inference.serving import Predictor
+    from streams.ingest import source_for
+    from streams.signals import sessions_for
+
+    predictor = Predictor(settings.model_checkpoint)
+    listed = load_listed_info(settings.streams_data or settings.data_dir / "jquants")
+    loop = Loop({}, predictor, listed, deadline_s=settings.streams_deadline_s)
+    desk = (desk_for(app, settings.strategy_account, settings.strategy_fraction, {})
+            if settings.strategy_account else None)
+    return EmbeddedLoop(loop, desk, source_for(settings, sessions_for(predictor)))

@@ -154,28 +154,10 @@ def _build_streams(settings: Settings) -> Any:
         app = trading_app(settings)
     source = None
     if settings.streams_ingest:
-        source = _source(settings, sessions_for(predictor))
+        from streams.ingest import source_for
+
+        source = source_for(settings, sessions_for(predictor))
     return build_worker(settings, app=app, predictor=predictor, source=source)
-
-
-def _source(settings: Settings, warmup: int) -> Any:
-    """The configured market-data source (files replayed, or the J-Quants API polled)."""
-    from datetime import date
-
-    from streams.ingest import ApiSource, FileSource
-
-    if settings.streams_source == "api":
-        from inference.data import JQuantsClient
-
-        if not settings.jquants_refresh_token:
-            raise ValueError("TRADECORE_JQUANTS_REFRESH_TOKEN: unset; API polling needs it")
-        client = JQuantsClient(settings.jquants_refresh_token,
-                               base_url=settings.jquants_base_url)
-        return ApiSource(client, settings.streams_from or date.today(),
-                         interval_s=settings.streams_poll_s)
-    data = settings.streams_data or settings.data_dir / "jquants"
-    return FileSource(data, settings.streams_from, settings.streams_to,
-                      warmup=warmup, speed=settings.streams_speed)
 
 
 # -- bus=kafka ---------------------------------------------------------------------------
