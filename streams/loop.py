@@ -94,9 +94,9 @@ class Loop:
     def compute(self, day: date, reason: str) -> DayResult:
         """The day's predictions (pure: nothing is stored; safe in a worker thread)."""
         started = time.perf_counter()
-        rows, missing = self.window.window(day)
         if not self.window.predicts(day):
-            return DayResult(day, "warm-up", pl.DataFrame(), {}, missing)
+            return DayResult(day, "warm-up", pl.DataFrame(), {}, [])
+        rows, missing = self.window.window(day)
         closes = _closes(rows, day)
         predictions = predict_day(self.predictor, quotes_frame(rows), self.listed, day,
                                   self.sessions)

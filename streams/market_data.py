@@ -193,6 +193,7 @@ class BarWindow:
         self._published: dict[date, list[str]] = {}
         self._first_seen: dict[date, float] = {}
         self._per_date: Counter[date] = Counter()  # bars held per date
+        self._open: list[date] | None = None  # open_days(), until something changes it
         for key, value in list(self.store.items()):
             kind, _, rest = bytes(key).decode().partition("|")
             if kind == "b":
@@ -227,10 +228,14 @@ class BarWindow:
         return sorted(self._per_date)
 
     def open_days(self) -> list[date]:
-        """Days with bars or markers that are not published yet, oldest first."""
-        last = self.last_published
-        days = set(self._per_date) | set(self._closed)
-        return sorted(d for d in days if last is None or d > last)
+        """Days with bars or markers that are not published yet, oldest first (kept until
+        a new date, a marker or a publication changes them: it is asked after every
+        message)."""
+        if self._open is None:
+            last = self.last_published
+            days = set(self._per_date) | set(self._closed)
+            self._open = sorted(d for d in days if last is None or d > last)
+        return self._open
 
     # -- input ----------------------------------------------------------------------------
     def accept(self, message: Bars) -> Counter[str]:
@@ -292,6 +297,8 @@ class BarWindow:
         self.store[key] = _encode(bars)
         held = self._bars.setdefault(code, {})
         for bar in bars:
+            if bar.Date not in self._per_date:
+                self._open = None
             self._per_date[bar.Date] += bar.Date not in held
             held[bar.Date] = bar
         self._chunks.setdefault(code, []).append((bars[-1].Date, key))
@@ -317,6 +324,7 @@ class BarWindow:
         self.store[f"c|{marker.day.isoformat()}|{marker.partition}".encode()] = \
             b"predict" if marker.predict else b"warm-up"
         self._closed.setdefault(marker.day, {})[marker.partition] = marker.predict
+        self._open = None
         self._first_seen.setdefault(marker.day, self.clock())
 
     # -- days -----------------------------------------------------------------------------
@@ -360,6 +368,7 @@ class BarWindow:
         """Mark ``day`` published (with its missing symbols) and drop what no later day needs."""
         self.store[f"p|{day.isoformat()}".encode()] = msgspec.json.encode(sorted(missing))
         self._published[day] = sorted(missing)
+        self._open = None
         self.counts["missing"] += len(missing)
         self._prune()
 
@@ -372,19 +381,20 @@ class BarWindow:
         if len(dates) <= self.sessions:
             return
         oldest = dates[-self.sessions]
+        old = [d for d in dates if d < oldest]
         for code in list(self._bars):
             held = self._bars[code]
-            for d in [d for d in held if d < oldest]:
-                del held[d]
-                self._per_date[d] -= 1
+            for d in old:
+                held.pop(d, None)
             chunks = self._chunks.get(code, [])
-            for end, key in [c for c in chunks if c[0] < oldest]:
+            while chunks and min(chunks)[0] < oldest:
+                end, key = min(chunks)
                 self.store.pop(key, None)
                 chunks.remove((end, key))
             if not held:
                 del self._bars[code]
                 self._chunks.pop(code, None)
-        for day in [d for d in self._per_date if d < oldest]:
+        for day in old:
             del self._per_date[day]
         for day in [d for d in self._closed if d < oldest]:
             del self._closed[day]
@@ -393,5 +403,6 @@ class BarWindow:
         for day in [d for d in self._published if d < oldest]:
             del self._published[day]
             self.store.pop(f"p|{day.isoformat()}".encode(), None)
-        for day in [d for d in self._first_seen if last is not None and d <= last]:
+        for day in [d for d in self._first_seen if d <= last]:
             del self._first_seen[day]
+        self._open = None
