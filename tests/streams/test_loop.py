@@ -193,6 +193,40 @@ def test_prediction_messages_round_trip_to_the_same_frame(
 
 
 @pytest.mark.slow
+def test_a_day_a_symbol_never_came_for_closes_on_its_deadline_with_the_others_predicted(
+        predictor: Any, quotes: pl.DataFrame, listed: pl.DataFrame) -> None:
+    """One partition's ingest went quiet mid-day: no marker, one stock's bar never came.
+    The day closes when its deadline passes, and its predictions are the files' without
+    that stock's row; the stock is reported missing."""
+    now = [0.0]
+    loop = Loop({}, predictor, listed, deadline_s=30.0, clock=lambda: now[0])
+    day, lost = DAYS[3], "72030"
+    before = quotes.filter(pl.col("Date") < day)
+    warm = before.get_column("Date").unique().sort().to_list()[-loop.sessions:]
+    for routed in backfill_messages(before.filter(pl.col("Date") >= warm[0]), warm, 1):
+        loop.on_message(routed.message)
+    for warm_day, reason in loop.ready():
+        loop.publish(loop.compute(warm_day, reason))
+    assert loop.window.last_published == warm[-1]
+    today = quotes.filter(pl.col("Date") == day, pl.col("Code") != lost)
+    for routed in day_messages(day, today, 1, rebase_splits=False):
+        if isinstance(routed.message, Bars):
+            loop.on_message(routed.message)
+    now[0] += 29.0
+    assert loop.ready() == []
+    now[0] += 1.0
+    assert loop.ready() == [(day, "deadline")]
+    result = loop.compute(day, "deadline")
+    assert result.missing == [lost] and result.reason == "deadline"
+    offline = predict_day(predictor, quotes.filter(
+        ~((pl.col("Date") == day) & (pl.col("Code") == lost))), listed, day)
+    assert result.predictions.equals(offline) and offline.height == 11 * 4
+    assert lost not in result.closes and len(result.closes) == 11
+    loop.publish(result, len(loop.messages(result)))
+    assert loop.window.published(day) == [lost] and loop.ready() == []
+
+
+@pytest.mark.slow
 def test_a_loop_killed_between_its_orders_and_publishing_resumes_without_a_second_order(
         data: Path, predictor: Any, listed: pl.DataFrame, tmp_path: Path,  # noqa: F811
         online: tuple[Loop, int, list[DayResult]]) -> None:
