@@ -34,6 +34,8 @@ split                   kept: AdjustmentFactor != 1; from a live source
                         factor so the split is not a return
 missing                 a symbol that traded the previous session has no bar on a
                         published day: reported with the day, state kept
+bad_partition           an end-of-day marker for a partition outside
+                        ``0..partitions-1``: dropped (it would close the day early)
 ======================  =========================================================
 """
 
@@ -309,7 +311,12 @@ class BarWindow:
         self._put(code, sorted(every.values(), key=lambda b: b.Date))
 
     def close(self, marker: DayClose) -> None:
-        """Record a partition's end-of-day marker (a late one for a published day is ignored)."""
+        """Record a partition's end-of-day marker (a late one for a published day is ignored,
+        one for a partition this window does not have is dropped: counted towards the
+        ``partitions`` it would complete a day whose bars are not all in)."""
+        if not 0 <= marker.partition < self.partitions:
+            self.counts["bad_partition"] += 1
+            return
         last = self.last_published
         if last is not None and marker.day <= last:
             self.counts["late_close"] += 1

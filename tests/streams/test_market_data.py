@@ -349,6 +349,22 @@ def test_a_day_is_complete_when_every_partition_closed_it() -> None:
     assert window.ready() == [(d1, "complete")] and window.predicts(d1)
 
 
+def test_a_marker_for_a_partition_the_window_does_not_have_is_dropped() -> None:
+    """A worker told of 2 partitions reading a topic that has more (or a corrupt
+    marker): such a marker must not stand in for a partition whose bars are not in."""
+    window = BarWindow({}, sessions=5, partitions=2)
+    (d1,) = _sessions(1)
+    window.accept(Bars(CODE, [_bar(d1)]))
+    window.close(DayClose(d1, 0, 1))
+    store = dict(window.store)
+    for partition in (2, 7, -1):
+        window.close(DayClose(d1, partition, 0))
+    assert window.ready() == [] and window.store == store
+    assert window.counts["bad_partition"] == 3
+    window.close(DayClose(d1, 1, 0))
+    assert window.ready() == [(d1, "complete")]
+
+
 def test_a_day_missing_a_symbol_closes_on_its_deadline_and_reports_it() -> None:
     clock = Clock()
     window = BarWindow({}, sessions=5, deadline_s=30, clock=clock)
