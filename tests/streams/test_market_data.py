@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import polars as pl
@@ -333,6 +334,63 @@ def test_a_split_re_bases_only_the_bars_before_it_and_the_store_follows() -> Non
     # the re-based history replaced the old chunks: a restart reads the same
     assert BarWindow(dict(window.store), sessions=10).window(d3) == window.window(d3)
     assert sum(k.startswith(f"b|{CODE}|".encode()) for k in window.store) == 1
+
+
+class DyingStore(dict[bytes, bytes]):
+    """A store whose worker is killed after ``left`` more changes: what a Faust table
+    recovers from its changelog is the changes made before."""
+
+    left = 10**9
+
+    class Killed(Exception):
+        pass
+
+    def _change(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise self.Killed
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._change()
+        super().__setitem__(key, value)
+
+    def pop(self, key: bytes, *default: Any) -> Any:  # type: ignore[override]
+        self._change()
+        return super().pop(key, *default)
+
+
+def test_a_worker_killed_in_the_middle_of_a_split_s_re_base_recovers_the_whole_history(
+        ) -> None:
+    days = _sessions(4)
+    split = Bars(CODE, [_bar(days[3], close=104.0, AdjustmentFactor=0.5)], rebase_splits=True)
+
+    def held_before_split() -> DyingStore:
+        store = DyingStore()
+        window = BarWindow(store, sessions=10)
+        for i, day in enumerate(days[:3]):  # three chunks, as three live days leave them
+            window.accept(Bars(CODE, [_bar(day, close=200.0 + 2 * i)]))
+        return store
+
+    intact = BarWindow(dict(held_before_split()), sessions=10)
+    intact.accept(split)
+    expected = intact.window(days[3])
+    assert [b.AdjustmentClose for b in expected[0]] == [100.0, 101.0, 102.0, 104.0]
+    for changes in range(10):  # killed after 0, 1, ... of the re-base's changes
+        store = held_before_split()
+        store.left = changes
+        try:
+            BarWindow(store, sessions=10).accept(split)
+        except DyingStore.Killed:
+            pass
+        else:  # it got through this time
+            assert changes >= 2  # after one change or more in between
+            break
+        recovered = BarWindow(dict(store), sessions=10)
+        recovered.accept(split)  # redelivered: its offset was not committed
+        assert recovered.window(days[3]) == expected, changes
+        assert BarWindow(dict(recovered.store), sessions=10).window(days[3]) == expected
+    else:
+        raise AssertionError("the re-base never completed")
 
 
 # -- days ----------------------------------------------------------------------------------
