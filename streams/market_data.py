@@ -34,6 +34,8 @@ split                   kept: AdjustmentFactor != 1; from a live source
                         factor so the split is not a return
 missing                 a symbol that traded the previous session has no bar on a
                         published day: reported with the day, state kept
+bad_partition           an end-of-day marker for a partition outside
+                        ``0..partitions-1``: dropped (it would close the day early)
 ======================  =========================================================
 """
 
@@ -194,22 +196,26 @@ class BarWindow:
         self._first_seen: dict[date, float] = {}
         self._per_date: Counter[date] = Counter()  # bars held per date
         self._open: list[date] | None = None  # open_days(), until something changes it
+        chunks: list[tuple[bytes, str, list[Bar]]] = []
         for key, value in list(self.store.items()):
             kind, _, rest = bytes(key).decode().partition("|")
             if kind == "b":
-                code = rest.partition("|")[0]
-                chunk = _chunk(value)
-                held = self._bars.setdefault(code, {})
-                for bar in chunk:
-                    self._per_date[bar.Date] += bar.Date not in held
-                    held[bar.Date] = bar
-                self._chunks.setdefault(code, []).append((chunk[-1].Date, bytes(key)))
+                chunks.append((bytes(key), rest.partition("|")[0], _chunk(value)))
             elif kind == "c":
                 text, _, partition = rest.partition("|")
                 self._closed.setdefault(date.fromisoformat(text), {})[int(partition)] = \
                     value == b"predict"
             elif kind == "p":
                 self._published[date.fromisoformat(rest)] = msgspec.json.decode(value)
+        # A symbol's chunks hold disjoint dates, except after a worker died in the middle
+        # of a split's re-base (see _rebase): then the re-based chunk, which ends on the
+        # split day or later and holds every date the stale ones do, is applied last.
+        for key, code, chunk in sorted(chunks, key=lambda c: (c[2][-1].Date, len(c[2]))):
+            held = self._bars.setdefault(code, {})
+            for bar in chunk:
+                self._per_date[bar.Date] += bar.Date not in held
+                held[bar.Date] = bar
+            self._chunks.setdefault(code, []).append((chunk[-1].Date, key))
         now = self.clock()
         for day in self.open_days():
             self._first_seen[day] = now
@@ -292,7 +298,7 @@ class BarWindow:
         self.counts.update(outcome)
         return outcome
 
-    def _put(self, code: str, bars: list[Bar]) -> None:
+    def _put(self, code: str, bars: list[Bar]) -> bytes:
         key = f"b|{code}|{bars[0].Date.isoformat()}".encode()
         self.store[key] = _encode(bars)
         held = self._bars.setdefault(code, {})
@@ -302,21 +308,33 @@ class BarWindow:
             self._per_date[bar.Date] += bar.Date not in held
             held[bar.Date] = bar
         self._chunks.setdefault(code, []).append((bars[-1].Date, key))
+        return key
 
     def _rebase(self, code: str, new: dict[date, Bar], splits: list[tuple[date, float]]
                 ) -> None:
-        """Re-base everything held for ``code`` before each split, then store it as one chunk."""
+        """Re-base everything held for ``code`` before each split, then store it as one chunk.
+
+        The new chunk is written before the old ones are deleted: a worker killed in
+        between leaves both in the table, and :meth:`reindex` lets the new one win (the
+        other way round it would recover the symbol without the history it deleted)."""
         every = {**self._bars.get(code, {}), **new}
         for split_day, factor in splits:
             every = {d: (_rebased(b, factor) if d < split_day else b) for d, b in every.items()}
-        for _, key in self._chunks.pop(code, []):
-            self.store.pop(key, None)
+        stale = [key for _, key in self._chunks.pop(code, [])]
         self._per_date.subtract(self._bars.get(code, {}).keys())
         self._bars[code] = {}
-        self._put(code, sorted(every.values(), key=lambda b: b.Date))
+        kept = self._put(code, sorted(every.values(), key=lambda b: b.Date))
+        for key in stale:
+            if key != kept:
+                self.store.pop(key, None)
 
     def close(self, marker: DayClose) -> None:
-        """Record a partition's end-of-day marker (a late one for a published day is ignored)."""
+        """Record a partition's end-of-day marker (a late one for a published day is ignored,
+        one for a partition this window does not have is dropped: counted towards the
+        ``partitions`` it would complete a day whose bars are not all in)."""
+        if not 0 <= marker.partition < self.partitions:
+            self.counts["bad_partition"] += 1
+            return
         last = self.last_published
         if last is not None and marker.day <= last:
             self.counts["late_close"] += 1

@@ -45,6 +45,8 @@ class ApiState:
     requests: list[tuple[str, str, dict[str, list[str]]]] = field(default_factory=list)
     throttle_once: set[str] = field(default_factory=lambda: {"/v1/listed/info"})
     expire_next: bool = False
+    #: The quotes the server has published (the market-data loop's tests add days).
+    quotes: list[dict[str, Any]] = field(default_factory=lambda: list(QUOTES))
 
 
 def _handler(state: ApiState) -> type[BaseHTTPRequestHandler]:
@@ -98,7 +100,11 @@ def _handler(state: ApiState) -> type[BaseHTTPRequestHandler]:
                 return self._answer(429, {"message": "Too Many Requests"}, {"Retry-After": "0"})
             if url.path == "/v1/prices/daily_quotes":
                 start = int(query.get("pagination_key", ["0"])[0])
-                rows = [q for q in QUOTES if q["Code"] == query.get("code", ["86970"])[0]]
+                if "date" in query:  # every code on one date (what a daily poll asks)
+                    rows = [q for q in state.quotes if q["Date"] == query["date"][0]]
+                else:
+                    code = query.get("code", ["86970"])[0]
+                    rows = [q for q in state.quotes if q["Code"] == code]
                 body: dict[str, Any] = {"daily_quotes": rows[start : start + PAGE]}
                 if start + PAGE < len(rows):
                     body["pagination_key"] = str(start + PAGE)
