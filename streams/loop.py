@@ -169,6 +169,9 @@ class StrategyDesk:
                                          slippage_ticks=self.slippage_ticks)
         if skipped:
             ORDERS.labels("skipped").inc(len(skipped))
+            self.totals["skipped"] += len(skipped)
+            log.info("%s: %s skipped %d: %s", day, self.strategy.name, len(skipped),
+                     dict(Counter(reason.split(" (")[0] for _, reason in skipped)))
         return intents
 
     def remember(self, day: date, intents: list[OrderIntent]) -> None:

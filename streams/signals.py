@@ -243,8 +243,31 @@ def decide_orders(app: TradingApplication, account: Any, strategy: TopQuantile,
     targets = strategy.targets(predictions, symbol_for_code)
     known = [s for s in app.universe.symbols if s in prices or s in targets]
     portfolio = portfolio_of(app, account, known, prices)
-    return orders_for_targets(targets, portfolio, prices, app.universe.get, app.schedule,
-                              slippage_ticks=slippage_ticks)
+    intents, skipped = orders_for_targets(targets, portfolio, prices, app.universe.get,
+                                          app.schedule, slippage_ticks=slippage_ticks)
+    kept = []
+    for intent in intents:
+        why = outside_limits(app, intent)
+        if why:
+            skipped.append((intent.symbol, why))
+        else:
+            kept.append(intent)
+    return kept, skipped
+
+
+def outside_limits(app: TradingApplication, intent: OrderIntent) -> str | None:
+    """Why the venue would refuse ``intent``'s price today (its daily limit band, or the
+    risk check's distance from the reference price), or None: such an order is skipped
+    with the reason, never sent to be refused."""
+    rules = app.universe.get(intent.symbol)
+    base = rules.base_price
+    if intent.price not in rules.limits:
+        return (f"price outside the session's limits {rules.limits.lower / PRICE_SCALE:g}-"
+                f"{rules.limits.upper / PRICE_SCALE:g} yen (base {base / PRICE_SCALE:g})")
+    pct = app.limits.fat_finger_pct
+    if base > 0 and abs(intent.price - base) * 100 > pct * base:
+        return f"price more than {pct}% from the reference {base / PRICE_SCALE:g} yen"
+    return None
 
 
 def submit_orders(app: TradingApplication, account: Any, strategy: str, day: date,
