@@ -84,6 +84,7 @@ bench: install db-start kafka-start bench-tools
 	$(BIN)/python benchmarks/projections.py
 	$(BIN)/python benchmarks/api_load.py
 	$(BIN)/python benchmarks/distributed.py
+	$(BIN)/python benchmarks/streams.py
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .hypothesis
