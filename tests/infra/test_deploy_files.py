@@ -328,12 +328,18 @@ def declared_metrics() -> dict[str, Declared]:
     for package in PACKAGES:
         for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
             tree = ast.parse(path.read_text(), filename=str(path))
+            # `from prometheus_client import Counter as Metric` (streams/loop.py, where
+            # `Counter` is collections.Counter): the alias declares a Counter
+            aliases = {alias.asname: alias.name for node in ast.walk(tree)
+                       if isinstance(node, ast.ImportFrom) and node.module == "prometheus_client"
+                       for alias in node.names if alias.asname}
             for node in ast.walk(tree):
                 if not isinstance(node, ast.Call):
                     continue
                 func = node.func
                 kind = (func.attr if isinstance(func, ast.Attribute)
                         else func.id if isinstance(func, ast.Name) else "")
+                kind = aliases.get(kind, kind)
                 keywords = {kw.arg: kw.value for kw in node.keywords if kw.arg}
                 name_node = node.args[0] if node.args else keywords.get("name")
                 has_doc = len(node.args) >= 2 or "documentation" in keywords
@@ -432,10 +438,11 @@ def test_every_command_is_a_real_tradecore_command(argv: tuple[str, ...]) -> Non
 
 
 def test_the_deployment_runs_each_worker_the_api_and_the_setup() -> None:
-    """What issue 11 asks the deployment for, in both compose and Kubernetes."""
+    """What issues 11 and 12 ask the deployment for, in both compose and Kubernetes."""
     wanted = {("tradecore", "kafka", "init"), ("tradecore", "db", "upgrade"),
               ("tradecore", "serve", "--distributed")} | {
-        ("tradecore", "worker", name) for name in ("relay", "matching", "saga", "projections")}
+        ("tradecore", "worker", name)
+        for name in ("relay", "matching", "saga", "projections", "streams")}
     for processes, where in ((compose_processes(), "compose"), (k8s_processes(), "k8s")):
         assert wanted <= {p.argv for p in processes}, (
             f"{where} lacks {sorted(wanted - {p.argv for p in processes})}")
@@ -588,7 +595,7 @@ def test_compose_references_resolve() -> None:
                 assert services[target].get("restart") == "no", (
                     f"{name} waits for {target} to complete; it would be restarted instead")
         for mount in service.get("volumes", []):
-            source = mount.split(":")[0]
+            source = _interpolated(mount).split(":")[0]  # as compose sees it, shell unset
             if source.startswith("."):
                 assert (COMPOSE.parent / source).exists(), f"{name}: {source} is missing"
             else:
@@ -633,7 +640,8 @@ def test_grafana_is_provisioned_with_the_prometheus_and_the_dashboard() -> None:
 def test_the_dashboard_shows_what_operators_watch() -> None:
     titles = " / ".join(panel["title"].lower() for panel in dashboard_panels())
     for topic in ("orders", "fills", "stage lag", "relay rate", "consumer lag",
-                  "dead letters", "http latency"):
+                  "dead letters", "http latency", "streams bars", "days closed",
+                  "missing symbols", "predictions", "strategy orders", "day close"):
         assert topic in titles, f"no panel for {topic}: {titles}"
 
 
@@ -696,6 +704,10 @@ def test_k8s_references_resolve() -> None:
         for volume in spec.get("volumes", []):
             if "secret" in volume:
                 assert ("Secret", volume["secret"]["secretName"]) in names, where
+            if "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                assert ("PersistentVolumeClaim", claim) in names, (
+                    f"{where}: claim {claim} is no PersistentVolumeClaim of the folder")
     for doc in k8s_objects("Deployment"):
         selector = doc["spec"]["selector"]["matchLabels"]
         labels = doc["spec"]["template"]["metadata"]["labels"]
@@ -708,3 +720,118 @@ def test_k8s_references_resolve() -> None:
             for _, spec in selected:
                 ports = {p.get("name") for c in spec["containers"] for p in c.get("ports", [])}
                 assert port["targetPort"] in ports, service["metadata"]["name"]
+
+
+# --- the streams worker (issue 12) ---------------------------------------------------------
+
+def _mounts_of(process_where: str) -> list[tuple[str, bool, str]]:
+    """(container path, read-only, source) of each mount of one process's container:
+    a compose service's volumes (shell unset) or a k8s container's volumeMounts (source
+    ``kind/name`` of the pod volume)."""
+    if process_where.startswith("compose service "):
+        name = process_where.removeprefix("compose service ").strip("'")
+        found = []
+        for mount in compose()["services"][name].get("volumes", []):
+            parts = _interpolated(mount).split(":")
+            found.append((parts[1], parts[2:3] == ["ro"], parts[0]))
+        return found
+    for where, _, spec in _pod_specs():
+        for container in spec["containers"]:
+            if process_where == f"{where} container {container['name']!r}":
+                volumes = {v["name"]: v for v in spec.get("volumes", [])}
+                found = []
+                for mount in container.get("volumeMounts", []):
+                    volume = volumes[mount["name"]]
+                    kind = next(key for key in volume if key != "name")
+                    found.append((mount["mountPath"], bool(mount.get("readOnly")),
+                                  f"{kind}/{volume[kind].get('claimName', '')}"))
+                return found
+    raise AssertionError(f"{process_where}: no such container")
+
+
+def _mount_holding(path: Path, mounts: list[tuple[str, bool, str]]
+                   ) -> tuple[str, bool, str] | None:
+    """The mount ``path`` lies in (the deepest one), or None when it is in the image."""
+    holding = [m for m in mounts if path.is_relative_to(m[0]) and path != Path(m[0])]
+    return max(holding, key=lambda m: len(m[0]), default=None)
+
+
+def streams_processes() -> list[Process]:
+    return [p for p in all_processes() if p.argv == ("tradecore", "worker", "streams")]
+
+
+@pytest.mark.parametrize("process", streams_processes(), ids=lambda p: p.where)
+def test_streams_worker_finds_its_checkpoint_and_data_on_read_only_mounts(
+        process: Process) -> None:
+    """The worker exits 2 without a checkpoint file, and reads listed_info (and, replaying
+    files, daily_quotes) from TRADECORE_STREAMS_DATA: both must be on a volume (not baked
+    into the image, not in a folder nothing mounts), read-only, and in k8s the
+    checkpoint's volume is the ``tradecore-models`` PVC."""
+    settings = process.settings()
+    assert settings.model_checkpoint is not None, f"{process.where}: no checkpoint set"
+    assert settings.model_checkpoint.suffix == ".safetensors", (
+        f"{process.where}: {settings.model_checkpoint} is not what `tradecore model train "
+        "--out` writes")
+    assert settings.streams_data is not None, f"{process.where}: TRADECORE_STREAMS_DATA unset"
+    mounts = _mounts_of(process.where)
+    for what, path in (("TRADECORE_MODEL_CHECKPOINT", settings.model_checkpoint),
+                       ("TRADECORE_STREAMS_DATA", settings.streams_data)):
+        mount = _mount_holding(path, mounts)
+        assert mount is not None, f"{process.where}: {what}={path} is on no mounted volume"
+        assert mount[1], f"{process.where}: {what}'s volume at {mount[0]} is writable"
+        assert mount[0] != "/tmp", f"{process.where}: {what} is in the scratch /tmp"
+    if not process.where.startswith("compose"):
+        models = _mount_holding(settings.model_checkpoint, mounts)
+        assert models is not None
+        assert models[2] == "persistentVolumeClaim/tradecore-models", (
+            f"{process.where}: the checkpoint comes from {models[2]}")
+        (claim,) = [doc for doc in k8s_objects("PersistentVolumeClaim")
+                    if doc["metadata"]["name"] == "tradecore-models"]
+        modes = set(claim["spec"]["accessModes"])
+        assert modes & {"ReadWriteMany", "ReadOnlyMany"}, (
+            f"tradecore-models is {sorted(modes)}: a pod on another node could not mount it")
+
+
+@pytest.mark.parametrize("process", streams_processes(), ids=lambda p: p.where)
+def test_streams_worker_is_one_active_instance(process: Process) -> None:
+    """One worker runs the loop (the `streams` fence); a second is at most a standby."""
+    if process.where.startswith("compose"):
+        name = process.where.removeprefix("compose service ").strip("'")
+        service = compose()["services"][name]
+        assert service.get("deploy", {}).get("replicas", 1) <= 2, process.where
+        assert "streams" in service.get("profiles", []), (
+            f"{process.where} would start with a plain `up`, without a checkpoint")
+        return
+    (deployment,) = [doc for _, doc in k8s_documents() if doc.get("kind") == "Deployment"
+                     and process.where.split()[1] == f"Deployment/{doc['metadata']['name']}"]
+    assert deployment["spec"]["replicas"] <= 2, process.where
+    assert deployment["spec"].get("strategy", {}).get("type") == "Recreate", (
+        f"{process.where}: a rolling update's new pod would wait on the fence the old one "
+        "holds and never become ready")
+
+
+def test_the_jquants_refresh_token_is_never_written_in_the_files() -> None:
+    """From the shell/.env in compose, from a Secret in Kubernetes: never a literal."""
+    name = "TRADECORE_JQUANTS_REFRESH_TOKEN"
+    for service, body in compose()["services"].items():
+        value = (body.get("environment") or {}).get(name)
+        if value is not None:
+            assert re.fullmatch(rf"\$\{{{name}(:?-)?\}}", str(value)), (
+                f"compose service {service!r}: {name} is {value!r}, not taken from the shell")
+    for doc in k8s_objects("ConfigMap"):
+        assert name not in doc.get("data", {}), f"ConfigMap {doc['metadata']['name']}"
+    for where, _, spec in _pod_specs():
+        for container in spec["containers"]:
+            for item in container.get("env", []):
+                assert item["name"] != name or "valueFrom" in item, where
+    streams_pods = [(where, spec) for where, _, spec in _pod_specs()
+                    if any(c.get("args") == ["tradecore", "worker", "streams"]
+                           for c in spec["containers"])]
+    assert streams_pods
+    secrets = {doc["metadata"]["name"]: doc.get("stringData", {})
+               for doc in k8s_objects("Secret")}
+    for where, spec in streams_pods:
+        refs = [source["secretRef"]["name"] for c in spec["containers"]
+                for source in c.get("envFrom", []) if "secretRef" in source]
+        assert any(name in secrets.get(ref, {}) for ref in refs), (
+            f"{where}: no Secret gives it {name}")
