@@ -32,14 +32,16 @@ from infra.settings import Settings
 log = logging.getLogger("tradecore.worker")
 
 
-class Runnable(Protocol):
+class Healthy(Protocol):
     name: str
-
-    def run(self, stop: threading.Event) -> None:
-        """Work until ``stop`` is set; retry (with backoff, logged) what fails meanwhile."""
 
     def health(self) -> dict[str, Any]:
         """``{"ready": bool, ...detail}``; called from the health server's threads."""
+
+
+class Runnable(Healthy, Protocol):
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set; retry (with backoff, logged) what fails meanwhile."""
 
 
 class Unreachable(RuntimeError):
@@ -87,7 +89,7 @@ def check_reachable(settings: Settings, needs: Iterable[str] = ("postgres", "kaf
 
 
 class _Health(BaseHTTPRequestHandler):
-    runnable: Runnable
+    runnable: Healthy
 
     def do_GET(self) -> None:
         path = self.path.partition("?")[0]
@@ -118,7 +120,7 @@ class _Health(BaseHTTPRequestHandler):
         pass
 
 
-def health_server(runnable: Runnable, host: str, port: int) -> ThreadingHTTPServer:
+def health_server(runnable: Healthy, host: str, port: int) -> ThreadingHTTPServer:
     """Serve /healthz, /readyz and /metrics for ``runnable`` from a daemon thread."""
     handler = type("Health", (_Health,), {"runnable": runnable})
     server = ThreadingHTTPServer((host, port), handler)

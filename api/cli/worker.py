@@ -108,21 +108,36 @@ def _streams_worker(settings: Settings) -> NoReturn:
     from infra.kafka import ensure_topics
 
     ensure_topics(settings)
+    # /healthz and /readyz from the start: a standby waiting on the fence is alive (not
+    # restarted by an orchestrator) and not ready; SIGTERM while it waits exits 0.
+    health = _StreamsHealth()
+    try:
+        server = health_server(health, settings.worker_host, settings.worker_port)
+    except OSError as err:
+        raise _refuse(f"TRADECORE_WORKER_PORT={settings.worker_port}: cannot serve /readyz "
+                      f"there ({err.strerror})") from None
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM,
+                                                                    signal.SIGINT)}
     fence = stage_fence(settings, "streams")
     if not fence.acquire(blocking=False):
         log.info("streams: another worker holds the fence; waiting as a hot standby")
-        fence.acquire()
+        while not stop.is_set() and not fence.acquire(blocking=True, timeout=1.0):
+            pass
+    if stop.is_set():
+        server.shutdown()
+        if fence.held:
+            fence.release()
+        raise typer.Exit(0)
+    for signum, handler in previous.items():  # Faust's worker handles them from here
+        signal.signal(signum, handler)
     try:
         worker = _build_streams(settings)
     except (LookupError, ValueError, OSError) as err:
+        server.shutdown()
         fence.release()
         raise _refuse(str(err)) from None
-    try:
-        server = health_server(worker, settings.worker_host, settings.worker_port)
-    except OSError as err:
-        fence.release()
-        raise _refuse(f"TRADECORE_WORKER_PORT={settings.worker_port}: cannot serve /readyz "
-                      f"there ({err.strerror})") from None
+    health.target = worker
     import faust
 
     from infra.faust_dev import recover_from_fetched_highwaters
@@ -138,6 +153,20 @@ def _streams_worker(settings: Settings) -> NoReturn:
         server.shutdown()
         fence.release()
     raise typer.Exit(code)
+
+
+class _StreamsHealth:
+    """/readyz of the streams worker: not ready while it waits on the fence (a standby)
+    or builds, then the worker's own."""
+
+    name = "streams"
+    target: Any = None
+
+    def health(self) -> dict[str, Any]:
+        if self.target is None:
+            return {"ready": False, "reason": "standby or starting: waiting for the streams "
+                    "fence, the checkpoint and the tables"}
+        return dict(self.target.health())
 
 
 def _build_streams(settings: Settings) -> Any:
