@@ -217,6 +217,15 @@ def round_to_tick(price: int, table: TickTable, direction: Literal["down", "up"]
 # --------------------------------------------------------------------------------------
 
 
+def nearest_tick(yen: float, table: TickTable) -> int:
+    """A yen price (a close, say) as price units on ``table``'s grid: the nearest tick
+    (the lower one on a tie), at least one unit."""
+    units = max(1, round(yen * PRICE_SCALE))
+    down = round_to_tick(units, table, "down") if units > 1 else 1
+    up = round_to_tick(units, table, "up")
+    return down if units - down <= up - units else up
+
+
 @dataclass(frozen=True, slots=True)
 class PriceLimits:
     """The day's limit band, inclusive, in price units."""

@@ -24,7 +24,7 @@ import polars as pl
 from aggregates.application import OrderRequest, TradingApplication
 from aggregates.base import Meta
 from aggregates.errors import DomainError
-from aggregates.instruments import PRICE_SCALE, round_to_tick, symbol_of
+from aggregates.instruments import PRICE_SCALE, nearest_tick, symbol_of
 from streams.market_data import Bar
 from streams.strategies.base import OrderIntent, Portfolio, orders_for_targets
 
@@ -188,15 +188,6 @@ class TopQuantile:
         return {symbol_for_code[c]: weight for c in ranked["code"].to_list()}
 
 
-def yen_on_tick(app: TradingApplication, symbol: str, yen: float) -> int:
-    """A yen price as price units on the symbol's tick grid (nearest tick)."""
-    units = max(1, round(yen * PRICE_SCALE))
-    table = app.universe.get(symbol).tick_table
-    down = round_to_tick(units, table, "down") if units > 1 else 1
-    up = round_to_tick(units, table, "up")
-    return down if units - down <= up - units else up
-
-
 def portfolio_of(app: TradingApplication, account: Any, symbols: Sequence[str],
                  marks: Mapping[str, int]) -> Portfolio:
     """Free cash and the non-zero positions among ``symbols``, from the write model."""
@@ -238,7 +229,7 @@ def decide_orders(app: TradingApplication, account: Any, strategy: TopQuantile,
     buys fitted to the cash (:func:`streams.strategies.base.orders_for_targets`)."""
     codes = predictions["code"].unique().to_list() if not predictions.is_empty() else []
     symbol_for_code = {c: symbol_of(c) for c in codes if symbol_of(c) in app.universe}
-    prices = {symbol_for_code[c]: yen_on_tick(app, symbol_for_code[c], y)
+    prices = {symbol_for_code[c]: nearest_tick(y, app.universe.get(symbol_for_code[c]).tick_table)
               for c, y in closes.items() if c in symbol_for_code}
     targets = strategy.targets(predictions, symbol_for_code)
     known = [s for s in app.universe.symbols if s in prices or s in targets]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from aggregates.errors import RuleViolation
-from aggregates.instruments import PRICE_SCALE, Universe, price_limits, round_to_tick
+from aggregates.instruments import Universe, nearest_tick, price_limits, round_to_tick
 
 
 class BacktestDataError(RuleViolation):
@@ -42,11 +42,7 @@ class DailyBars:
 
     def on_tick(self, symbol: str, yen: float) -> int:
         """A yen price as price units on the symbol's tick grid (nearest tick)."""
-        units = max(1, round(yen * PRICE_SCALE))
-        table = self.universe.get(symbol).tick_table
-        down = round_to_tick(units, table, "down") if units > 1 else 1
-        up = round_to_tick(units, table, "up")
-        return down if units - down <= up - units else up
+        return nearest_tick(yen, self.universe.get(symbol).tick_table)
 
     def bar(self, i: int, j: int, base: int) -> dict[str, Any] | None:
         """Session ``i``'s bar for symbol ``j`` with the previous close ``base`` (price
