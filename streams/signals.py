@@ -42,8 +42,11 @@ def quotes_frame(bars: Sequence[Bar]) -> pl.DataFrame:
     """Bars as a J-Quants ``daily_quotes`` frame (the schema the file readers return)."""
     from inference.data import DAILY_QUOTE_COLUMNS, DAILY_QUOTES_SCHEMA
 
-    columns = {name: [getattr(b, name) for b in bars] for name in DAILY_QUOTE_COLUMNS}
-    return pl.DataFrame(columns, schema=DAILY_QUOTES_SCHEMA)
+    if not bars:
+        return pl.DataFrame(schema=DAILY_QUOTES_SCHEMA)
+    columns = zip(*map(msgspec.structs.astuple, bars), strict=True)  # Bar's fields, in order
+    return pl.DataFrame(dict(zip(DAILY_QUOTE_COLUMNS, columns, strict=True)),
+                        schema=DAILY_QUOTES_SCHEMA)
 
 
 def day_window(quotes: pl.DataFrame, day: date, sessions: int) -> pl.DataFrame:
