@@ -1,5 +1,5 @@
-"""`tradecore worker relay|matching|saga|projections`: one stage of the order flow as its
-own process, configured by settings only.
+"""`tradecore worker relay|matching|saga|projections|streams`: one stage as its own
+process, configured by settings only.
 
 - ``TRADECORE_BUS=log`` (the default): the saga or matching stage follows the event
   store's log, fenced, as in ``tradecore serve`` (several processes over one PostgreSQL
@@ -12,6 +12,9 @@ own process, configured by settings only.
   :class:`streams.worker.Runnable` run by :func:`streams.worker.run_worker` (SIGTERM
   drains and exits 0; /healthz /readyz /metrics), after
   :func:`streams.worker.check_reachable` (exit 2 naming the setting).
+- ``streams`` (always on Kafka): the market-data loop as a Faust worker
+  (:mod:`streams.faust_app`): bars -> predictions -> the strategy's orders; one active
+  behind the ``streams`` fence, a second waits as a hot standby (docs/streams.md).
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ def worker(
     projection: list[str] = typer.Option(
         [], "--projection", help="projections: only this projection (repeat; default all)."),
 ) -> None:
-    """Run one stage of the order flow in this process until SIGTERM/SIGINT (it waits for
-    its fence or its partitions while another process runs the same stage)."""
+    """Run one stage in this process until SIGTERM/SIGINT (it waits for its fence or its
+    partitions while another process runs the same stage). `streams`: market data ->
+    ATFT-GAT-FAN predictions -> strategy orders (needs TRADECORE_MODEL_CHECKPOINT)."""
     if stage not in STAGES:
         raise _refuse(f"stage={stage!r} breaks rule 'one of {', '.join(STAGES)}'")
     settings = get_settings()
