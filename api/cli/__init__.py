@@ -36,8 +36,9 @@ events_app.command("show", hidden=True)(events)  # `tradecore events ID`, as bef
 app.add_typer(events_app, name="events")
 app.add_typer(audit_app, name="audit")
 app.command(help="Serve the HTTP API with the saga, matching and projection stages.")(serve)
-app.command(help="Run one stage of the order flow (relay, matching, saga, projections) "
-                 "alone, over the log or (TRADECORE_BUS=kafka) Kafka.")(worker)
+app.command(help="Run one stage alone: of the order flow (relay, matching, saga, "
+                 "projections; over the log or, TRADECORE_BUS=kafka, Kafka), or the "
+                 "market-data loop (streams: a Faust worker on Kafka).")(worker)
 app.add_typer(db_app, name="db")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(projections_app, name="projections")
