@@ -137,8 +137,11 @@ class StreamsWorker:
         if self.source is not None:
             app.task(self._ingest)
 
-        @app.task
-        async def announce() -> None:
+        self.recovered = asyncio.Event()
+
+        @app.on_rebalance_complete.connect
+        async def tables_recovered(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
+            self.recovered.set()  # the tables hold what they held before any restart
             self.started.set()
 
     # -- bars -> predictions ---------------------------------------------------------------
@@ -226,6 +229,8 @@ class StreamsWorker:
 
     # -- market data in ----------------------------------------------------------------------
     async def _ingest(self) -> None:
+        # where the ingest stopped is in its table: read it once the table is recovered
+        await self.recovered.wait()
         after = self.ingest_table.get(b"after")
         self.source.after = date.fromisoformat(after.decode()) if after else None
         days: Iterator[tuple[date, bool, list[Routed]]] = self.source.messages(self.partitions)
