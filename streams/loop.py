@@ -171,7 +171,7 @@ class StrategyDesk:
             ORDERS.labels("skipped").inc(len(skipped))
             self.totals["skipped"] += len(skipped)
             log.info("%s: %s skipped %d: %s", day, self.strategy.name, len(skipped),
-                     dict(Counter(reason.split(" (")[0] for _, reason in skipped)))
+                     dict(Counter(reason.split(":")[0] for _, reason in skipped)))
         return intents
 
     def remember(self, day: date, intents: list[OrderIntent]) -> None:
@@ -244,25 +244,42 @@ class EmbeddedLoop:
     """The loop in a thread of ``tradecore serve`` (the embedded deployment): no Faust, no
     Kafka, the same steps. Its window and decisions live in this process; at start the
     window is rebuilt from the source (a file replay sends the warm-up again), and a
-    day decided again after a restart places nothing twice (the orders' keys)."""
+    day decided again after a restart places nothing twice (the orders' keys). It runs
+    behind the ``streams`` fence: one loop per store, whatever runs it (``serve --workers
+    N``, a ``tradecore worker streams`` on the same store)."""
 
-    def __init__(self, loop: Loop, desk: StrategyDesk | None, source: Any) -> None:
-        self.loop, self.desk, self.source = loop, desk, source
+    def __init__(self, loop: Loop, desk: StrategyDesk | None, source: Any,
+                 fence: Any = None) -> None:
+        self.loop, self.desk, self.source, self.fence = loop, desk, source, fence
         self.days = 0
         self.last: DayResult | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="market-loop", daemon=True)
 
     def _run(self) -> None:
-        def seen(result: DayResult, _submitted: Submitted | None) -> None:
+        def seen(result: DayResult, submitted: Submitted | None) -> None:
             self.days += 1
             self.last = result
+            if result.reason != "warm-up":
+                log.info("%s closed (%s): %d stocks predicted, orders %s", result.day,
+                         result.reason, result.predictions["code"].n_unique(),
+                         dict(submitted.outcomes) if submitted else "none (no account)")
 
+        if self.fence is not None and not self.fence.acquire(blocking=False):
+            log.info("market loop: another process runs it on this store; waiting")
+            while not self._stop.is_set() and not self.fence.acquire(timeout=1.0):
+                pass
+            if self._stop.is_set():
+                return
         try:
+            log.info("market loop: %s", _describe(self.source))
             run_embedded(self.source, self.loop, self.desk, stop=self._stop, on_day=seen)
             log.info("market loop: the source has no more days (%d closed)", self.days)
         except Exception:
             log.exception("market loop failed; the API serves on without it")
+        finally:
+            if self.fence is not None and self.fence.held:
+                self.fence.release()
 
     def start(self) -> None:
         self._thread.start()
@@ -273,16 +290,33 @@ class EmbeddedLoop:
             self._thread.join(timeout=10)
 
 
+def _describe(source: Any) -> str:
+    days = getattr(source, "days", None)
+    if days:
+        return (f"replaying {days[0]}..{days[-1]} ({len(days)} sessions, "
+                f"{len(source.warmup_days)} of warm-up first)")
+    return f"polling the J-Quants API from {getattr(source, 'start', '?')}"
+
+
 def embedded_loop(settings: Any, app: Any) -> EmbeddedLoop:
     """The loop ``tradecore serve`` runs when a checkpoint and ``streams_ingest`` are set."""
     from inference.data import load_listed_info
     from inference.serving import Predictor
+    from infra.locks import stage_fence
     from streams.ingest import source_for
     from streams.signals import sessions_for
 
+    if not log.handlers:  # serve configures uvicorn's loggers only: say what the loop does
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
+                                               "%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
     predictor = Predictor(settings.model_checkpoint)
     listed = load_listed_info(settings.streams_data or settings.data_dir / "jquants")
     loop = Loop({}, predictor, listed, deadline_s=settings.streams_deadline_s)
     desk = (desk_for(app, settings.strategy_account, settings.strategy_fraction, {})
             if settings.strategy_account else None)
-    return EmbeddedLoop(loop, desk, source_for(settings, sessions_for(predictor)))
+    return EmbeddedLoop(loop, desk, source_for(settings, sessions_for(predictor)),
+                        stage_fence(settings, "streams"))

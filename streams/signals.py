@@ -256,11 +256,13 @@ def outside_limits(app: TradingApplication, intent: OrderIntent) -> str | None:
     rules = app.universe.get(intent.symbol)
     base = rules.base_price
     if intent.price not in rules.limits:
-        return (f"price outside the session's limits {rules.limits.lower / PRICE_SCALE:g}-"
-                f"{rules.limits.upper / PRICE_SCALE:g} yen (base {base / PRICE_SCALE:g})")
+        return (f"outside the session's price limits: {intent.price / PRICE_SCALE:g} yen not "
+                f"in {rules.limits.lower / PRICE_SCALE:g}-{rules.limits.upper / PRICE_SCALE:g}"
+                f" (base {base / PRICE_SCALE:g})")
     pct = app.limits.fat_finger_pct
     if base > 0 and abs(intent.price - base) * 100 > pct * base:
-        return f"price more than {pct}% from the reference {base / PRICE_SCALE:g} yen"
+        return (f"more than {pct}% from the reference price: {intent.price / PRICE_SCALE:g} "
+                f"yen against {base / PRICE_SCALE:g}")
     return None
 
 
