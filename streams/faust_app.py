@@ -123,6 +123,7 @@ class StreamsWorker:
         self.started = threading.Event()
         self.days_closed = 0
         self.last_day: date | None = None
+        self.last_traded: date | None = None  # the strategy runs behind the bars agent
 
         @self.window_table.on_recover
         async def window_recovered() -> None:
@@ -220,6 +221,7 @@ class StreamsWorker:
         submitted = await run(None, desk.submit, done.day, intents)
         for k in keys:
             del table[k]
+        self.last_traded = done.day
         log.info("%s: %s %s", done.day, desk.strategy.name, dict(submitted.outcomes))
 
     # -- market data in ----------------------------------------------------------------------
@@ -248,6 +250,7 @@ class StreamsWorker:
                 "days_closed": self.days_closed,
                 "last_published": str(window.last_published) if window.last_published
                 else None, "open_days": [str(d) for d in window.open_days()[:5]],
+                "last_traded": str(self.last_traded) if self.last_traded else None,
                 "bars": dict(window.counts)}
 
 
