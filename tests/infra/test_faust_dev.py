@@ -14,7 +14,7 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from faust.tables.recovery import Recovery
@@ -52,7 +52,8 @@ def test_recovery_reads_changelog_end_offsets_from_consumer_highwaters() -> None
     window, ingest = TP("pin-streams-window-changelog", 0), TP("pin-streams-ingest-changelog", 0)
     consumer = AnsweringConsumer({window: 40, ingest: 1})
     target: Counter[TP] = Counter()
-    asyncio.run(recovery._build_highwaters(consumer, {window, ingest}, target, "active"))
+    asyncio.run(recovery._build_highwaters(cast(Any, consumer), {window, ingest}, target,
+                                           "active"))
     assert [set(call) for call in consumer.asked] == [{window, ingest}]
     assert dict(target) == {window: 39, ingest: 0}
 
