@@ -378,6 +378,28 @@ def test_a_worker_killed_mid_run_resumes_from_its_recovered_tables(
     assert closed[-1] == trading_days[-1]
 
 
+def test_the_restarted_ingest_resumes_after_the_last_day_it_sent(
+        run: StreamsRun, checkpoint: Path, jquants: Path, trading_days: list[date]) -> None:
+    """md.bars holds one replay, not two: at most a day or two (sent, but the ingest
+    table's mark of it not yet in the changelog at the kill) are sent again. An ingest
+    that started over would have sent the warm-up backfill and every day a second time."""
+    from inference.serving import Predictor
+    from infra.kafka import fetched_high_watermarks, partition_count, topics
+    from streams.ingest import FileSource
+    from streams.signals import sessions_for
+
+    bars = topics(run.settings).bars
+    partitions = partition_count(run.settings, bars)
+    source = FileSource(jquants, trading_days[0], trading_days[-1],
+                        warmup=sessions_for(Predictor(checkpoint, device="cpu")))
+    per_day = [len(routed) for _day, _predict, routed in source.messages(partitions)]
+    marks = fetched_high_watermarks(run.settings, {(bars, p): 0 for p in range(partitions)},
+                                    group=f"marks-{uuid.uuid4().hex[:8]}")
+    assert len(marks) == partitions
+    sent = sum(marks.values())
+    assert sum(per_day) <= sent <= sum(per_day) + 2 * max(per_day[1:]), (sent, sum(per_day))
+
+
 def test_the_restart_places_no_order_twice_and_trades_every_predicted_day_once(
         run: StreamsRun, trading_days: list[date]) -> None:
     """Orders in the event store: one per client order id ``top-decile:<date>:<symbol>``,
