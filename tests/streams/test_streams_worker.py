@@ -357,9 +357,10 @@ def test_every_day_of_the_replay_predicts_what_the_offline_pipeline_predicts(
 def test_a_worker_killed_mid_run_resumes_from_its_recovered_tables(
         run: StreamsRun, trading_days: list[date]) -> None:
     """kill -9 after 25 published days, then a start with the same settings: the window
-    table comes back from its changelog (the last published day is the one before the
-    kill, or at most one later), the ingest resumes after the last day it had sent (no
-    warm-up day is sent or closed again), and the run goes on to the last day."""
+    table comes back from its changelog (its last published day within one of the one
+    /readyz showed before the kill: one more may have been published in between, or the
+    last mark may not have reached the changelog, and that day is closed again), no
+    warm-up day is closed again, and the run goes on to the last day."""
     assert run.exits[0] == -signal.SIGKILL
     assert run.killed_at is not None
     killed_at = date.fromisoformat(run.killed_at)
@@ -369,8 +370,8 @@ def test_a_worker_killed_mid_run_resumes_from_its_recovered_tables(
     dates, last = recovered[-1]
     assert last != "None", "the restarted worker's window was empty: not recovered"
     last_day = date.fromisoformat(last)
-    assert trading_days.index(killed_at) <= trading_days.index(last_day) \
-        <= trading_days.index(killed_at) + 1, (killed_at, last_day)
+    assert abs(trading_days.index(last_day) - trading_days.index(killed_at)) <= 1, \
+        (killed_at, last_day)
     assert int(dates) > 20  # the trailing window of bars, not only the markers
     assert "closed (warm-up)" not in second
     closed = [date.fromisoformat(d) for d in re.findall(r"(\d{4}-\d\d-\d\d) closed \(", second)]
