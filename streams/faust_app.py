@@ -123,7 +123,7 @@ class StreamsWorker:
         self.started = threading.Event()
         self.days_closed = 0
         self.last_day: date | None = None
-        self.last_traded: date | None = None
+        self.last_traded: date | None = None  # the strategy runs behind the bars agent
 
         @self.window_table.on_recover
         async def window_recovered() -> None:

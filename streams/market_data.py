@@ -170,7 +170,12 @@ class BarWindow:
     ``store`` is the persistent mapping (a Faust table, or a dict); everything else here
     is derived from it by :meth:`reindex`, which a restart runs after recovery.
     ``partitions`` is how many end-of-day markers complete a day; ``deadline_s`` how long
-    after its first bar a day is published without them (its missing symbols reported).
+    a day waits for them once it is the oldest open day (from its first bar, or from the
+    publishing of the day before if that came later) before it is published without
+    them (its missing symbols reported). Counted from its first bar alone, a backlog (a
+    restarted worker re-reading its partitions, a replay sent faster than it is taken)
+    used the deadline up while the day's bars were still queued behind older days on a
+    slower partition, and published it with their symbols missing.
     """
 
     def __init__(self, store: MutableMapping[bytes, bytes], *, sessions: int,
@@ -219,6 +224,7 @@ class BarWindow:
         now = self.clock()
         for day in self.open_days():
             self._first_seen[day] = now
+        self._head_since = now  # when the oldest open day became the oldest
         self._prune()
 
     @property
@@ -348,18 +354,20 @@ class BarWindow:
     # -- days -----------------------------------------------------------------------------
     def ready(self) -> list[tuple[date, str]]:
         """Days to publish now, oldest first, each with why: ``complete`` (every partition
-        sent its marker) or ``deadline`` (``deadline_s`` passed since its first bar). A day
-        waits for the days before it."""
+        sent its marker) or ``deadline`` (``deadline_s`` passed since it became the oldest
+        open day, and since its first bar). A day waits for the days before it."""
         out = []
         now = self.clock()
+        since = self._head_since
         for day in self.open_days():
             closed = self._closed.get(day, {})
             if len(closed) >= self.partitions:
                 out.append((day, "complete"))
-            elif now - self._first_seen.get(day, now) >= self.deadline_s:
+            elif now - max(self._first_seen.get(day, now), since) >= self.deadline_s:
                 out.append((day, "deadline"))
             else:
                 break
+            since = now  # the next day is the oldest from now on
         return out
 
     def predicts(self, day: date) -> bool:
@@ -388,6 +396,7 @@ class BarWindow:
         self._published[day] = sorted(missing)
         self._open = None
         self.counts["missing"] += len(missing)
+        self._head_since = self.clock()
         self._prune()
 
     def _prune(self) -> None:

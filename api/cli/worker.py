@@ -179,7 +179,11 @@ def _build_streams(settings: Settings) -> Any:
     from streams.faust_app import build_worker
     from streams.signals import sessions_for
 
-    predictor = Predictor(settings.model_checkpoint)  # type: ignore[arg-type]
+    try:
+        predictor = Predictor(settings.model_checkpoint)  # type: ignore[arg-type]
+    except (OSError, ValueError) as err:  # the refusal names the setting, not only the file
+        raise ValueError(f"TRADECORE_MODEL_CHECKPOINT={settings.model_checkpoint}: {err}"
+                         ) from None
     app = None
     if settings.strategy_account:
         from api.wiring import trading_app

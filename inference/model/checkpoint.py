@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from inference.config import ExperimentConfig
@@ -102,8 +103,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint: no file at {path}")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except SafetensorError as err:  # not a safetensors file at all (not a ValueError)
+        raise ValueError(f"checkpoint: {path} is not a safetensors file ({err})") from None
     if metadata.get("format") != FORMAT:
         raise ValueError(
             f"checkpoint: {path} has format {metadata.get('format')!r}, expected {FORMAT!r}"
