@@ -25,7 +25,7 @@ import polars as pl
 from streams.market_data import Bars, DayClose, Message, bars_from_rows
 
 #: Bars per symbol in one backfill message.
-BACKFILL_CHUNK = 64
+BACKFILL_CHUNK = 128
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,8 @@ def day_messages(day: date, rows: pl.DataFrame, partitions: int, *, rebase_split
 
 def backfill_messages(rows: pl.DataFrame, days: list[date], partitions: int, *,
                       chunk: int = BACKFILL_CHUNK) -> Iterator[Routed]:
-    """The warm-up sessions: each symbol's bars in messages of ``chunk``, then markers
-    that close each day without predicting it."""
+    """The warm-up sessions: each symbol's bars in messages of ``chunk``, then one marker
+    per partition that closes all of those days without predicting them."""
     for (code,), frame in rows.sort("Code", "Date").group_by(["Code"], maintain_order=True):
         bars = bars_from_rows(frame.iter_rows(named=True))
         for k in range(0, len(bars), chunk):
@@ -66,10 +66,10 @@ def backfill_messages(rows: pl.DataFrame, days: list[date], partitions: int, *,
         lambda c: partition_of(c, partitions), return_dtype=pl.Int64).alias("p"))
         .group_by("Date", "p").len())
     per = {(d, p): n for d, p, n in counts.iter_rows()}
-    for day in days:
-        for partition in range(partitions):
-            yield Routed(DayClose(day, partition, per.get((day, partition), 0), False),
-                         f"close:{day}", partition)
+    for partition in range(partitions):  # one marker per partition closes the range
+        count = sum(per.get((day, partition), 0) for day in days)
+        yield Routed(DayClose(days[-1], partition, count, False, days[0]),
+                     f"close:{days[0]}..{days[-1]}", partition)
 
 
 class FileSource:

@@ -9,7 +9,8 @@ key, so a recovered mapping is the whole state:
 * ``b|<code>|<first date>``: a chunk of one symbol's accepted bars (a live day carries
   one bar per symbol, a backfill many), msgspec-encoded;
 * ``c|<date>|<partition>``: the ingest's end-of-day marker for one partition (whether
-  the day is to be predicted, or only warms the features up);
+  the day is to be predicted, or only warms the features up); ``r|<partition>|<first>|
+  <last>``: a backfill's marker, closing a range of days;
 * ``p|<date>``: the day's cross-section was published (its missing symbols in the value).
 
 **Bad input** (docs/streams.md): a bar is either *dropped* with a counted reason, or
@@ -91,6 +92,9 @@ class DayClose(msgspec.Struct, tag="close", frozen=True):
     bars: int
     #: False for a backfilled (warm-up) day: it is closed without predictions.
     predict: bool = True
+    #: Set on a backfill's marker: it closes every day from ``first`` to ``day`` for the
+    #: partition (``bars`` counts them all), one message instead of one per day.
+    first: date | None = None
 
 
 Message = Bars | DayClose
@@ -197,10 +201,12 @@ class BarWindow:
         self._bars: dict[str, dict[date, Bar]] = {}
         self._chunks: dict[str, list[tuple[date, bytes]]] = {}  # code -> (last date, key)
         self._closed: dict[date, dict[int, bool]] = {}  # day -> partition -> predict
+        self._ranges: list[tuple[date, date, int, bool]] = []  # first, last, partition
         self._published: dict[date, list[str]] = {}
         self._first_seen: dict[date, float] = {}
         self._per_date: Counter[date] = Counter()  # bars held per date
         self._open: list[date] | None = None  # open_days(), until something changes it
+        self._newest: dict[str, date] = {}  # code -> its newest bar's date
         chunks: list[tuple[bytes, str, list[Bar]]] = []
         for key, value in list(self.store.items()):
             kind, _, rest = bytes(key).decode().partition("|")
@@ -210,6 +216,10 @@ class BarWindow:
                 text, _, partition = rest.partition("|")
                 self._closed.setdefault(date.fromisoformat(text), {})[int(partition)] = \
                     value == b"predict"
+            elif kind == "r":
+                partition, first, last = rest.split("|")
+                self._ranges.append((date.fromisoformat(first), date.fromisoformat(last),
+                                     int(partition), value == b"predict"))
             elif kind == "p":
                 self._published[date.fromisoformat(rest)] = msgspec.json.decode(value)
         # A symbol's chunks hold disjoint dates, except after a worker died in the middle
@@ -221,6 +231,7 @@ class BarWindow:
                 self._per_date[bar.Date] += bar.Date not in held
                 held[bar.Date] = bar
             self._chunks.setdefault(code, []).append((chunk[-1].Date, key))
+        self._newest = {code: max(held) for code, held in self._bars.items() if held}
         now = self.clock()
         for day in self.open_days():
             self._first_seen[day] = now
@@ -277,7 +288,8 @@ class BarWindow:
             if not _finite_positive(bar.AdjustmentClose):
                 outcome["bad_close"] += 1
                 continue
-            if held and bar.Date < max(held):
+            newest = self._newest.get(code)
+            if newest is not None and bar.Date < newest:
                 outcome["out_of_order"] += 1
             if not all(_finite_positive(x) for x in
                        (bar.AdjustmentOpen, bar.AdjustmentHigh, bar.AdjustmentLow)):
@@ -314,6 +326,7 @@ class BarWindow:
             self._per_date[bar.Date] += bar.Date not in held
             held[bar.Date] = bar
         self._chunks.setdefault(code, []).append((bars[-1].Date, key))
+        self._newest[code] = max(self._newest.get(code, bars[-1].Date), bars[-1].Date)
         return key
 
     def _rebase(self, code: str, new: dict[date, Bar], splits: list[tuple[date, float]]
@@ -345,9 +358,14 @@ class BarWindow:
         if last is not None and marker.day <= last:
             self.counts["late_close"] += 1
             return
-        self.store[f"c|{marker.day.isoformat()}|{marker.partition}".encode()] = \
-            b"predict" if marker.predict else b"warm-up"
-        self._closed.setdefault(marker.day, {})[marker.partition] = marker.predict
+        flag = b"predict" if marker.predict else b"warm-up"
+        if marker.first is not None and marker.first < marker.day:
+            self.store[f"r|{marker.partition}|{marker.first.isoformat()}|"
+                       f"{marker.day.isoformat()}".encode()] = flag
+            self._ranges.append((marker.first, marker.day, marker.partition, marker.predict))
+        else:
+            self.store[f"c|{marker.day.isoformat()}|{marker.partition}".encode()] = flag
+            self._closed.setdefault(marker.day, {})[marker.partition] = marker.predict
         self._open = None
         self._first_seen.setdefault(marker.day, self.clock())
 
@@ -360,7 +378,7 @@ class BarWindow:
         now = self.clock()
         since = self._head_since
         for day in self.open_days():
-            closed = self._closed.get(day, {})
+            closed = self._closes(day)
             if len(closed) >= self.partitions:
                 out.append((day, "complete"))
             elif now - max(self._first_seen.get(day, now), since) >= self.deadline_s:
@@ -372,8 +390,19 @@ class BarWindow:
 
     def predicts(self, day: date) -> bool:
         """Whether ``day`` is to be predicted (False: a backfilled warm-up day)."""
-        closed = self._closed.get(day)
+        closed = self._closes(day)
         return not closed or any(closed.values())
+
+    def _closes(self, day: date) -> dict[int, bool]:
+        """The partitions whose markers closed ``day`` (its own, or a backfill's range)."""
+        closed = self._closed.get(day, {})
+        if not self._ranges:
+            return closed
+        closed = dict(closed)
+        for first, last, partition, predict in self._ranges:
+            if first <= day <= last:
+                closed.setdefault(partition, predict)
+        return closed
 
     def window(self, day: date) -> tuple[list[Bar], list[str]]:
         """The bars of the last ``sessions`` dates up to ``day`` (what the offline pipeline
@@ -414,15 +443,21 @@ class BarWindow:
             for d in old:
                 held.pop(d, None)
             chunks = self._chunks.get(code, [])
-            while chunks and min(chunks)[0] < oldest:
-                end, key = min(chunks)
-                self.store.pop(key, None)
-                chunks.remove((end, key))
+            if any(end < oldest for end, _ in chunks):
+                for end, key in chunks:
+                    if end < oldest:
+                        self.store.pop(key, None)
+                self._chunks[code] = [c for c in chunks if c[0] >= oldest]
             if not held:
                 del self._bars[code]
                 self._chunks.pop(code, None)
+                self._newest.pop(code, None)
         for day in old:
             del self._per_date[day]
+        for first, last, partition, predict in [r for r in self._ranges if r[1] < oldest]:
+            self._ranges.remove((first, last, partition, predict))
+            self.store.pop(f"r|{partition}|{first.isoformat()}|{last.isoformat()}".encode(),
+                           None)
         for day in [d for d in self._closed if d < oldest]:
             del self._closed[day]
             for partition in range(self.partitions):

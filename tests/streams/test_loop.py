@@ -414,8 +414,9 @@ def test_the_file_source_backfills_the_warm_up_then_sends_day_by_day(
     assert sum(len(m.bars) for m in bars) == quotes.filter(
         pl.col("Date").is_between(warm[0], warm[-1])).height
     markers = [r.message for r in backfill if isinstance(r.message, DayClose)]
-    assert [(m.day, m.partition, m.predict) for m in markers] == [
-        (d, p, False) for d in warm.to_list() for p in (0, 1)]
+    # one marker per partition closes the whole warm-up, without predicting it
+    assert [(m.first, m.day, m.partition, m.predict) for m in markers] == [
+        (warm[0], warm[-1], p, False) for p in (0, 1)]
     assert sum(m.bars for m in markers) == sum(len(m.bars) for m in bars)
     assert len(slept) == 4 and all(0 <= s <= 0.001 for s in slept)  # 1000 days a second
 
@@ -447,7 +448,8 @@ def test_day_messages_key_bars_by_code_and_count_each_partition(quotes: pl.DataF
     chunked = list(backfill_messages(history, DAYS, 1, chunk=4))
     sizes = [len(r.message.bars) for r in chunked if isinstance(r.message, Bars)]
     assert sizes == [4, 4, 4, 3, 4, 4, 4, 3]  # 15 sessions of each, in chunks of 4
-    assert [r.message.bars for r in chunked if isinstance(r.message, DayClose)] == [2] * 15
+    assert [(r.message.first, r.message.day, r.message.bars) for r in chunked
+            if isinstance(r.message, DayClose)] == [(DAYS[0], DAYS[14], 30)]
 
 
 @pytest.fixture

@@ -530,3 +530,37 @@ def test_the_store_holds_msgspec_chunks_a_faust_table_can_carry() -> None:
     (key,) = store
     assert key == f"b|{CODE}|{d1}".encode()
     assert msgspec.json.decode(store[key], type=list[Bar]) == [_bar(d1), _bar(d2)]
+
+
+def test_a_backfill_marker_closes_its_range_whatever_arrives_first_and_survives_a_restart(
+        ) -> None:
+    """One marker per partition closes a backfill's days, even days whose bars reach the
+    window after it (another partition's backlog), and a restarted window keeps it."""
+    days = [date(2015, 11, 2), date(2015, 11, 4), date(2015, 11, 5)]
+
+    def bar(code: str, day: date) -> Bar:
+        return Bar(day, code, AdjustmentOpen=100.0, AdjustmentHigh=101.0, AdjustmentLow=99.0,
+                   AdjustmentClose=100.0, AdjustmentVolume=1000.0)
+
+    store: dict[bytes, bytes] = {}
+    window = BarWindow(store, sessions=2, partitions=2)
+    window.accept(Bars("72030", [bar("72030", d) for d in days[:1]]))
+    window.close(DayClose(days[-1], 0, 3, False, days[0]))  # partition 0: all three days
+    assert window.ready() == []  # partition 1 has said nothing yet
+    window.accept(Bars("67580", [bar("67580", d) for d in days]))  # its bars, late
+    window.accept(Bars("72030", [bar("72030", d) for d in days[1:]]))
+    restarted = BarWindow(store, sessions=2, partitions=2)  # a crash: the store survives
+    restarted.close(DayClose(days[-1], 1, 3, False, days[0]))
+    assert restarted.ready() == [(d, "complete") for d in days]
+    assert not any(restarted.predicts(d) for d in days)  # warm-up: closed unpredicted
+    for d in days:
+        restarted.publish(d, [])
+    later = [date(2015, 11, 6), date(2015, 11, 9)]
+    for d in later:  # the range goes once its last day has left the window
+        for code in ("72030", "67580"):
+            restarted.accept(Bars(code, [bar(code, d)]))
+        for partition in (0, 1):
+            restarted.close(DayClose(d, partition, 1))
+        assert restarted.ready() == [(d, "complete")]
+        restarted.publish(d, [])
+    assert not any(k.startswith(b"r|") for k in store)
