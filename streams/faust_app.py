@@ -168,8 +168,11 @@ class StreamsWorker:
         async with self._closing:
             for day, reason in self.loop.ready():
                 started = time.perf_counter()
-                result = await asyncio.get_running_loop().run_in_executor(
-                    None, self.loop.compute, day, reason)
+                if self.loop.window.predicts(day):  # features and the model: off the loop
+                    result = await asyncio.get_running_loop().run_in_executor(
+                        None, self.loop.compute, day, reason)
+                else:  # a warm-up day closes without either
+                    result = self.loop.compute(day, reason)
                 messages = self.loop.messages(result)
                 if result.reason != "warm-up":
                     await self._send_predictions(result, messages)

@@ -7,7 +7,7 @@ over a dict. Everything the window holds lives in that mapping under three kinds
 key, so a recovered mapping is the whole state:
 
 * ``b|<code>|<first date>``: a chunk of one symbol's accepted bars (a live day carries
-  one bar per symbol, a backfill many), msgspec-encoded;
+  one bar per symbol, a backfill many), MessagePack;
 * ``c|<date>|<partition>``: the ingest's end-of-day marker for one partition (whether
   the day is to be predicted, or only warms the features up); ``r|<partition>|<first>|
   <last>``: a backfill's marker, closing a range of days;
@@ -100,7 +100,10 @@ class DayClose(msgspec.Struct, tag="close", frozen=True):
 Message = Bars | DayClose
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Message).decode
-_chunk = msgspec.json.Decoder(list[Bar]).decode
+# the window's own chunks (a table's values, never on md.bars): MessagePack, half JSON's
+# size in the changelog and faster both ways
+_store_chunk = msgspec.msgpack.Encoder().encode
+_chunk = msgspec.msgpack.Decoder(list[Bar]).decode
 
 
 class BadMessage(ValueError):
@@ -318,7 +321,7 @@ class BarWindow:
 
     def _put(self, code: str, bars: list[Bar]) -> bytes:
         key = f"b|{code}|{bars[0].Date.isoformat()}".encode()
-        self.store[key] = _encode(bars)
+        self.store[key] = _store_chunk(bars)
         held = self._bars.setdefault(code, {})
         for bar in bars:
             if bar.Date not in self._per_date:

@@ -529,7 +529,7 @@ def test_the_store_holds_msgspec_chunks_a_faust_table_can_carry() -> None:
     window.accept(Bars(CODE, [_bar(d1), _bar(d2)]))
     (key,) = store
     assert key == f"b|{CODE}|{d1}".encode()
-    assert msgspec.json.decode(store[key], type=list[Bar]) == [_bar(d1), _bar(d2)]
+    assert msgspec.msgpack.decode(store[key], type=list[Bar]) == [_bar(d1), _bar(d2)]
 
 
 def test_a_backfill_marker_closes_its_range_whatever_arrives_first_and_survives_a_restart(
