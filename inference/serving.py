@@ -17,6 +17,7 @@ Rules for bad input (also in docs/model.md):
 
 from __future__ import annotations
 
+import os
 import warnings
 from datetime import date
 from pathlib import Path
@@ -53,6 +54,7 @@ class Predictor:
         checkpoint: Checkpoint | str | Path,
         device: str | torch.device | None = None,
         batch_dates: int = 4,
+        threads: int | None = None,
     ) -> None:
         self.checkpoint = (
             checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
@@ -60,6 +62,13 @@ class Predictor:
         self.device = torch.device(device) if device is not None else select_device()
         self.model = self.checkpoint.build_model().to(self.device)
         self.batch_dates = batch_dates
+        # torch's intra-op thread count is per calling thread (OpenMP) and whatever ran
+        # before left it (training sets it process-wide), and a different count changes a
+        # float32 sum's last bit: every call runs with this one, whichever thread or
+        # process calls (the streams worker predicts in a worker thread), so a forecast
+        # is the same bits online and offline. Default: the CPUs this process may use.
+        self.threads = threads or (len(os.sched_getaffinity(0))
+                                   if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         self.universe = set(self.checkpoint.universe)
         cfg = self.checkpoint.config
         self.history_days = (
@@ -104,6 +113,8 @@ class Predictor:
     ) -> pl.DataFrame:
         """Like :meth:`predict` for several dates at once (batched on the device)."""
         self._check_codes(codes)
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         if features.is_empty():
             raise ValueError("features: no rows (empty date range?)")
         available = features.get_column("date").unique().sort()
