@@ -129,7 +129,7 @@ def main() -> None:
     latest = panel.dates[-1]
 
     def latency(device: str) -> tuple[int, float]:
-        predictor = Predictor(checkpoint, device=device)
+        predictor = Predictor(checkpoint, device=device, threads=torch.get_num_threads())
         timings, stocks = [], 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
