@@ -13,6 +13,7 @@ Prints one JSON object:
   the live days, from the moment the day's last bar and markers were delivered to the
   broker to the day's done marker read back from ``<prefix>.predictions`` / the worker
   reporting the day traded (its orders placed through the command handlers);
+  ``day_close_to_orders_ms_by_day`` lists every live day's;
 * ``embedded_day_close_ms``: the same day closes (predictions and orders) run in-process
   by :func:`streams.loop.run_embedded`, the embedded deployment's path;
 * ``serving``: ``Predictor.predict`` for one full-universe cross-section with the CPU
@@ -273,6 +274,8 @@ def main() -> None:
         "day_close_to_predictions_ms_max": round(max(to_predictions), 1),
         "day_close_to_orders_ms": round(statistics.median(to_orders), 1),
         "day_close_to_orders_ms_max": round(max(to_orders), 1),
+        # per live day, in order: the first pays for the process's first forecast
+        "day_close_to_orders_ms_by_day": [round(x) for x in to_orders],
         "live_days": [str(d) for d in live],
         "stocks": quotes.filter(pl.col("Date") == live[-1]).height,
         "orders": orders, "worker_exit_code": exit_code,

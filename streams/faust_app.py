@@ -15,10 +15,11 @@ Agents and topics::
   complete (every partition's end-of-day marker) or its deadline passes, it builds the
   features and calls the predictor in a worker thread, sends one prediction per stock and
   a done marker, then marks the day published.
-- **strategy** (when an account is configured): collects a day's predictions in the
-  ``strategy`` table; on the done marker decides the day's orders once (remembered in
-  the table before any is placed) and places them through the command handlers under
-  (strategy, date, symbol) idempotency keys.
+- **strategy** (when an account is configured): holds a day's predictions in memory,
+  their events unacknowledged; on the done marker decides the day's orders once
+  (remembered in the ``strategy`` table before any is placed), places them through the
+  command handlers under (strategy, date, symbol) idempotency keys, then acknowledges
+  the day's events (a crash before that: the broker delivers the day again).
 
 Tables are changelog-backed (Faust's ``memory://`` store: recovered from the changelog
 on every start; on the dev broker with :mod:`infra.faust_dev`'s end-offset workaround).
@@ -194,39 +195,45 @@ class StreamsWorker:
 
     # -- predictions -> orders -------------------------------------------------------------
     async def _strategy(self, stream: Any) -> None:
-        async for event in stream.events():
+        """A day's predictions are held in memory and their events acknowledged only once
+        the day is traded: Faust commits no offset past an unacknowledged event, so after
+        a crash the broker delivers the day again, and nothing needs storing."""
+        held: dict[date, dict[str, tuple[Prediction, Any]]] = {}
+        async for event in stream.noack().events():
             try:
                 message = decode_prediction(event.value)
             except Exception as exc:
                 log.warning("dropped a malformed prediction: %s", exc)
+                event.ack()
                 continue
             if self.trading is None:
+                event.ack()
                 continue
-            table = self.strategy_table
             if isinstance(message, Prediction):
-                table[f"q|{message.day.isoformat()}|{message.code}".encode()] = event.value
+                day = held.setdefault(message.day, {})
+                before = day.get(message.code)
+                if before is not None:  # the same day predicted again (a restart)
+                    before[1].ack()
+                day[message.code] = (message, event)
                 continue
             assert isinstance(message, PredictionsDone)
-            await self._trade(message)
+            day = held.pop(message.day, {})
+            await self._trade(message, [p for p, _ in day.values()])
+            for _, e in day.values():
+                e.ack()
+            event.ack()
 
-    async def _trade(self, done: PredictionsDone) -> None:
+    async def _trade(self, done: PredictionsDone, predictions: list[Prediction]) -> None:
         desk = self.trading
         assert desk is not None
-        table = self.strategy_table
-        prefix = f"q|{done.day.isoformat()}|".encode()
-        keys = [k for k in list(table.keys()) if bytes(k).startswith(prefix)]
-        predictions = [decode_prediction(table[k]) for k in keys]
-        held = [p for p in predictions if isinstance(p, Prediction)]
-        if len(held) != done.count:
+        if len(predictions) != done.count:
             log.error("%s: %d of %d predictions held; the day is not traded", done.day,
-                      len(held), done.count)
+                      len(predictions), done.count)
             return
         run = asyncio.get_running_loop().run_in_executor
-        intents = await run(None, desk.decide, done.day, held)
+        intents = await run(None, desk.decide, done.day, predictions)
         desk.remember(done.day, intents)  # before any order: a restart places these again
         submitted = await run(None, desk.submit, done.day, intents)
-        for k in keys:
-            del table[k]
         self.last_traded = done.day
         log.info("%s: %s %s", done.day, desk.strategy.name, dict(submitted.outcomes))
 
