@@ -143,11 +143,8 @@ def _same(a: Bar, b: Bar) -> bool:
     """Equal field by field (NaN equals NaN)."""
     return all(x == y or (isinstance(x, float) and isinstance(y, float)
                           and math.isnan(x) and math.isnan(y))
-               for x, y in zip(_values(a), _values(b), strict=True))
-
-
-def _values(bar: Bar) -> tuple[Any, ...]:
-    return tuple(getattr(bar, f) for f in bar.__struct_fields__)
+               for x, y in zip(msgspec.structs.astuple(a), msgspec.structs.astuple(b),
+                               strict=True))
 
 
 def _rebased(bar: Bar, factor: float) -> Bar:
@@ -161,6 +158,18 @@ def _rebased(bar: Bar, factor: float) -> Bar:
         AdjustmentLow=scaled(bar.AdjustmentLow, factor),
         AdjustmentClose=scaled(bar.AdjustmentClose, factor),
         AdjustmentVolume=scaled(bar.AdjustmentVolume, 1.0 / factor))
+
+
+def _close_key(day: date, partition: int) -> bytes:
+    return f"c|{day.isoformat()}|{partition}".encode()
+
+
+def _range_key(partition: int, first: date, last: date) -> bytes:
+    return f"r|{partition}|{first.isoformat()}|{last.isoformat()}".encode()
+
+
+def _published_key(day: date) -> bytes:
+    return f"p|{day.isoformat()}".encode()
 
 
 def normal_code(code: str) -> str | None:
@@ -229,12 +238,7 @@ class BarWindow:
         # of a split's re-base (see _rebase): then the re-based chunk, which ends on the
         # split day or later and holds every date the stale ones do, is applied last.
         for key, code, chunk in sorted(chunks, key=lambda c: (c[2][-1].Date, len(c[2]))):
-            held = self._bars.setdefault(code, {})
-            for bar in chunk:
-                self._per_date[bar.Date] += bar.Date not in held
-                held[bar.Date] = bar
-            self._chunks.setdefault(code, []).append((chunk[-1].Date, key))
-        self._newest = {code: max(held) for code, held in self._bars.items() if held}
+            self._hold(code, key, chunk)
         now = self.clock()
         for day in self.open_days():
             self._first_seen[day] = now
@@ -320,8 +324,14 @@ class BarWindow:
         return outcome
 
     def _put(self, code: str, bars: list[Bar]) -> bytes:
+        """Store ``bars`` as one chunk of ``code`` and hold them; the chunk's key."""
         key = f"b|{code}|{bars[0].Date.isoformat()}".encode()
         self.store[key] = _store_chunk(bars)
+        self._hold(code, key, bars)
+        return key
+
+    def _hold(self, code: str, key: bytes, bars: list[Bar]) -> None:
+        """What a stored chunk adds to the derived state (on input, and on reindex)."""
         held = self._bars.setdefault(code, {})
         for bar in bars:
             if bar.Date not in self._per_date:
@@ -330,7 +340,6 @@ class BarWindow:
             held[bar.Date] = bar
         self._chunks.setdefault(code, []).append((bars[-1].Date, key))
         self._newest[code] = max(self._newest.get(code, bars[-1].Date), bars[-1].Date)
-        return key
 
     def _rebase(self, code: str, new: dict[date, Bar], splits: list[tuple[date, float]]
                 ) -> None:
@@ -363,11 +372,10 @@ class BarWindow:
             return
         flag = b"predict" if marker.predict else b"warm-up"
         if marker.first is not None and marker.first < marker.day:
-            self.store[f"r|{marker.partition}|{marker.first.isoformat()}|"
-                       f"{marker.day.isoformat()}".encode()] = flag
+            self.store[_range_key(marker.partition, marker.first, marker.day)] = flag
             self._ranges.append((marker.first, marker.day, marker.partition, marker.predict))
         else:
-            self.store[f"c|{marker.day.isoformat()}|{marker.partition}".encode()] = flag
+            self.store[_close_key(marker.day, marker.partition)] = flag
             self._closed.setdefault(marker.day, {})[marker.partition] = marker.predict
         self._open = None
         self._first_seen.setdefault(marker.day, self.clock())
@@ -424,7 +432,7 @@ class BarWindow:
 
     def publish(self, day: date, missing: list[str]) -> None:
         """Mark ``day`` published (with its missing symbols) and drop what no later day needs."""
-        self.store[f"p|{day.isoformat()}".encode()] = msgspec.json.encode(sorted(missing))
+        self.store[_published_key(day)] = msgspec.json.encode(sorted(missing))
         self._published[day] = sorted(missing)
         self._open = None
         self.counts["missing"] += len(missing)
@@ -457,17 +465,16 @@ class BarWindow:
                 self._newest.pop(code, None)
         for day in old:
             del self._per_date[day]
-        for first, last, partition, predict in [r for r in self._ranges if r[1] < oldest]:
-            self._ranges.remove((first, last, partition, predict))
-            self.store.pop(f"r|{partition}|{first.isoformat()}|{last.isoformat()}".encode(),
-                           None)
+        for expired in [r for r in self._ranges if r[1] < oldest]:
+            self._ranges.remove(expired)
+            self.store.pop(_range_key(expired[2], expired[0], expired[1]), None)
         for day in [d for d in self._closed if d < oldest]:
             del self._closed[day]
             for partition in range(self.partitions):
-                self.store.pop(f"c|{day.isoformat()}|{partition}".encode(), None)
+                self.store.pop(_close_key(day, partition), None)
         for day in [d for d in self._published if d < oldest]:
             del self._published[day]
-            self.store.pop(f"p|{day.isoformat()}".encode(), None)
+            self.store.pop(_published_key(day), None)
         for day in [d for d in self._first_seen if d <= last]:
             del self._first_seen[day]
         self._open = None
