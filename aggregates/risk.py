@@ -132,6 +132,17 @@ def check_session(
     )
 
 
+def check_price_band(price: int, reference: int, limits: RiskLimits) -> None:
+    """The fat-finger check: a limit price within ``fat_finger_pct`` of the reference
+    price (the last trade, else the instrument's base); no reference, no check."""
+    if reference > 0 and abs(price - reference) * 100 > limits.fat_finger_pct * reference:
+        raise RiskRejection(
+            "price", f"within {limits.fat_finger_pct}% of last price", price,
+            f"price {price / PRICE_SCALE:g} yen is more than {limits.fat_finger_pct}%"
+            f" from the last price {reference / PRICE_SCALE:g} yen",
+        )
+
+
 def assess(
     terms: OrderTerms,
     *,
@@ -170,15 +181,8 @@ def assess(
             "quantity", "max order notional", notional,
             f"notional {notional:,} yen exceeds the limit of {limits.max_order_notional_yen:,}",
         )
-    reference = last_price or instrument.base_price
-    if terms.order_type is OrderType.LIMIT and reference > 0:
-        distance = abs(terms.price - reference) * 100
-        if distance > limits.fat_finger_pct * reference:
-            raise RiskRejection(
-                "price", f"within {limits.fat_finger_pct}% of last price", terms.price,
-                f"price {terms.price / PRICE_SCALE:g} yen is more than {limits.fat_finger_pct}%"
-                f" from the last price {reference / PRICE_SCALE:g} yen",
-            )
+    if terms.order_type is OrderType.LIMIT:
+        check_price_band(terms.price, last_price or instrument.base_price, limits)
     fee = schedule.commission(notional)
     held = position.available + already_reserved.shares if position else 0
     if terms.side is Side.BUY:

@@ -176,7 +176,7 @@ class Predictor:
                     stacklevel=2,
                 )
         if not scorable:
-            return self._empty()
+            return self.empty()
         quantiles = predict_quantiles(
             self.model, prep, graphs, scorable, self.device, self.batch_dates
         )
@@ -190,7 +190,8 @@ class Predictor:
         wanted = codes if codes is not None else panel.codes
         return sorted(c for c in wanted if c not in index or not eligible[index[c]])
 
-    def _empty(self) -> pl.DataFrame:
+    def empty(self) -> pl.DataFrame:
+        """No forecast, in the forecast frame's schema (date, code, horizon, q..)."""
         schema: dict[str, pl.DataType | type[pl.DataType]] = {
             "date": pl.Date,
             "code": pl.Utf8,

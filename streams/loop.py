@@ -107,9 +107,9 @@ class Loop:
         """The day's per-stock prediction messages (each with the stock's close)."""
         if result.predictions.is_empty():
             return []
-        messages = prediction_messages(result.predictions,
-                                       self.predictor.checkpoint.config.model.quantiles)
-        return [msgspec.structs.replace(m, close=result.closes.get(m.code)) for m in messages]
+        return prediction_messages(result.predictions,
+                                   self.predictor.checkpoint.config.model.quantiles,
+                                   result.closes)
 
     def publish(self, result: DayResult, sent: int = 0) -> None:
         """Mark the day done in the window, once its ``sent`` predictions are out: a crash

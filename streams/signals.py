@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -24,7 +24,8 @@ import polars as pl
 from aggregates.application import OrderRequest, TradingApplication
 from aggregates.base import Meta
 from aggregates.errors import DomainError
-from aggregates.instruments import PRICE_SCALE, nearest_tick, symbol_of
+from aggregates.instruments import nearest_tick, symbol_of
+from aggregates.risk import check_price_band
 from streams.market_data import Bar
 from streams.strategies.base import OrderIntent, Portfolio, orders_for_targets
 
@@ -82,7 +83,7 @@ def predict_day(predictor: Any, quotes: pl.DataFrame, listed: pl.DataFrame, day:
         try:
             frame = predictor.predict(features, day)
         except ValueError:
-            return predictor._empty()
+            return predictor.empty()
     return frame.filter(pl.col("date") == day)
 
 
@@ -122,8 +123,10 @@ def decode_prediction(raw: bytes) -> PredictionMessage:
     return _decode(raw)
 
 
-def prediction_messages(frame: pl.DataFrame, levels: Sequence[float]) -> list[Prediction]:
-    """The predictor's frame (date, code, horizon, q..) as one message per stock."""
+def prediction_messages(frame: pl.DataFrame, levels: Sequence[float],
+                        closes: Mapping[str, float] | None = None) -> list[Prediction]:
+    """The predictor's frame (date, code, horizon, q..) as one message per stock, each
+    with its close from ``closes`` (by code) when given."""
     from inference.serving import quantile_column
 
     columns = [quantile_column(q) for q in levels]
@@ -133,7 +136,8 @@ def prediction_messages(frame: pl.DataFrame, levels: Sequence[float]) -> list[Pr
         out.append(Prediction(day=day, code=code, horizons=rows["horizon"].to_list(),
                               levels=list(levels),
                               quantiles=[list(map(float, r)) for r in rows.select(columns)
-                                         .iter_rows()]))
+                                         .iter_rows()],
+                              close=(closes or {}).get(code)))
     return out
 
 
@@ -191,7 +195,7 @@ class TopQuantile:
         return {symbol_for_code[c]: weight for c in ranked["code"].to_list()}
 
 
-def portfolio_of(app: TradingApplication, account: Any, symbols: Sequence[str],
+def portfolio_of(app: TradingApplication, account: Any, symbols: Iterable[str],
                  marks: Mapping[str, int]) -> Portfolio:
     """Free cash and the non-zero positions among ``symbols``, from the write model."""
     from aggregates import ids
@@ -235,8 +239,7 @@ def decide_orders(app: TradingApplication, account: Any, strategy: TopQuantile,
     prices = {symbol_for_code[c]: nearest_tick(y, app.universe.get(symbol_for_code[c]).tick_table)
               for c, y in closes.items() if c in symbol_for_code}
     targets = strategy.targets(predictions, symbol_for_code)
-    known = [s for s in app.universe.symbols if s in prices or s in targets]
-    portfolio = portfolio_of(app, account, known, prices)
+    portfolio = portfolio_of(app, account, set(prices) | set(targets), prices)
     intents, skipped = orders_for_targets(targets, portfolio, prices, app.universe.get,
                                           app.schedule, slippage_ticks=slippage_ticks)
     kept = []
@@ -250,19 +253,16 @@ def decide_orders(app: TradingApplication, account: Any, strategy: TopQuantile,
 
 
 def outside_limits(app: TradingApplication, intent: OrderIntent) -> str | None:
-    """Why the venue would refuse ``intent``'s price today (its daily limit band, or the
-    risk check's distance from the reference price), or None: such an order is skipped
-    with the reason, never sent to be refused."""
+    """Why the venue would refuse ``intent``'s price today, by the domain's own checks
+    (the instrument's tick grid and daily limit band, and the risk check's band around
+    the reference price), as ``rule: message``; None when it would not. Such an order is
+    skipped with the reason, never sent to be refused."""
     rules = app.universe.get(intent.symbol)
-    base = rules.base_price
-    if intent.price not in rules.limits:
-        return (f"outside the session's price limits: {intent.price / PRICE_SCALE:g} yen not "
-                f"in {rules.limits.lower / PRICE_SCALE:g}-{rules.limits.upper / PRICE_SCALE:g}"
-                f" (base {base / PRICE_SCALE:g})")
-    pct = app.limits.fat_finger_pct
-    if base > 0 and abs(intent.price - base) * 100 > pct * base:
-        return (f"more than {pct}% from the reference price: {intent.price / PRICE_SCALE:g} "
-                f"yen against {base / PRICE_SCALE:g}")
+    try:
+        rules.check_price(intent.price)
+        check_price_band(intent.price, rules.base_price, app.limits)
+    except DomainError as err:
+        return f"{err.rule}: {err.message}"
     return None
 
 

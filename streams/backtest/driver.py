@@ -40,7 +40,6 @@ from uuid import UUID
 
 import numpy as np
 
-from aggregates import ids
 from aggregates.application import OrderRequest, TradingApplication
 from aggregates.base import Meta
 from aggregates.clock import SimulatedClock
@@ -52,6 +51,7 @@ from aggregates.risk import RiskLimits
 from infra.eventstore import eventsourcing_env
 from infra.settings import Settings
 from streams.backtest.data import DailyBars, load_bars
+from streams.signals import client_order_id, portfolio_of
 from streams.strategies.base import (
     MarketHistory,
     OrderIntent,
@@ -170,16 +170,7 @@ class _Run:
 
     # -- the portfolio as the strategy may see it --------------------------------------
     def portfolio(self, marks: dict[str, int]) -> Portfolio:
-        app = self.app
-        with app.deciding():
-            account = app.current(self.account)
-            positions: dict[str, int] = {}
-            for symbol in sorted(self.held):
-                position = app.current(ids.position_id(self.account, symbol))
-                if position is not None and position.quantity:
-                    positions[symbol] = int(position.quantity)
-            return Portfolio(int(account.available), positions,
-                             {s: marks[s] for s in positions if s in marks})
+        return portfolio_of(self.app, self.account, self.held, marks)
 
     def _account_totals(self) -> tuple[int, int, int, int]:
         with self.app.deciding():
@@ -277,7 +268,7 @@ class _Run:
                 self.orders["skipped"] += 1
                 self.reasons["skipped: no price for the session (no bar)"] += 1
                 continue
-            key = f"{self.strategy.name}:{day.isoformat()}:{intent.symbol}"[:64]
+            key = client_order_id(self.strategy.name, day, intent.symbol)
             requests.append(OrderRequest(
                 account_id=self.account, client_order_id=key, symbol=str(intent.symbol),
                 side=intent.side, quantity=intent.quantity, price=intent.price,
