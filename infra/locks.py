@@ -32,6 +32,15 @@ class Fence(Protocol):
     def held(self) -> bool: ...
 
 
+def wait_for(fence: Fence, stop: threading.Event, poll_s: float = 1.0) -> bool:
+    """Take ``fence``, waiting for it (a hot standby) until it is free or ``stop`` is set;
+    whether it is held."""
+    while not stop.is_set():
+        if fence.acquire(blocking=True, timeout=poll_s):
+            return True
+    return False
+
+
 class FileFence:
     """An exclusive flock on ``path``; non-reentrant, one holder per path per host."""
 

@@ -269,21 +269,15 @@ class StreamsWorker:
                 "bars": dict(window.counts)}
 
 
-def build_worker(settings: Settings, *, app: Any = None, predictor: Any | None = None,
+def build_worker(settings: Settings, *, predictor: Any, app: Any = None,
                  source: Any | None = None, datadir: Path | None = None) -> StreamsWorker:
-    """The streams worker the settings describe: their checkpoint, their listed info, and
+    """The streams worker the settings describe: ``predictor`` on their listed info, and
     a desk trading ``strategy_account`` through ``app`` (a TradingApplication) when set."""
     from inference.data import load_listed_info
+    from streams.ingest import market_data_folder
     from streams.loop import desk_for
 
-    if predictor is None:
-        from inference.serving import Predictor
-
-        if settings.model_checkpoint is None:
-            raise ValueError("TRADECORE_MODEL_CHECKPOINT: unset; the loop needs a checkpoint "
-                             "(`tradecore model train` writes one)")
-        predictor = Predictor(settings.model_checkpoint)
-    listed = load_listed_info(settings.streams_data or settings.data_dir / "jquants")
+    listed = load_listed_info(market_data_folder(settings))
     desk = None
     account = settings.strategy_account
     if account and app is not None:

@@ -58,16 +58,13 @@ def backfill_messages(rows: pl.DataFrame, days: list[date], partitions: int, *,
                       chunk: int = BACKFILL_CHUNK) -> Iterator[Routed]:
     """The warm-up sessions: each symbol's bars in messages of ``chunk``, then one marker
     per partition that closes all of those days without predicting them."""
+    sent = [0] * partitions
     for (code,), frame in rows.sort("Code", "Date").group_by(["Code"], maintain_order=True):
         bars = bars_from_rows(frame.iter_rows(named=True))
+        sent[partition_of(str(code), partitions)] += len(bars)
         for k in range(0, len(bars), chunk):
             yield Routed(Bars(str(code), bars[k:k + chunk]), str(code))
-    counts = (rows.with_columns(pl.col("Code").map_elements(
-        lambda c: partition_of(c, partitions), return_dtype=pl.Int64).alias("p"))
-        .group_by("Date", "p").len())
-    per = {(d, p): n for d, p, n in counts.iter_rows()}
-    for partition in range(partitions):  # one marker per partition closes the range
-        count = sum(per.get((day, partition), 0) for day in days)
+    for partition, count in enumerate(sent):  # one marker per partition closes the range
         yield Routed(DayClose(days[-1], partition, count, False, days[0]),
                      f"close:{days[0]}..{days[-1]}", partition)
 
@@ -158,6 +155,12 @@ class ApiSource:
             day += timedelta(days=1)
 
 
+def market_data_folder(settings: Any) -> Path:
+    """The J-Quants folder the loop reads (listed info always, quotes when replaying):
+    ``streams_data``, else ``<data_dir>/jquants``."""
+    return Path(settings.streams_data or settings.data_dir / "jquants")
+
+
 def source_for(settings: Any, warmup: int) -> FileSource | ApiSource:
     """The market-data source the settings name: J-Quants files replayed
     (``streams_data``), or the J-Quants API polled (``jquants_refresh_token``)."""
@@ -170,6 +173,5 @@ def source_for(settings: Any, warmup: int) -> FileSource | ApiSource:
                                base_url=settings.jquants_base_url)
         return ApiSource(client, settings.streams_from or date.today(),
                          interval_s=settings.streams_poll_s)
-    data = settings.streams_data or settings.data_dir / "jquants"
-    return FileSource(data, settings.streams_from, settings.streams_to, warmup=warmup,
-                      speed=settings.streams_speed)
+    return FileSource(market_data_folder(settings), settings.streams_from,
+                      settings.streams_to, warmup=warmup, speed=settings.streams_speed)

@@ -24,6 +24,7 @@ import polars as pl
 from prometheus_client import Counter as Metric
 from prometheus_client import Histogram
 
+from infra.locks import wait_for
 from streams.market_data import Bar, Bars, BarWindow, DayClose, Message
 from streams.signals import (
     Prediction,
@@ -267,9 +268,7 @@ class EmbeddedLoop:
 
         if self.fence is not None and not self.fence.acquire(blocking=False):
             log.info("market loop: another process runs it on this store; waiting")
-            while not self._stop.is_set() and not self.fence.acquire(timeout=1.0):
-                pass
-            if self._stop.is_set():
+            if not wait_for(self.fence, self._stop):
                 return
         try:
             log.info("market loop: %s", _describe(self.source))
@@ -303,7 +302,7 @@ def embedded_loop(settings: Any, app: Any) -> EmbeddedLoop:
     from inference.data import load_listed_info
     from inference.serving import Predictor
     from infra.locks import stage_fence
-    from streams.ingest import source_for
+    from streams.ingest import market_data_folder, source_for
     from streams.signals import sessions_for
 
     if not log.handlers:  # serve configures uvicorn's loggers only: say what the loop does
@@ -314,7 +313,7 @@ def embedded_loop(settings: Any, app: Any) -> EmbeddedLoop:
         log.setLevel(logging.INFO)
         log.propagate = False
     predictor = Predictor(settings.model_checkpoint)
-    listed = load_listed_info(settings.streams_data or settings.data_dir / "jquants")
+    listed = load_listed_info(market_data_folder(settings))
     loop = Loop({}, predictor, listed, deadline_s=settings.streams_deadline_s)
     desk = (desk_for(app, settings.strategy_account, settings.strategy_fraction, {})
             if settings.strategy_account else None)

@@ -121,9 +121,15 @@ class _Health(BaseHTTPRequestHandler):
 
 
 def health_server(runnable: Healthy, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve /healthz, /readyz and /metrics for ``runnable`` from a daemon thread."""
+    """Serve /healthz, /readyz and /metrics for ``runnable`` from a daemon thread;
+    :class:`Unreachable` naming TRADECORE_WORKER_PORT when the port cannot be had."""
     handler = type("Health", (_Health,), {"runnable": runnable})
-    server = ThreadingHTTPServer((host, port), handler)
+    try:
+        server = ThreadingHTTPServer((host, port), handler)
+    except OSError as err:  # another worker on this host has the port
+        raise Unreachable("TRADECORE_WORKER_PORT", str(port),
+                          f"cannot serve /readyz there ({err.strerror}); give each worker "
+                          "on a host its own port, or 0 for a free one") from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="worker-health", daemon=True).start()
     return server
@@ -140,12 +146,7 @@ def run_worker(runnable: Runnable, settings: Settings, *, port: int | None = Non
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stopping)
     port = settings.worker_port if port is None else port
-    try:
-        server = health_server(runnable, settings.worker_host, port)
-    except OSError as err:  # another worker on this host has the port
-        raise Unreachable("TRADECORE_WORKER_PORT", str(port),
-                          f"cannot serve /readyz there ({err.strerror}); give each worker "
-                          "on a host its own port, or 0 for a free one") from None
+    server = health_server(runnable, settings.worker_host, port)
     log.info("%s: /readyz and /metrics on http://%s:%d", runnable.name,
              *server.server_address[:2])
     try:

@@ -96,7 +96,7 @@ def _streams_worker(settings: Settings) -> NoReturn:
     one waits as a hot standby), with /healthz /readyz /metrics beside it."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from infra.locks import stage_fence
+    from infra.locks import stage_fence, wait_for
     from streams.worker import Unreachable, check_reachable, health_server
 
     if settings.model_checkpoint is None:
@@ -117,22 +117,17 @@ def _streams_worker(settings: Settings) -> NoReturn:
     health = _StreamsHealth()
     try:
         server = health_server(health, settings.worker_host, settings.worker_port)
-    except OSError as err:
-        raise _refuse(f"TRADECORE_WORKER_PORT={settings.worker_port}: cannot serve /readyz "
-                      f"there ({err.strerror})") from None
+    except Unreachable as err:
+        raise _refuse(str(err)) from None
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM,
                                                                     signal.SIGINT)}
     fence = stage_fence(settings, "streams")
     if not fence.acquire(blocking=False):
         log.info("streams: another worker holds the fence; waiting as a hot standby")
-        while not stop.is_set() and not fence.acquire(blocking=True, timeout=1.0):
-            pass
-    if stop.is_set():
-        server.shutdown()
-        if fence.held:
-            fence.release()
-        raise typer.Exit(0)
+        if not wait_for(fence, stop):
+            server.shutdown()
+            raise typer.Exit(0)
     for signum, handler in previous.items():  # Faust's worker handles them from here
         signal.signal(signum, handler)
     try:
