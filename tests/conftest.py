@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 from hypothesis import settings as hypothesis_settings
 
@@ -96,3 +97,26 @@ def distributed_env(settings: Settings) -> dict[str, str]:
         "postgres_password", "postgres_db", "postgres_schema", "readmodel_schema",
         "kafka_bootstrap", "kafka_dev_broker", "kafka_topic_prefix",
         "kafka_event_partitions", "kafka_matching_partitions", "kafka_fetch_wait_ms"))
+
+
+# -- the shared J-Quants data, read once per session ---------------------------------------
+@pytest.fixture(scope="session")
+def jquants_dir() -> Path:
+    """The shared ``jquants/`` folder (daily_quotes.csv.gz, listed_info.json)."""
+    require_data("jquants/listed_info.json")
+    return require_data("jquants/daily_quotes.csv.gz").parent
+
+
+@pytest.fixture(scope="session")
+def all_quotes(jquants_dir: Path) -> pl.DataFrame:
+    """The full shared daily quotes (926 k rows), loaded once per session."""
+    from inference.data import load_daily_quotes
+
+    return load_daily_quotes(jquants_dir)
+
+
+@pytest.fixture(scope="session")
+def listed_info(jquants_dir: Path) -> pl.DataFrame:
+    from inference.data import load_listed_info
+
+    return load_listed_info(jquants_dir)

@@ -8,13 +8,9 @@ TRADECORE_REQUIRE_DATA=1.
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 
 import polars as pl
 import pytest
-
-from inference.data import load_daily_quotes, load_listed_info
-from tests.conftest import require_data
 
 #: 12 stocks in 4 Sector33 groups (banks, autos, electric appliances, pharma) plus
 #: two with split days in the slice: INPEX 1:400 (2013-09-26) and 46810 1:2 (2013-12-26).
@@ -31,24 +27,6 @@ SPLIT_DAYS: tuple[tuple[str, date], ...] = (
 )
 SLICE_START = date(2012, 1, 1)
 SLICE_END = date(2013, 12, 31)
-
-
-@pytest.fixture(scope="session")
-def jquants_dir() -> Path:
-    """The shared ``jquants/`` folder (daily_quotes.csv.gz, listed_info.json)."""
-    require_data("jquants/listed_info.json")
-    return require_data("jquants/daily_quotes.csv.gz").parent
-
-
-@pytest.fixture(scope="session")
-def all_quotes(jquants_dir: Path) -> pl.DataFrame:
-    """The full shared daily quotes (926 k rows), loaded once per session."""
-    return load_daily_quotes(jquants_dir)
-
-
-@pytest.fixture(scope="session")
-def listed_info(jquants_dir: Path) -> pl.DataFrame:
-    return load_listed_info(jquants_dir)
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,6 @@ from streams.signals import (
     predictions_frame,
 )
 from tests.api.server import free_port
-from tests.conftest import require_data
 from tests.processes import TRADECORE, env_for, tc
 
 DAYS = 60
@@ -60,26 +59,7 @@ KILL_AFTER = 25  # predicted days published before the kill
 
 # -- the checkpoint and the data -----------------------------------------------------------
 @pytest.fixture(scope="module")
-def jquants() -> Path:
-    return require_data("jquants/daily_quotes.csv.gz").parent
-
-
-@pytest.fixture(scope="module")
-def quotes(jquants: Path) -> pl.DataFrame:
-    from inference.data import load_daily_quotes
-
-    return load_daily_quotes(jquants)
-
-
-@pytest.fixture(scope="module")
-def listed(jquants: Path) -> pl.DataFrame:
-    from inference.data import load_listed_info
-
-    return load_listed_info(jquants)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(quotes: pl.DataFrame, listed: pl.DataFrame,
+def checkpoint(all_quotes: pl.DataFrame, listed_info: pl.DataFrame,
                tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny ATFT-GAT-FAN trained on the whole universe in 2014 (seconds on a CPU): the
     test is about the loop, not the model's skill, but its features are the real ones."""
@@ -93,8 +73,8 @@ def checkpoint(quotes: pl.DataFrame, listed: pl.DataFrame,
     from inference.training import bundle_to_checkpoint, train_fold
     from tests.inference.test_serving import TINY
 
-    history = quotes.filter(pl.col("Date").is_between(date(2014, 1, 1), date(2014, 12, 30)))
-    features = build_features(history, listed)
+    history = all_quotes.filter(pl.col("Date").is_between(date(2014, 1, 1), date(2014, 12, 30)))
+    features = build_features(history, listed_info)
     config = ExperimentConfig.model_validate(TINY)
     panel = FeaturePanel.from_frame(features, list(FEATURE_COLUMNS), list(TARGET_COLUMNS))
     fold = training_split(len(panel.dates), 30, 20)
@@ -111,9 +91,9 @@ def checkpoint(quotes: pl.DataFrame, listed: pl.DataFrame,
 
 
 @pytest.fixture(scope="module")
-def trading_days(quotes: pl.DataFrame) -> list[date]:
+def trading_days(all_quotes: pl.DataFrame) -> list[date]:
     """The last 60 sessions of the data (end of 2015)."""
-    days: list[date] = quotes.get_column("Date").unique().sort().to_list()
+    days: list[date] = all_quotes.get_column("Date").unique().sort().to_list()
     return days[-DAYS:]
 
 
@@ -218,7 +198,7 @@ def offline_predictions(checkpoint: Path, folder: Path, days: list[date]
 
 
 @pytest.fixture(scope="module")
-def offline(checkpoint: Path, jquants: Path, trading_days: list[date]
+def offline(checkpoint: Path, jquants_dir: Path, trading_days: list[date]
             ) -> Iterator[list[Future[dict[date, pl.DataFrame]]]]:
     """The offline predictions of the 60 days (the first three first), computed while the
     worker runs, in a fresh process at a lower CPU priority so the worker is not slowed
@@ -228,8 +208,8 @@ def offline(checkpoint: Path, jquants: Path, trading_days: list[date]
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                              initializer=os.nice, initargs=(10,)) as pool:
-        yield [pool.submit(offline_predictions, checkpoint, jquants, trading_days[:3]),
-               pool.submit(offline_predictions, checkpoint, jquants, trading_days[3:])]
+        yield [pool.submit(offline_predictions, checkpoint, jquants_dir, trading_days[:3]),
+               pool.submit(offline_predictions, checkpoint, jquants_dir, trading_days[3:])]
 
 
 def offline_days(offline: list[Future[dict[date, pl.DataFrame]]], count: int
@@ -260,7 +240,7 @@ def account(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Future[Path]]:
 
 
 @pytest.fixture(scope="module")
-def run(account: Future[Path], checkpoint: Path, jquants: Path, trading_days: list[date],
+def run(account: Future[Path], checkpoint: Path, jquants_dir: Path, trading_days: list[date],
         kafka_bootstrap: str, offline: list[Future[dict[date, pl.DataFrame]]]
         ) -> Iterator[StreamsRun]:
     """Open and fund the strategy's account; replay the 60 days through a worker; kill -9
@@ -274,7 +254,7 @@ def run(account: Future[Path], checkpoint: Path, jquants: Path, trading_days: li
     env = env_for(folder, TRADECORE_KAFKA_BOOTSTRAP=kafka_bootstrap,
                   TRADECORE_KAFKA_DEV_BROKER="true", TRADECORE_KAFKA_TOPIC_PREFIX=prefix,
                   TRADECORE_MODEL_CHECKPOINT=str(checkpoint),
-                  TRADECORE_STREAMS_INGEST="true", TRADECORE_STREAMS_DATA=str(jquants),
+                  TRADECORE_STREAMS_INGEST="true", TRADECORE_STREAMS_DATA=str(jquants_dir),
                   TRADECORE_STREAMS_FROM=trading_days[0].isoformat(),
                   TRADECORE_STREAMS_TO=trading_days[-1].isoformat(),
                   TRADECORE_WORKER_PORT=str(port), TRADECORE_STRATEGY_ACCOUNT=ACCOUNT)
@@ -380,7 +360,7 @@ def test_a_worker_killed_mid_run_resumes_from_its_recovered_tables(
 
 
 def test_the_restarted_ingest_resumes_after_the_last_day_it_sent(
-        run: StreamsRun, checkpoint: Path, jquants: Path, trading_days: list[date]) -> None:
+        run: StreamsRun, checkpoint: Path, jquants_dir: Path, trading_days: list[date]) -> None:
     """md.bars holds one replay, not two: at most a day or two (sent, but the ingest
     table's mark of it not yet in the changelog at the kill) are sent again. An ingest
     that started over would have sent the warm-up backfill and every day a second time."""
@@ -391,7 +371,7 @@ def test_the_restarted_ingest_resumes_after_the_last_day_it_sent(
 
     bars = topics(run.settings).bars
     partitions = partition_count(run.settings, bars)
-    source = FileSource(jquants, trading_days[0], trading_days[-1],
+    source = FileSource(jquants_dir, trading_days[0], trading_days[-1],
                         warmup=sessions_for(Predictor(checkpoint, device="cpu")))
     per_day = [len(routed) for _day, _predict, routed in source.messages(partitions)]
     marks = fetched_high_watermarks(run.settings, {(bars, p): 0 for p in range(partitions)},
@@ -491,7 +471,7 @@ def test_sigterm_stops_the_worker_with_exit_0_after_serving_readyz_and_metrics(
 
 # -- Faust's own test harness ---------------------------------------------------------------
 def test_the_bars_agent_in_faust_test_context_predicts_each_closed_day(
-        checkpoint: Path, jquants: Path, listed: pl.DataFrame, trading_days: list[date],
+        checkpoint: Path, jquants_dir: Path, listed_info: pl.DataFrame, trading_days: list[date],
         offline: list[Future[dict[date, pl.DataFrame]]], kafka_bootstrap: str) -> None:
     """The bars agent driven by ``agent.test_context()`` (values put straight into it, no
     consumer, no ingest task) with the warm-up backfill and three days of bars and
@@ -510,12 +490,12 @@ def test_the_bars_agent_in_faust_test_context_predicts_each_closed_day(
     predictor = Predictor(checkpoint, device="cpu")
     settings = Settings(kafka_bootstrap=kafka_bootstrap, kafka_dev_broker=True,
                         kafka_topic_prefix=f"t{uuid.uuid4().hex[:10]}")
-    worker = StreamsWorker(settings, predictor, listed, partitions=1)
+    worker = StreamsWorker(settings, predictor, listed_info, partitions=1)
     app = worker.app
     app.finalize()
     tables = (worker.window_table, worker.ingest_table, worker.strategy_table)
     ensure_topics(settings, [TopicSpec(t.changelog_topic.get_topic_name(), 1) for t in tables])
-    source = FileSource(jquants, days[0], days[-1], warmup=sessions_for(predictor))
+    source = FileSource(jquants_dir, days[0], days[-1], warmup=sessions_for(predictor))
 
     async def drive() -> list[Prediction | PredictionsDone]:
         await app.producer.start()
