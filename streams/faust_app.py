@@ -50,7 +50,7 @@ import faust
 from infra.kafka import partition_count, topic_specs, topics
 from infra.settings import Settings
 from streams.ingest import Routed
-from streams.loop import Loop, StrategyDesk
+from streams.loop import BARS, Loop, StrategyDesk, desk_for
 from streams.market_data import BadMessage, decode, encode
 from streams.signals import (
     Prediction,
@@ -152,8 +152,6 @@ class StreamsWorker:
                 message = decode(event.value)
             except BadMessage as exc:
                 self.loop.window.counts["malformed"] += 1
-                from streams.loop import BARS
-
                 BARS.labels("malformed").inc()
                 log.warning("dropped a malformed md.bars message at %s[%d]@%d: %s",
                             event.message.topic, event.message.partition,
@@ -275,7 +273,6 @@ def build_worker(settings: Settings, *, predictor: Any, app: Any = None,
     a desk trading ``strategy_account`` through ``app`` (a TradingApplication) when set."""
     from inference.data import load_listed_info
     from streams.ingest import market_data_folder
-    from streams.loop import desk_for
 
     listed = load_listed_info(market_data_folder(settings))
     desk = None
