@@ -67,8 +67,11 @@ class Predictor:
         # float32 sum's last bit: every call runs with this one, whichever thread or
         # process calls (the streams worker predicts in a worker thread), so a forecast
         # is the same bits online and offline. Default: the CPUs this process may use.
-        self.threads = threads or (len(os.sched_getaffinity(0))
-                                   if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        self.threads = threads or (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
         self.universe = set(self.checkpoint.universe)
         cfg = self.checkpoint.config
         self.history_days = (
@@ -134,17 +137,19 @@ class Predictor:
         resolved = sorted(set(resolved))
         first = available.search_sorted(resolved[0]) - self.history_days
         start = available[max(0, first)]
+        # the whole cross-section is scored even when a few codes are asked for: per-date
+        # ranks and the stock graph are defined over the day's universe, so a stock's
+        # forecast must not depend on which others were requested with it
         frame = features.filter(pl.col("date").is_between(start, resolved[-1]))
-        if codes is not None:
-            frame = frame.filter(pl.col("code").is_in(codes))
         outside = sorted(set(frame.get_column("code").unique().to_list()) - self.universe)
-        if outside:
+        if outside and codes is None:
             warnings.warn(
                 f"codes: skipping {len(outside)} stocks outside the checkpoint's universe "
                 f"(e.g. {outside[:5]})",
                 PredictionWarning,
                 stacklevel=2,
             )
+        if outside:
             frame = frame.filter(~pl.col("code").is_in(outside))
         if frame.is_empty():
             raise ValueError("features: no rows for the requested codes in the look-back window")
@@ -180,7 +185,8 @@ class Predictor:
         quantiles = predict_quantiles(
             self.model, prep, graphs, scorable, self.device, self.batch_dates
         )
-        return self._frame(panel, scorable, quantiles)
+        result = self._frame(panel, scorable, quantiles)
+        return result if codes is None else result.filter(pl.col("code").is_in(codes))
 
     @staticmethod
     def _ineligible(
