@@ -52,6 +52,16 @@ class ModelConfig(_Strict):
         default=8, ge=0, le=128, description="0 disables the static input."
     )
     use_graph: bool = Field(default=True, description="False gives the no-graph ablation.")
+    graph_gate: bool = Field(
+        default=False,
+        description="Blend each GAT layer in through a learned gate that starts closed, so "
+        "the network starts as its no-graph twin and opens the graph only as far as it helps.",
+    )
+    linear_head: bool = Field(
+        default=False,
+        description="Add a linear read-out of the last day's features to the forecast "
+        "(wide and deep), so the network holds the ridge baseline as a special case.",
+    )
     horizons: tuple[int, ...] = (1, 5, 10, 20)
     quantiles: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 
@@ -84,6 +94,19 @@ class TrainingConfig(_Strict):
     )
     dates_per_batch: int = Field(default=2, ge=1, description="Cross-sections per optimiser step.")
     learning_rate: float = Field(default=1e-3, gt=0.0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="constant",
+        description="cosine: linear warm-up, then cosine decay to 5% over the planned steps.",
+    )
+    warmup_steps: int = Field(default=0, ge=0, description="Linear learning-rate warm-up.")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Cap on optimiser steps per network (all epochs)."
+    )
+    time_budget_s: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Wall-clock cap per network fit; the epoch in progress ends early.",
+    )
     weight_decay: float = Field(default=1e-4, ge=0.0)
     grad_clip: float = Field(default=1.0, gt=0.0)
     rank_loss_weight: float = Field(
@@ -107,6 +130,16 @@ class TrainingConfig(_Strict):
     min_window_coverage: float = Field(
         default=0.8, gt=0.0, le=1.0, description="Share of the lookback a stock must have traded."
     )
+    normalisation: Literal["global", "cross_section"] = Field(
+        default="global",
+        description="Features: global z-scores, or each date's Gaussian ranks "
+        "(market-wide features stay global).",
+    )
+    target_normalisation: Literal["global", "cross_section"] = Field(
+        default="global",
+        description="Labels: excess returns over the training std, or over each date's "
+        "cross-sectional std.",
+    )
     feature_clip: float = Field(default=5.0, gt=0.0, description="Clip of standardised features.")
     target_clip: float = Field(default=5.0, gt=0.0, description="Clip of standardised targets.")
     graph_refresh_days: int = Field(
@@ -116,8 +149,14 @@ class TrainingConfig(_Strict):
     graph_top_k: int = Field(default=10, ge=1)
     graph_threshold: float = Field(default=0.3, ge=-1.0, le=1.0)
     ridge_alpha: float = Field(default=10.0, gt=0.0)
+    lightgbm_rounds: int = Field(
+        default=500, ge=1, description="LightGBM baseline: most boosting rounds (early stops)."
+    )
+    lightgbm_leaves: int = Field(default=31, ge=2)
+    lightgbm_learning_rate: float = Field(default=0.05, gt=0.0)
+    lightgbm_min_data_in_leaf: int = Field(default=500, ge=1)
     train_baselines: bool = Field(
-        default=True, description="Also fit the no-graph ablation and ridge."
+        default=True, description="Also fit the no-graph ablation, ridge and LightGBM."
     )
     mixed_precision: bool = Field(default=True, description="bf16 autocast when a GPU is used.")
     threads: int = Field(default=2, ge=1, description="torch CPU threads.")

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import polars.selectors as cs
 import torch
 
+from inference.baselines import LightGBMModel, RidgeModel, fit_lightgbm, fit_ridge
 from inference.config import ExperimentConfig, ModelConfig, TrainingConfig
 from inference.model import ATFTGATFAN, quantile_loss, rank_correlation_loss
 from inference.model.checkpoint import Checkpoint
@@ -29,10 +32,14 @@ from inference.model.panel import (
     UNKNOWN_SECTOR,
     FeaturePanel,
     Normaliser,
+    cross_sectional_spread,
     eligibility,
     excess_targets,
 )
 from inference.splits import Fold, check_fold
+
+if TYPE_CHECKING:
+    from inference.interpret import Interpretation
 
 #: ``(label, completed, total)``; the CLI turns these into progress bars.
 ProgressCallback = Callable[[str, int, int], None]
@@ -167,18 +174,30 @@ def prepare_panel(
         panel.present, model.lookback, training.min_history, training.min_window_coverage
     )
     if normaliser is None:
-        normaliser = Normaliser.fit(panel, train_dates, training.feature_clip, training.seed)
+        normaliser = Normaliser.fit(
+            panel,
+            train_dates,
+            training.feature_clip,
+            training.seed,
+            cross_section=training.normalisation == "cross_section",
+        )
     normed = np.zeros_like(panel.features)
     normed[transform_from:] = normaliser.transform(panel.features[transform_from:])
     excess = excess_targets(panel.targets, eligible)
+    per_date = training.target_normalisation == "cross_section"
+    spread = cross_sectional_spread(excess) if per_date else None
     if target_scale is None:
-        rows = excess[train_dates][eligible[train_dates]]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            scale = np.nanstd(rows, axis=0)
+            if spread is not None:  # forecasts come back in a typical day's return units
+                scale = np.nanmedian(spread[train_dates, 0], axis=0)
+            else:
+                scale = np.nanstd(excess[train_dates][eligible[train_dates]], axis=0)
         target_scale = np.where(np.isfinite(scale) & (scale > 1e-8), scale, 1.0)
     target_scale = np.asarray(target_scale, dtype=np.float32)
-    scaled = np.clip(excess / target_scale, -training.target_clip, training.target_clip)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = excess / (spread if spread is not None else target_scale)
+    scaled = np.clip(scaled, -training.target_clip, training.target_clip)
     if sector_vocab is None:
         sector_vocab = sorted({s for s in panel.sectors if s != UNKNOWN_SECTOR})
     lookup = {s: i + 1 for i, s in enumerate(sector_vocab)}
@@ -350,18 +369,27 @@ def fit_network(
     steps = math.ceil(len(train_dates) / per_step)
     if training.steps_per_epoch is not None:
         steps = min(steps, training.steps_per_epoch)
+    total = steps * training.epochs
+    if training.max_steps is not None:
+        total = min(total, training.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, learning_rate_factor(training, total))
     rng = np.random.default_rng(training.seed)
     result = FitResult(model)
     best_state = copy.deepcopy(model.state_dict())
     stale = 0
-    total = steps * training.epochs
+    done = 0
+    deadline = (
+        time.monotonic() + training.time_budget_s if training.time_budget_s is not None else None
+    )
     for epoch in range(training.epochs):
         model.train()
         order = rng.permutation(len(train_dates))
         losses = []
         for step in range(steps):
             picks = order[step * per_step : (step + 1) * per_step]
-            if len(picks) == 0:
+            if len(picks) == 0 or done >= total:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
                 break
             chunk = sorted(train_dates[i] for i in picks)
             batch = cross_sections(prep, use_graph, chunk, model_cfg.lookback, edge_dim, device)
@@ -377,12 +405,21 @@ def fit_network(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
             optimiser.step()
+            scheduler.step()
+            done += 1
             losses.append(float(loss.detach()))
             if progress is not None:
-                progress(label, epoch * steps + step + 1, total)
+                progress(label, done, total)
+        if not losses:
+            break
         score = validation_score(model, prep, graphs, val_dates, device, training)
         result.history.append(
-            {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_rank_ic": score}
+            {
+                "epoch": epoch + 1,
+                "steps": done,
+                "train_loss": float(np.mean(losses)),
+                "val_rank_ic": score,
+            }
         )
         if not math.isnan(score) and (math.isnan(result.best_score) or score > result.best_score):
             result.best_score, result.best_epoch = score, epoch + 1
@@ -392,11 +429,28 @@ def fit_network(
             stale += 1
             if stale >= training.patience:
                 break
+        if done >= total or (deadline is not None and time.monotonic() >= deadline):
+            break
     if progress is not None:
         progress(label, total, total)
     model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def learning_rate_factor(training: TrainingConfig, total: int) -> Callable[[int], float]:
+    """Multiplier of the base learning rate after ``step`` optimiser steps."""
+    warmup = min(training.warmup_steps, max(total - 1, 0))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if training.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(total - warmup, 1))
+        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
 
 
 def validation_score(
@@ -422,41 +476,6 @@ def validation_score(
     return float(np.mean(finite)) if finite else float("nan")
 
 
-@dataclass(frozen=True)
-class RidgeModel:
-    """Ridge regression of standardised excess returns on the last day's features."""
-
-    coef: np.ndarray  # [F + 1, H]; row 0 is the intercept
-
-    def predict(self, prep: PreparedPanel, dates: list[int]) -> np.ndarray:
-        """``[len(dates), S, H]`` return-unit forecasts, NaN where not scored."""
-        x = prep.normed[dates]  # [n, S, F]
-        pred = x @ self.coef[1:] + self.coef[0]
-        pred = pred * prep.target_scale
-        pred[~prep.eligible[dates]] = np.nan
-        return pred.astype(np.float32)
-
-
-def fit_ridge(
-    prep: PreparedPanel, dates: list[int], alpha: float, seed: int = 0, max_rows: int = 300_000
-) -> RidgeModel:
-    x = prep.normed[dates][prep.eligible[dates]]
-    y = prep.scaled[dates][prep.eligible[dates]]
-    if x.shape[0] > max_rows:
-        pick = np.sort(np.random.default_rng(seed).choice(x.shape[0], max_rows, replace=False))
-        x, y = x[pick], y[pick]
-    coef = np.zeros((x.shape[1] + 1, y.shape[1]))
-    for h in range(y.shape[1]):
-        ok = np.isfinite(y[:, h])
-        if ok.sum() < x.shape[1] + 2:
-            continue
-        design = np.hstack([np.ones((int(ok.sum()), 1)), x[ok].astype(np.float64)])
-        penalty = alpha * np.eye(design.shape[1])
-        penalty[0, 0] = 0.0  # the intercept is not shrunk
-        coef[:, h] = np.linalg.solve(design.T @ design + penalty, design.T @ y[ok, h])
-    return RidgeModel(coef.astype(np.float32))
-
-
 @dataclass
 class TrainedBundle:
     """Everything a checkpoint holds: the model, its baselines and the fitted data rules."""
@@ -465,6 +484,7 @@ class TrainedBundle:
     model: ATFTGATFAN
     ablation: ATFTGATFAN | None
     ridge: RidgeModel | None
+    lightgbm: LightGBMModel | None
     prep: PreparedPanel
     fold: Fold
     histories: dict[str, list[dict[str, float]]]
@@ -510,7 +530,9 @@ def train_fold(
         label=f"{fold.name} model",
     )
     histories["model"] = main.history
-    ablation = ridge = None
+    ablation: ATFTGATFAN | None = None
+    ridge: RidgeModel | None = None
+    lightgbm: LightGBMModel | None = None
     if config.training.train_baselines:
         no_graph = config.model.model_copy(update={"use_graph": False})
         fitted = fit_network(
@@ -526,12 +548,18 @@ def train_fold(
         )
         ablation = fitted.model
         histories["no_graph"] = fitted.history
-        ridge = fit_ridge(
+        train_dates = usable_dates(prep, fold.train, config.model.lookback)
+        ridge = fit_ridge(prep, train_dates, config.training.ridge_alpha, config.training.seed)
+        if progress is not None:
+            progress(f"{fold.name} lightgbm", 0, 1)
+        lightgbm = fit_lightgbm(
             prep,
-            usable_dates(prep, fold.train, config.model.lookback),
-            config.training.ridge_alpha,
-            config.training.seed,
+            train_dates,
+            usable_dates(prep, fold.validation, config.model.lookback),
+            config.training,
         )
+        if progress is not None:
+            progress(f"{fold.name} lightgbm", 1, 1)
     last_train = fold.train.stop - 1 if len(fold.train) else 0
     last_seen = max(last_train, fold.validation.stop - 1 if len(fold.validation) else 0)
     return TrainedBundle(
@@ -539,6 +567,7 @@ def train_fold(
         main.model,
         ablation,
         ridge,
+        lightgbm,
         prep,
         fold,
         histories,
@@ -566,6 +595,7 @@ def bundle_to_checkpoint(bundle: TrainedBundle) -> Checkpoint:
         model_state=bundle.model.state_dict(),
         ablation_state=bundle.ablation.state_dict() if bundle.ablation is not None else None,
         ridge_coef=bundle.ridge.coef if bundle.ridge is not None else None,
+        lightgbm=bundle.lightgbm,
         data_hash=bundle.data_hash,
         train_until=prep.panel.dates[last],
         histories=bundle.histories,
@@ -638,6 +668,7 @@ def forecast_all(
     dates: list[int],
     device: torch.device,
     mixed_precision: bool = True,
+    lightgbm: LightGBMModel | None = None,
 ) -> dict[str, np.ndarray]:
     """Median forecasts ``[n, S, H]`` of the model and of the learned baselines."""
     median = bundle_model.config.quantiles.index(0.5)
@@ -652,6 +683,8 @@ def forecast_all(
         )[..., median]
     if ridge is not None:
         out["ridge"] = ridge.predict(prep, dates)
+    if lightgbm is not None:
+        out["lightgbm"] = lightgbm.predict(prep, dates, threads=torch.get_num_threads())
     return out
 
 
@@ -661,6 +694,8 @@ class WalkForwardResult:
     folds: list[dict[str, str]]
     histories: dict[str, dict[str, list[dict[str, float]]]]
     parameters: int
+    interpretation: list[Interpretation] = field(default_factory=list)  # per fold
+    importance: list[list[dict[str, float]]] = field(default_factory=list)  # LightGBM gain
 
 
 def run_walk_forward(
@@ -675,6 +710,8 @@ def run_walk_forward(
     progress: ProgressCallback | None = None,
 ) -> WalkForwardResult:
     """Train each fold from scratch and forecast its test year with every learned model."""
+    from inference.interpret import interpret
+
     device = device or select_device()
     edge_dim = graph_edge_dim() if edge_dim is None else edge_dim
     graphs: GraphSchedule | None = None
@@ -692,6 +729,8 @@ def run_walk_forward(
             builder or default_graph_builder(frame, config.training),
         )
     parts, described, histories = [], [], {}
+    views: list[Interpretation] = []
+    importance: list[list[dict[str, float]]] = []
     parameters = 0
     for fold in folds:
         check_fold(fold, max(config.model.horizons))
@@ -717,10 +756,16 @@ def run_walk_forward(
             test_dates,
             device,
             config.training.mixed_precision,
+            bundle.lightgbm,
         )
         parts.append(
             prediction_frame(bundle.prep, test_dates, forecasts, config.model.horizons, fold.name)
         )
         described.append(fold.describe(panel.dates))
         histories[fold.name] = bundle.histories
-    return WalkForwardResult(pl.concat(parts, how="diagonal"), described, histories, parameters)
+        views.append(interpret(bundle.model, bundle.prep, graphs, test_dates, device))
+        if bundle.lightgbm is not None:
+            importance.append(bundle.lightgbm.feature_importance(panel.feature_columns))
+    return WalkForwardResult(
+        pl.concat(parts, how="diagonal"), described, histories, parameters, views, importance
+    )

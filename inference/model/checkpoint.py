@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from inference.baselines import LightGBMModel
 from inference.config import ExperimentConfig
 from inference.model.network import ATFTGATFAN
 from inference.model.panel import Normaliser
@@ -41,6 +42,7 @@ class Checkpoint:
     data_hash: str
     train_until: date
     histories: dict[str, list[dict[str, float]]]
+    lightgbm: LightGBMModel | None = None
 
     def build_model(self, ablation: bool = False) -> ATFTGATFAN:
         """Instantiate the (ablation) network with the stored weights, in eval mode."""
@@ -82,6 +84,11 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
         tensors["ridge.coef"] = torch.from_numpy(
             np.ascontiguousarray(checkpoint.ridge_coef, dtype=np.float32)
         )
+    if n.per_date is not None:
+        tensors["normaliser.per_date"] = torch.from_numpy(n.per_date.astype(np.uint8))
+    if checkpoint.lightgbm is not None:
+        for h, text in enumerate(checkpoint.lightgbm.models):
+            tensors[f"lightgbm.{h}"] = torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8)
     metadata = {
         "format": FORMAT,
         "config": checkpoint.config.to_json(),
@@ -126,6 +133,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         array("normaliser.mean"),
         array("normaliser.std"),
         float(metadata["feature_clip"]),
+        tensors["normaliser.per_date"].numpy().astype(bool)
+        if "normaliser.per_date" in tensors
+        else None,
+    )
+    boosters = sorted(
+        (int(k.split(".")[1]), bytes(v.numpy()).decode())
+        for k, v in tensors.items()
+        if k.startswith("lightgbm.")
     )
     ablation = section("no_graph.") or None
     return Checkpoint(
@@ -142,4 +157,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         data_hash=metadata["data_hash"],
         train_until=date.fromisoformat(metadata["train_until"]),
         histories=json.loads(metadata["histories"]),
+        lightgbm=LightGBMModel(tuple(text for _, text in boosters)) if boosters else None,
     )

@@ -50,8 +50,10 @@ class QuantileHead(nn.Module):
 class GraphBlock(nn.Module):
     """GATv2 with edge attributes, residual connection and LayerNorm."""
 
-    def __init__(self, d: int, heads: int, edge_dim: int, dropout: float) -> None:
+    def __init__(self, d: int, heads: int, edge_dim: int, dropout: float, gated: bool) -> None:
         super().__init__()
+        # tanh(0) = 0: a gated block starts as the identity (the no-graph network)
+        self.gate = nn.Parameter(torch.zeros(())) if gated else None
         self.conv = GATv2Conv(
             d,
             d // heads,
@@ -66,9 +68,28 @@ class GraphBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, h: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor
+        self,
+        h: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_attr: torch.Tensor,
+        attention: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
-        return self.norm(h + self.dropout(F.elu(self.conv(h, edge_index, edge_attr))))
+        """``attention``, when given, receives (edge_index, [E, heads] weights) of the layer."""
+        if attention is None:
+            messages = self.conv(h, edge_index, edge_attr)
+        else:
+            messages, (edges, alpha) = self.conv(
+                h, edge_index, edge_attr, return_attention_weights=True
+            )
+            attention.append((edges, alpha))
+        out = self.norm(h + self.dropout(F.elu(messages)))
+        if self.gate is None:
+            return out
+        return h + torch.tanh(self.gate) * (out - h)
+
+    def opening(self) -> float:
+        """How far the graph is let in: tanh(gate), 1.0 for an ungated block."""
+        return float(torch.tanh(self.gate).item()) if self.gate is not None else 1.0
 
 
 class ATFTGATFAN(nn.Module):
@@ -97,10 +118,11 @@ class ATFTGATFAN(nn.Module):
             config.per_variable_grn,
         )
         self.graph = nn.ModuleList(
-            GraphBlock(config.hidden, config.gat_heads, edge_dim, config.dropout)
+            GraphBlock(config.hidden, config.gat_heads, edge_dim, config.dropout, config.graph_gate)
             for _ in range(config.gat_layers if config.use_graph else 0)
         )
         self.head = QuantileHead(config.hidden, config.quantiles, len(horizons))
+        self.linear = nn.Linear(n_features, len(horizons)) if config.linear_head else None
         # FAN's de-normalisation in return space: the predicted main component, averaged
         # over each horizon's days, shifts that horizon's quantiles.
         self.main_to_return = nn.Linear(n_features, len(horizons))
@@ -115,8 +137,13 @@ class ATFTGATFAN(nn.Module):
         sector: torch.Tensor,
         edge_index: torch.Tensor,
         edge_attr: torch.Tensor,
+        graph_attention: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> Forecast:
-        """``x`` ``[N, L, F]`` standardised features, ``sector`` ``[N]`` vocabulary ids."""
+        """``x`` ``[N, L, F]`` standardised features, ``sector`` ``[N]`` vocabulary ids.
+
+        ``graph_attention``, when given, collects each GAT layer's attention over
+        neighbours (for interpretation; see :mod:`inference.interpret`).
+        """
         with torch.autocast(device_type=x.device.type, enabled=False):
             residual, main = self.fan.normalize(x)
             main_future = self.fan.predict_main(x, main)  # [N, H_max, F]
@@ -124,9 +151,11 @@ class ATFTGATFAN(nn.Module):
         static = self.sector(sector) if self.sector is not None else None
         z, weights, attention = self.encoder(residual, static)
         for block in self.graph:
-            z = block(z, edge_index, edge_attr)
+            z = block(z, edge_index, edge_attr, graph_attention)
         shift = torch.einsum("nhf,hf->nh", per_horizon, self.main_to_return.weight)
         shift = shift + self.main_to_return.bias
+        if self.linear is not None:
+            shift = shift + self.linear(x[:, -1])
         quantiles = self.head(z) + shift.unsqueeze(-1).to(z.dtype)
         return Forecast(quantiles, weights, attention)
 

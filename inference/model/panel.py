@@ -17,11 +17,14 @@ the two rules that decide what the network may see:
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import polars as pl
+from scipy.special import ndtri
+from scipy.stats import rankdata
 
 UNKNOWN_SECTOR = "unknown"
 
@@ -119,45 +122,90 @@ def _as_float32(frame: pl.DataFrame, columns: list[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Normaliser:
-    """Per-feature winsorised mean/std fitted on training dates only."""
+    """Per-feature scaling fitted on training dates only.
+
+    Two rules, chosen per feature by ``per_date``:
+
+    * **global** (``per_date`` False): winsorise at the training 1st/99th percentiles,
+      subtract the training mean, divide by the training std, clip at ``clip``;
+    * **per date** (``per_date`` True): the feature's Gaussian rank among the stocks of
+      the same date (see :func:`cross_sectional_gauss`). A ranking model only ever
+      compares stocks of one day, so what matters is where a stock stands that day, not
+      the feature's level, which drifts with the market regime (a volatility of 2 % is
+      high in 2013 and low in 2008).
+
+    Market-wide features (the same value for every stock of a date, ``mkt_*``) carry no
+    cross-sectional rank; :meth:`fit` keeps them global even when asked for per-date
+    scaling.
+    """
 
     lower: np.ndarray
     upper: np.ndarray
     mean: np.ndarray
     std: np.ndarray
     clip: float
+    per_date: np.ndarray | None = None  # [F] bool; None = every feature global
 
     @classmethod
     def fit(
-        cls, panel: FeaturePanel, date_indices: np.ndarray, clip: float, seed: int = 0
+        cls,
+        panel: FeaturePanel,
+        date_indices: np.ndarray,
+        clip: float,
+        seed: int = 0,
+        cross_section: bool = False,
     ) -> Normaliser:
-        rows = panel.features[date_indices][panel.present[date_indices]]  # [n, F]
+        block = panel.features[date_indices]
+        rows = block[panel.present[date_indices]]  # [n, F]
         if rows.shape[0] == 0:
             raise ValueError("normaliser: no training rows to fit on")
         if rows.shape[0] > 200_000:  # percentiles of a 200k-row sample are plenty
             pick = np.random.default_rng(seed).choice(rows.shape[0], 200_000, replace=False)
             rows = rows[np.sort(pick)]
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                lower = np.nanpercentile(rows, 1, axis=0)
-                upper = np.nanpercentile(rows, 99, axis=0)
-                clipped = np.clip(rows, lower, upper)
-                mean = np.nanmean(clipped, axis=0)
-                std = np.nanstd(clipped, axis=0)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lower = np.nanpercentile(rows, 1, axis=0)
+            upper = np.nanpercentile(rows, 99, axis=0)
+            clipped = np.clip(rows, lower, upper)
+            mean = np.nanmean(clipped, axis=0)
+            std = np.nanstd(clipped, axis=0)
+            per_date = None
+            if cross_section:
+                # a feature varies across stocks when its within-date spread is a visible
+                # share of its overall spread; market-wide features have none
+                within = np.nanmedian(np.nanstd(block, axis=1), axis=0)
+                per_date = np.nan_to_num(within / np.maximum(std, 1e-12)) > 1e-3
         lower, upper, mean = (np.nan_to_num(a, nan=0.0) for a in (lower, upper, mean))
         std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
         as32 = [a.astype(np.float32) for a in (lower, upper, mean, std)]
-        return cls(as32[0], as32[1], as32[2], as32[3], float(clip))
+        return cls(as32[0], as32[1], as32[2], as32[3], float(clip), per_date)
 
     def transform(self, features: np.ndarray) -> np.ndarray:
-        """Standardise and clip; missing values become 0 (the training mean)."""
+        """``[D, S, F]`` -> scaled features; a missing value becomes 0 (the centre)."""
         out = np.clip(features, self.lower, self.upper)
         out = (out - self.mean) / self.std
         np.clip(out, -self.clip, self.clip, out=out)
+        if self.per_date is not None and self.per_date.any():
+            columns = np.flatnonzero(self.per_date)
+            out[..., columns] = cross_sectional_gauss(features[..., columns])
         return np.nan_to_num(out, nan=0.0).astype(np.float32, copy=False)
+
+
+def cross_sectional_gauss(values: np.ndarray, chunk: int = 128) -> np.ndarray:
+    """Per date and feature, the standard-normal quantile of each stock's rank.
+
+    ``values`` ``[D, S, F]`` with NaN for missing; ties share their average rank; the
+    ``n`` values of a date map to ``ndtri((rank - 0.5) / n)``, so the result lies within
+    about +-3 for a 500-stock universe whatever the feature's scale or outliers. NaN
+    stays NaN.
+    """
+    out = np.empty(values.shape, dtype=np.float32)
+    for start in range(0, values.shape[0], chunk):
+        block = values[start : start + chunk]
+        ranks = rankdata(block, axis=1, nan_policy="omit")
+        counts = np.isfinite(block).sum(axis=1, keepdims=True)
+        out[start : start + chunk] = ndtri((ranks - 0.5) / np.maximum(counts, 1))
+    return out
 
 
 def eligibility(
@@ -177,10 +225,16 @@ def eligibility(
 def excess_targets(targets: np.ndarray, present: np.ndarray) -> np.ndarray:
     """Subtract each date's cross-sectional mean: the network forecasts relative returns."""
     values = np.where(present[..., None], targets, np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(values, axis=1, keepdims=True)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, axis=1, keepdims=True)
     return (values - mean).astype(np.float32)
+
+
+def cross_sectional_spread(excess: np.ndarray) -> np.ndarray:
+    """``[D, 1, H]`` standard deviation of each date's excess returns (NaN if < 5 stocks)."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        spread = np.nanstd(excess, axis=1, keepdims=True)
+        spread[np.isfinite(excess).sum(axis=1, keepdims=True) < 5] = np.nan
+    return spread.astype(np.float32)
