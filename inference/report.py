@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -18,6 +18,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from inference.evaluation import DailySeries
+
+if TYPE_CHECKING:
+    from inference.interpret import Interpretation
 
 SURVIVORSHIP = (
     "**Survivorship bias.** The shared data covers the 494 TOPIX 500 constituents *as of "
@@ -32,6 +35,7 @@ LABELS = {
     "model": "ATFT-GAT-FAN",
     "no_graph": "same network, no graph",
     "ridge": "ridge (same features)",
+    "lightgbm": "LightGBM (same features)",
     "momentum_20d": "20-day momentum",
     "reversal_5d": "5-day reversal",
 }
@@ -109,6 +113,75 @@ def plot_rolling_rank_ic(
     plt.close(fig)
 
 
+def _top(shares: dict[str, float], k: int) -> str:
+    best = sorted(shares.items(), key=lambda kv: -kv[1])[:k]
+    return ", ".join(f"`{name}` {share:.1%}" for name, share in best)
+
+
+def interpretation_section(
+    view: Interpretation,
+    horizons: list[str],
+    lightgbm: list[dict[str, float]] | None = None,
+    names: dict[str, str] | None = None,
+    k: int = 8,
+) -> list[str]:
+    """Markdown: top features, attention over the window, gates and peers of large stocks."""
+    names = names or {}
+
+    def label(code: str) -> str:
+        return f"{code} {names[code]}" if code in names else code
+
+    uniform = 1 / max(len(view.variable_weights), 1)
+    parts = [
+        "## What the network looks at",
+        "",
+        f"Read from the network on {view.dates} evenly spaced scored dates per fold "
+        "(see `inference/interpret.py` for the definitions).",
+        "",
+        "**Variable selection** (TFT softmax weights, mean over stocks, window days and "
+        f"dates; shared by all horizons; uniform would be {uniform:.1%} "
+        f"each): {_top(view.variable_weights, k)}.",
+        "",
+        "**Per horizon** (share of the median forecast's |gradient x input|), beside "
+        "LightGBM's share of split gain on the same features:",
+        "",
+        "| horizon | network (gradient x input) | LightGBM (gain) |",
+        "|---|---|---|",
+    ]
+    for i, h in enumerate(horizons):
+        gain = _top(lightgbm[i], 5) if lightgbm and i < len(lightgbm) and lightgbm[i] else "n/a"
+        parts.append(f"| {h} | {_top(view.saliency.get(h, {}), 5)} | {gain} |")
+    lags = view.attention_by_lag
+    recent = ", ".join(f"lag {i}: {w:.1%}" for i, w in enumerate(lags[:5]))
+    parts += [
+        "",
+        f"**Attention over the window** (last day's query, mean over heads; lag 0 is the "
+        f"forecast date, {len(lags)} days): {recent}; older days together "
+        f"{sum(lags[5:]):.1%}.",
+        "",
+    ]
+    if view.graph_gates:
+        gates = ", ".join(f"{g:+.3f}" for g in view.graph_gates)
+        parts += [
+            f"**Graph gates** (tanh of each GAT layer's gate; 0 = graph unused, 1 = fully "
+            f"used): {gates}.",
+            "",
+        ]
+    if view.peers:
+        parts += [
+            "**Most-attended peers** of the largest stocks by trading value (share of the "
+            "last GAT layer's attention, self excluded, mean over heads and dates):",
+            "",
+            "| stock | peers |",
+            "|---|---|",
+        ]
+        for code, peers in view.peers.items():
+            listed = ", ".join(f"{label(p)} {w:.1%}" for p, w in peers) or "none"
+            parts.append(f"| {label(code)} | {listed} |")
+        parts.append("")
+    return parts
+
+
 def write_report(
     path: Path,
     *,
@@ -119,6 +192,9 @@ def write_report(
     horizons: tuple[int, ...],
     info: dict[str, Any],
     rolling_window: int,
+    interpretation: Interpretation | None = None,
+    lightgbm_importance: list[dict[str, float]] | None = None,
+    stock_names: dict[str, str] | None = None,
 ) -> list[Path]:
     """Write ``path`` (Markdown) and its plots into ``path.parent / path.stem``."""
     plot_dir = path.parent / path.stem
@@ -161,6 +237,8 @@ def write_report(
     for fold, fm in fold_metrics.items():
         parts += [f"### {fold}", "", summary_table(fm, names, "rank_ic"), ""]
         parts += [summary_table(fm, names, "sharpe"), ""]
+    if interpretation is not None:
+        parts += interpretation_section(interpretation, names, lightgbm_importance, stock_names)
     parts += ["## Plots", ""]
     for h in horizons:
         cumulative = plot_dir / f"cumulative_long_short_{h}d.png"

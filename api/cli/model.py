@@ -25,6 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 if TYPE_CHECKING:
     import polars as pl
 
+    from inference.config import ExperimentConfig
+
 app = typer.Typer(no_args_is_help=True)
 err = Console(stderr=True)
 
@@ -119,7 +121,44 @@ def _with_classic(
     )
 
 
-SIGNALS = ["model", "no_graph", "ridge", "momentum_20d", "reversal_5d"]
+SIGNALS = ["model", "no_graph", "ridge", "lightgbm", "momentum_20d", "reversal_5d"]
+
+MaxStepsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-steps", min=1, help="Cap on optimiser steps per network (overrides the config)."
+    ),
+]
+TimeBudgetOption = Annotated[
+    float | None,
+    typer.Option(
+        "--time-budget",
+        min=1.0,
+        help="Wall-clock seconds per network fit; the epoch in progress ends early.",
+    ),
+]
+
+
+def _budgeted(cfg: ExperimentConfig, max_steps: int | None, time_budget: float | None) -> Any:
+    """``cfg`` with the command line's training budget, where one was given."""
+    update: dict[str, Any] = {}
+    if max_steps is not None:
+        update["max_steps"] = max_steps
+    if time_budget is not None:
+        update["time_budget_s"] = time_budget
+    if not update:
+        return cfg
+    return cfg.model_copy(update={"training": cfg.training.model_copy(update=update)})
+
+
+def _stock_names(data: Path) -> dict[str, str]:
+    """5-digit code -> English company name, from listed_info (empty if it has none)."""
+    from inference.data import load_listed_info
+
+    listed = load_listed_info(data)
+    if "CompanyNameEnglish" not in listed.columns:
+        return {}
+    return dict(zip(listed["Code"].to_list(), listed["CompanyNameEnglish"].to_list(), strict=True))
 
 
 @app.command()
@@ -132,8 +171,11 @@ def train(
     config: ConfigOption = "cpu",
     device: DeviceOption = None,
     baselines: Annotated[
-        bool, typer.Option(help="Also fit the no-graph ablation and ridge (for evaluate).")
+        bool,
+        typer.Option(help="Also fit the no-graph ablation, ridge and LightGBM (for evaluate)."),
     ] = True,
+    max_steps: MaxStepsOption = None,
+    time_budget: TimeBudgetOption = None,
 ) -> None:
     """Fit on data up to --until (last validation_days held out for early stopping)."""
     from inference.config import load_config
@@ -142,7 +184,7 @@ def train(
     from inference.splits import training_split
     from inference.training import bundle_to_checkpoint, select_device, train_fold
 
-    cfg = load_config(config)
+    cfg = _budgeted(load_config(config), max_steps, time_budget)
     cfg = cfg.model_copy(
         update={"training": cfg.training.model_copy(update={"train_baselines": baselines})}
     )
@@ -243,7 +285,9 @@ def evaluate(
     model = ckpt.build_model().to(dev)
     ablation = ckpt.build_model(ablation=True).to(dev) if ckpt.ablation_state else None
     ridge = RidgeModel(ckpt.ridge_coef) if ckpt.ridge_coef is not None else None
-    forecasts = forecast_all(model, ablation, ridge, prep, graphs, dates, dev)
+    forecasts = forecast_all(
+        model, ablation, ridge, prep, graphs, dates, dev, lightgbm=ckpt.lightgbm
+    )
     frame = _with_classic(prediction_frame(prep, dates, forecasts, horizons), quotes, horizons)
     names = [n for n in SIGNALS if f"{n}_1d" in frame.columns]
     costs = cfg.evaluation.cost_bp_per_side if cost_bp is None else cost_bp
@@ -306,6 +350,8 @@ def walk_forward(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     device: DeviceOption = None,
+    max_steps: MaxStepsOption = None,
+    time_budget: TimeBudgetOption = None,
 ) -> None:
     """Train one model per test year (expanding window) and evaluate all of them."""
     import polars as pl
@@ -313,12 +359,13 @@ def walk_forward(
 
     from inference.config import load_config
     from inference.evaluation import evaluate_signals
+    from inference.interpret import Interpretation
     from inference.model.panel import FeaturePanel
     from inference.splits import walk_forward_folds
     from inference.training import run_walk_forward, select_device, signal_columns
 
     started = time.perf_counter()
-    cfg = load_config(config)
+    cfg = _budgeted(load_config(config), max_steps, time_budget)
     horizons = cfg.model.horizons
     features, quotes = _features(_data_dir(data))
     panel = FeaturePanel.from_frame(
@@ -357,6 +404,8 @@ def walk_forward(
         "costs": f"{cfg.evaluation.cost_bp_per_side} bp per side; decile {cfg.evaluation.decile}",
         "finished": datetime.now().isoformat(timespec="seconds"),
     }
+    view = Interpretation.average(result.interpretation) if result.interpretation else None
+    importance = _mean_importance(result.importance)
     if report is not None:
         from inference.report import write_report
 
@@ -369,6 +418,9 @@ def walk_forward(
             horizons=horizons,
             info=info,
             rolling_window=cfg.evaluation.rolling_window,
+            interpretation=view,
+            lightgbm_importance=importance,
+            stock_names=_stock_names(_data_dir(data)),
         )
         (report.parent / report.stem / "metrics.json").write_text(
             json.dumps(
@@ -379,6 +431,8 @@ def walk_forward(
                         "metrics": metrics,
                         "fold_metrics": fold_metrics,
                         "histories": result.histories,
+                        "interpretation": view.as_dict() if view is not None else None,
+                        "lightgbm_gain": importance,
                     }
                 ),
                 indent=2,
@@ -392,6 +446,16 @@ def walk_forward(
         },
         as_json,
     )
+
+
+def _mean_importance(folds: list[list[dict[str, float]]]) -> list[dict[str, float]] | None:
+    """Per horizon, each feature's gain share averaged over the folds."""
+    if not folds:
+        return None
+    return [
+        {f: sum(fold[h].get(f, 0.0) for fold in folds) / len(folds) for f in folds[0][h]}
+        for h in range(len(folds[0]))
+    ]
 
 
 @app.command()
