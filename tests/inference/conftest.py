@@ -12,6 +12,9 @@ from datetime import date
 import polars as pl
 import pytest
 
+from inference.features import FEATURE_COLUMNS, TARGET_COLUMNS, build_features
+from inference.model.panel import FeaturePanel
+
 #: 12 stocks in 4 Sector33 groups (banks, autos, electric appliances, pharma) plus
 #: two with split days in the slice: INPEX 1:400 (2013-09-26) and 46810 1:2 (2013-12-26).
 SLICE_CODES: tuple[str, ...] = (
@@ -36,3 +39,19 @@ def quotes_slice(all_quotes: pl.DataFrame) -> pl.DataFrame:
         pl.col("Code").is_in(SLICE_CODES),
         pl.col("Date").is_between(SLICE_START, SLICE_END),
     )
+
+
+@pytest.fixture(scope="session")
+def slice_features(all_quotes: pl.DataFrame, listed_info: pl.DataFrame) -> pl.DataFrame:
+    """60 real stocks (every 8th code), 2008-12 to 2010-12."""
+    codes = sorted(all_quotes.get_column("Code").unique().to_list())[::8][:60]
+    quotes = all_quotes.filter(
+        pl.col("Code").is_in(codes),
+        pl.col("Date").is_between(date(2008, 12, 1), date(2010, 12, 30)),
+    )
+    return build_features(quotes, listed_info)
+
+
+@pytest.fixture(scope="session")
+def slice_panel(slice_features: pl.DataFrame) -> FeaturePanel:
+    return FeaturePanel.from_frame(slice_features, list(FEATURE_COLUMNS), list(TARGET_COLUMNS))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from inference.config import ExperimentConfig
-from inference.features import FEATURE_COLUMNS, TARGET_COLUMNS, build_features
+from inference.features import FEATURE_COLUMNS
 from inference.model.checkpoint import load_checkpoint, save_checkpoint
 from inference.model.panel import FeaturePanel, Normaliser, eligibility
 from inference.splits import Fold, check_fold, training_split, walk_forward_folds
@@ -46,22 +46,6 @@ TINY = {
 def tiny_config(**training: object) -> ExperimentConfig:
     raw = {**TINY, "training": {**TINY["training"], **training}}  # type: ignore[dict-item]
     return ExperimentConfig.model_validate(raw)
-
-
-@pytest.fixture(scope="module")
-def slice_features(all_quotes: pl.DataFrame, listed_info: pl.DataFrame) -> pl.DataFrame:
-    """60 real stocks (every 8th code), 2008-12 to 2010-12."""
-    codes = sorted(all_quotes.get_column("Code").unique().to_list())[::8][:60]
-    quotes = all_quotes.filter(
-        pl.col("Code").is_in(codes),
-        pl.col("Date").is_between(date(2008, 12, 1), date(2010, 12, 30)),
-    )
-    return build_features(quotes, listed_info)
-
-
-@pytest.fixture(scope="module")
-def slice_panel(slice_features: pl.DataFrame) -> FeaturePanel:
-    return FeaturePanel.from_frame(slice_features, list(FEATURE_COLUMNS), list(TARGET_COLUMNS))
 
 
 def trading_days(n: int) -> list[date]:
