@@ -108,9 +108,7 @@ def _day(value: str, option: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter(
-            f"{value!r} is not a date (YYYY-MM-DD)", param_hint=option
-        ) from None
+        _refused(option, "a date, YYYY-MM-DD", f"{option} {value!r} is not a date")
 
 
 def _data_dir(data: Path | None) -> Path:
@@ -239,7 +237,7 @@ def train(
             len(panel.dates), cfg.training.validation_days, cfg.training.embargo_days
         )
     except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--until") from error
+        _refused("--until", "enough trading days before it for training and validation", str(error))
     started = time.perf_counter()
     with _progress() as progress:
         bundle = train_fold(
@@ -323,7 +321,6 @@ def evaluate(
     device: DeviceOption = None,
 ) -> None:
     """Score [--from, --to] with the checkpoint and its baselines; earlier data = look-back."""
-    import warnings
 
     from inference.evaluation import evaluate_signals
     from inference.model.panel import FeaturePanel
@@ -341,13 +338,15 @@ def evaluate(
 
     first, last = _day(start, "--from"), _day(end, "--to")
     if first > last:
-        raise typer.BadParameter(f"--from {first} is after --to {last}", param_hint="--from")
+        _refused("--from", "not after --to", f"--from {first} is after --to {last}")
     ckpt = _checkpoint(checkpoint)
     if first <= ckpt.train_until:
-        warnings.warn(
-            f"--from {first} is not after the checkpoint's last training date "
+        err.print(
+            f"warning: --from {first} is not after the checkpoint's last training date "
             f"{ckpt.train_until}: the evaluation is (partly) in-sample",
-            stacklevel=1,
+            style="yellow",
+            highlight=False,
+            soft_wrap=True,
         )
     cfg = ckpt.config
     horizons = cfg.model.horizons
@@ -356,12 +355,17 @@ def evaluate(
         panel = FeaturePanel.from_frame(
             features, _feature_columns(), [f"target_{h}d" for h in horizons]
         )
-        prep = prepare_for_checkpoint(panel, ckpt)
+        try:
+            prep = prepare_for_checkpoint(panel, ckpt)
+        except ValueError as error:
+            _refused("--checkpoint", "trained on the features this version builds", str(error))
     in_range = [i for i, d in enumerate(panel.dates) if first <= d <= last]
     dates = usable_dates(prep, in_range, cfg.model.lookback)
     if not dates:
-        raise typer.BadParameter(
-            f"no trading date in {first}..{last} with enough history to score", param_hint="--from"
+        _refused(
+            "--from",
+            "a period with trading dates the data has enough history before",
+            f"no trading date in {first}..{last} with enough history to score",
         )
     graphs = None
     if cfg.model.use_graph:
@@ -428,7 +432,9 @@ def _coverage(quotes: pl.DataFrame) -> DataCoverage:
 
     from inference.report import DataCoverage
 
-    first, last = quotes.select(pl.col("Date").min(), pl.col("Date").max()).row(0)
+    first, last = quotes.select(
+        pl.col("Date").min().alias("first"), pl.col("Date").max().alias("last")
+    ).row(0)
     return DataCoverage(quotes.get_column("Code").n_unique(), first, last)
 
 
@@ -486,7 +492,7 @@ def walk_forward(
             cfg.training.embargo_days,
         )
     except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--config") from error
+        _refused("--config", "test years the data's dates can hold", str(error))
     dev = select_device(device)
     with _progress() as progress:
         result = run_walk_forward(features, panel, folds, cfg, device=dev, progress=progress)
