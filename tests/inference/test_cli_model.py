@@ -126,7 +126,7 @@ def test_evaluate_bad_dates_are_clear_errors(
         app,
         ["model", "evaluate", "--data", str(data_dir), "--checkpoint", str(checkpoint), *args],
     )
-    assert message in _one_clean_line(result)
+    assert message in _one_clean_line(result, alone=False)
 
 
 def test_predict_unknown_code_is_a_clear_error(data_dir: Path, checkpoint: Path) -> None:
@@ -142,13 +142,15 @@ def test_predict_unknown_code_is_a_clear_error(data_dir: Path, checkpoint: Path)
 # ---- usability found by a new user (issue 14, item 5) ---------------------------------------
 
 
-def _one_clean_line(result: Result) -> str:
-    """The refusal: exit 2, one line, no traceback."""
+def _one_clean_line(result: Result, *, alone: bool = True) -> str:
+    """The refusal: exit 2, one line, no traceback; ``alone``: and nothing before it (no
+    step was started; otherwise the steps' timing lines may precede it)."""
     assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit)
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    return lines[0]
+    assert lines[-1].startswith("refused: "), result.output
+    assert len(lines) == 1 or not alone, result.output
+    return lines[-1]
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
@@ -219,7 +221,7 @@ def test_a_data_file_with_a_letter_code_is_refused_naming_the_file(
         ["train", "--until", "2013-06-28", "--out", str(tmp_path / "m.safetensors")],
     ):
         result = CliRunner().invoke(app, ["model", *command, "--data", str(tmp_path)])
-        line = _one_clean_line(result)
+        line = _one_clean_line(result, alone=False)
         assert str(tmp_path / "daily_quotes.parquet") in line
         assert "'Code'" in line and "4 or 5 digits" in line and bad in line
     assert not (tmp_path / "m.safetensors").exists()
