@@ -75,8 +75,10 @@ def _checkpoint(path: Path | None) -> Checkpoint:
         return load_checkpoint(path)
     except FileNotFoundError:
         _refused("--checkpoint", rule, f"--checkpoint {path}: no such file")
-    except (ValueError, KeyError) as error:
-        _refused("--checkpoint", rule, f"--checkpoint {path}: not a checkpoint ({error})")
+    except ValueError as error:  # not safetensors, or another format: the message says
+        _refused("--checkpoint", rule, f"--checkpoint {str(error).removeprefix('checkpoint: ')}")
+    except KeyError as error:
+        _refused("--checkpoint", rule, f"--checkpoint {path}: not a checkpoint (no {error})")
 
 
 def _codes(raw: str) -> list[str]:
@@ -573,7 +575,9 @@ def predict(
     as_json: Annotated[
         bool,
         typer.Option(
-            "--json", help='Print {"date", "rows": [...], "not_scored": {why: [codes]}} as JSON.'
+            "--json",
+            help='Print JSON: {"date", "rows", "not_scored"}; a row per code and horizon, '
+            "not_scored maps each reason to its codes.",
         ),
     ] = False,
     device: DeviceOption = None,
