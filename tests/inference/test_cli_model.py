@@ -259,29 +259,33 @@ def test_predict_reports_the_listed_stocks_it_did_not_score_and_why(
 def test_predict_names_each_requested_code_it_did_not_score(
     data_dir: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
-    """--codes: one stock without a quote on the date, one the checkpoint never saw, one
-    scored; the two are named with their reasons and the third still gets its forecast."""
+    """--codes: a stock without a quote on the date, one listed only since December (its
+    earlier quotes removed), one the checkpoint never saw, one scored: the three are named
+    with their reasons, the fourth still gets its forecast."""
     from inference.data import load_listed_info
     from inference.model.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     quotes = pl.read_parquet(data_dir / "daily_quotes.parquet")
-    halted, scored = sorted(ckpt.universe)[:2]
+    halted, young, scored = sorted(ckpt.universe)[:3]
     never = sorted(set(load_listed_info(data_dir).get_column("Code")) - set(ckpt.universe))[0]
     quotes.filter(
-        ~((pl.col("Code") == halted) & (pl.col("Date") == date(2013, 12, 30)))
+        ~((pl.col("Code") == halted) & (pl.col("Date") == date(2013, 12, 30))),
+        ~((pl.col("Code") == young) & (pl.col("Date") < date(2013, 12, 2))),
     ).write_parquet(tmp_path / "daily_quotes.parquet")
     shutil.copy(data_dir / "listed_info.json", tmp_path / "listed_info.json")
     result = CliRunner().invoke(
         app,
         ["model", "predict", "--data", str(tmp_path), "--checkpoint", str(checkpoint),
-         "--as-of", "2013-12-30", "--codes", f"{halted},{never[:4]},{scored}", "--json"],
+         "--as-of", "2013-12-30", "--codes", f"{halted},{young},{never[:4]},{scored}",
+         "--json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout[result.stdout.index("{") :])
     assert {r["code"] for r in payload["rows"]} == {scored}
     assert payload["not_scored"] == {
         "no quote on 2013-12-30": [halted],
+        "too little history (< 30 trading days)": [young],
         f"no history up to {ckpt.train_until} in the checkpoint": [never],
     }
     assert f"no quote on 2013-12-30: 1 ({halted})" in result.stderr
