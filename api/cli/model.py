@@ -55,7 +55,7 @@ CheckpointOption = Annotated[
 
 
 def _refused(option: str, rule: str, message: str) -> NoReturn:
-    """Bad input: one line naming the option and the rule, exit 2, before any long step."""
+    """Bad input: one line naming the option and the rule, exit 2, no traceback."""
     err.print(
         Text.assemble(("refused", "red"), f": {message} (field={option}, rule={rule})"),
         highlight=False,
@@ -284,7 +284,7 @@ def _training_summary(
     facts.add_row("stocks", f"{stocks:,}")
     facts.add_row("training", spans.get("train", "?"))
     facts.add_row("validation", spans.get("validation", "?"))
-    facts.add_row("time", f"{seconds:.0f} s")
+    facts.add_row("training time", f"{seconds:.0f} s")
     fits = Table(title="validation (early stopping on RankIC)", title_justify="left")
     for column in ("network", "epochs", "best epoch", "validation RankIC"):
         fits.add_column(column, justify="left" if column == "network" else "right")
