@@ -1,13 +1,16 @@
-"""Markdown + PNG report of a walk-forward evaluation.
+"""Markdown + PNG report of a walk-forward evaluation (or of one checkpoint's test period).
 
-The report states the data's survivorship bias up front: the universe is the TOPIX 500 as
-of 2017, so every stock in it survived to 2017; results on it flatter any strategy that
+The report states the data's survivorship bias up front, with the number of stocks and the
+years of the data it was given: the shared data's universe is the TOPIX 500 as of 2017, so
+every stock in it survived to 2017; results on such a universe flatter any strategy that
 (implicitly) buys past losers or small caps.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,14 +25,34 @@ from inference.evaluation import DailySeries
 if TYPE_CHECKING:
     from inference.interpret import Interpretation
 
-SURVIVORSHIP = (
-    "**Survivorship bias.** The shared data covers the 494 TOPIX 500 constituents *as of "
-    "October 2017*, observed 2008-2015. Every stock in it survived, and was large enough "
-    "to be in the index, until 2017; delisted, merged and demoted companies are missing. "
-    "Back-tests on this universe overstate what a strategy would have earned in real "
-    "time, most for signals that buy past losers (reversal) or favour stocks that later "
-    "grew. Treat every number below as optimistic."
-)
+
+@dataclass(frozen=True)
+class DataCoverage:
+    """What a report's numbers were computed from: how many stocks, over which days."""
+
+    stocks: int
+    first: date
+    last: date
+
+
+def survivorship(coverage: DataCoverage | None) -> str:
+    """The survivorship caveat, stating the stocks and years of the data actually given."""
+    observed = (
+        f"The data given covers {coverage.stocks} stocks observed "
+        f"{coverage.first.year}-{coverage.last.year} ({coverage.first}..{coverage.last}). "
+        if coverage is not None
+        else ""
+    )
+    return (
+        f"**Survivorship bias.** {observed}If its universe is a list of today's "
+        "constituents (the shared data is the 494 TOPIX 500 constituents *as of October "
+        "2017*), every stock in it survived, and was large enough to be in the index, "
+        "until then; delisted, merged and demoted companies are missing. Back-tests on such "
+        "a universe overstate what a strategy would have earned in real time, most for "
+        "signals that buy past losers (reversal) or favour stocks that later grew. Treat "
+        "every number below as optimistic."
+    )
+
 
 LABELS = {
     "model": "ATFT-GAT-FAN",
@@ -195,16 +218,23 @@ def write_report(
     interpretation: Interpretation | None = None,
     lightgbm_importance: list[dict[str, float]] | None = None,
     stock_names: dict[str, str] | None = None,
+    coverage: DataCoverage | None = None,
+    title: str = "Walk-forward results: ATFT-GAT-FAN on Japanese equities",
 ) -> list[Path]:
-    """Write ``path`` (Markdown) and its plots into ``path.parent / path.stem``."""
+    """Write ``path`` (Markdown) and its plots into ``path.parent / path.stem``.
+
+    With one fold (``evaluate``: a checkpoint's training span and the period scored) the
+    per-fold section would repeat the totals, so it is left out.
+    """
     plot_dir = path.parent / path.stem
     plot_dir.mkdir(parents=True, exist_ok=True)
     written = [path]
     names = [f"{h}d" for h in horizons]
+    scope = "all folds" if len(folds) > 1 else "test period"
     parts = [
-        "# Walk-forward results: ATFT-GAT-FAN on Japanese equities",
+        f"# {title}",
         "",
-        SURVIVORSHIP,
+        survivorship(coverage),
         "",
         "## Run",
         "",
@@ -219,24 +249,24 @@ def write_report(
     parts += [f"| {f['fold']} | {f['train']} | {f['validation']} | {f['test']} |" for f in folds]
     parts += [
         "",
-        "## RankIC (mean over test days, all folds)",
+        f"## RankIC (mean over test days, {scope})",
         "",
         summary_table(metrics, names, "rank_ic"),
         "",
-        "## Long-short Sharpe (net of costs, all folds)",
+        f"## Long-short Sharpe (net of costs, {scope})",
         "",
         summary_table(metrics, names, "sharpe"),
         "",
-        "## All metrics, all folds",
+        f"## All metrics, {scope}",
         "",
         metrics_table(metrics, names),
         "",
-        "## Per fold: RankIC / Sharpe",
-        "",
     ]
-    for fold, fm in fold_metrics.items():
-        parts += [f"### {fold}", "", summary_table(fm, names, "rank_ic"), ""]
-        parts += [summary_table(fm, names, "sharpe"), ""]
+    if len(fold_metrics) > 1:
+        parts += ["## Per fold: RankIC / Sharpe", ""]
+        for fold, fm in fold_metrics.items():
+            parts += [f"### {fold}", "", summary_table(fm, names, "rank_ic"), ""]
+            parts += [summary_table(fm, names, "sharpe"), ""]
     if interpretation is not None:
         parts += interpretation_section(interpretation, names, lightgbm_importance, stock_names)
     parts += ["## Plots", ""]

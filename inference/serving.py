@@ -95,16 +95,27 @@ class Predictor:
         codes: list[str] | None = None,
         *,
         graph_builder: GraphBuilder | None = None,
+        unscored: dict[str, str] | None = None,
     ) -> pl.DataFrame:
         """Quantiles per stock and horizon for the cross-section at ``as_of`` (or latest).
 
         ``features`` is the output of :func:`inference.features.build_features`. Returns
         ``date, code, horizon, q10, q25, q50, q75, q90`` (return units: excess return
-        over the scored universe's average, as trained).
+        over the scored universe's average, as trained). ``unscored``, when given, is
+        filled with ``code -> why`` for every stock considered (``codes``, or all in
+        ``features``) that got no forecast (see :meth:`predict_dates`).
         """
         return self.predict_dates(
-            features, [as_of] if as_of else None, codes, graph_builder=graph_builder
+            features,
+            [as_of] if as_of else None,
+            codes,
+            graph_builder=graph_builder,
+            unscored=unscored,
         )
+
+    def outside_reason(self) -> str:
+        """Why a stock the checkpoint never trained on gets no forecast."""
+        return f"no history up to {self.checkpoint.train_until} in the checkpoint"
 
     def predict_dates(
         self,
@@ -113,8 +124,15 @@ class Predictor:
         codes: list[str] | None = None,
         *,
         graph_builder: GraphBuilder | None = None,
+        unscored: dict[str, str] | None = None,
     ) -> pl.DataFrame:
-        """Like :meth:`predict` for several dates at once (batched on the device)."""
+        """Like :meth:`predict` for several dates at once (batched on the device).
+
+        ``unscored`` (filled when given): ``code -> why`` for the stocks considered that
+        have no forecast on some requested date, the reason of the first such date; the
+        reasons are short phrases a user can group by (``too little history (< 60
+        trading days)``), the same ones the warnings give.
+        """
         self._check_codes(codes)
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
@@ -151,6 +169,8 @@ class Predictor:
             )
         if outside:
             frame = frame.filter(~pl.col("code").is_in(outside))
+            if unscored is not None:
+                unscored.update(dict.fromkeys(outside, self.outside_reason()))
         if frame.is_empty():
             raise ValueError("features: no rows for the requested codes in the look-back window")
         ckpt = self.checkpoint
@@ -173,6 +193,9 @@ class Predictor:
         requested = codes if codes is not None else None
         for t in scorable:
             missing = self._ineligible(panel, prep.eligible[t], requested)
+            if unscored is not None:
+                for code in missing:
+                    unscored.setdefault(code, self._why_ineligible(panel, t, code))
             if missing:
                 warnings.warn(
                     f"codes: no forecast on {panel.dates[t]} for {missing[:20]} (no trade that "
@@ -195,6 +218,19 @@ class Predictor:
         index = {c: i for i, c in enumerate(panel.codes)}
         wanted = codes if codes is not None else panel.codes
         return sorted(c for c in wanted if c not in index or not eligible[index[c]])
+
+    def _why_ineligible(self, panel: FeaturePanel, t: int, code: str) -> str:
+        """The first rule of :func:`inference.model.panel.eligibility` ``code`` fails on ``t``."""
+        training = self.checkpoint.config.training
+        lookback = self.checkpoint.config.model.lookback
+        if code not in panel.codes:
+            return "no quotes in the look-back window"
+        present = panel.present[: t + 1, panel.codes.index(code)]
+        if not present[-1]:
+            return f"no quote on {panel.dates[t]}"
+        if int(present.sum()) < training.min_history:
+            return f"too little history (< {training.min_history} trading days)"
+        return f"too few trading days in the last {lookback} (sparse window)"
 
     def empty(self) -> pl.DataFrame:
         """No forecast, in the forecast frame's schema (date, code, horizon, q..)."""

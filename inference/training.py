@@ -599,6 +599,9 @@ def bundle_to_checkpoint(bundle: TrainedBundle) -> Checkpoint:
         data_hash=bundle.data_hash,
         train_until=prep.panel.dates[last],
         histories=bundle.histories,
+        spans={
+            k: v for k, v in fold.describe(prep.panel.dates).items() if k in ("train", "validation")
+        },
     )
 
 

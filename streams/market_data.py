@@ -51,6 +51,8 @@ from typing import Any
 
 import msgspec
 
+from inference.data.schema import normal_code
+
 DROPPED = ("late", "duplicate", "conflicting_duplicate", "bad_close", "bad_code")
 KEPT = ("out_of_order", "repaired_price", "repaired_volume", "zero_volume", "split")
 
@@ -170,14 +172,6 @@ def _range_key(partition: int, first: date, last: date) -> bytes:
 
 def _published_key(day: date) -> bytes:
     return f"p|{day.isoformat()}".encode()
-
-
-def normal_code(code: str) -> str | None:
-    """The 5-digit J-Quants code (a 4-digit ticker gets the trailing 0), or None."""
-    code = code.strip()
-    if code.isdigit() and code.isascii() and len(code) in (4, 5):
-        return code + "0" if len(code) == 4 else code
-    return None
 
 
 class BarWindow:

@@ -56,10 +56,33 @@ class DataSchemaError(ValueError):
     """A source does not have the J-Quants shape; the message names the field and rule."""
 
 
+CODE_RULE = "4 or 5 digits (a 4-digit ticker such as 7203 gets the trailing 0: 72030)"
+"""The rule every code meets, as error messages state it."""
+
+
+def normal_code(code: str) -> str | None:
+    """The 5-digit J-Quants code of ``code``, or None when it is not 4 or 5 ASCII digits.
+
+    The trading side spells a stock by its 4-digit ticker (``7203``), J-Quants by that
+    ticker plus a check digit, ``0`` for a common stock (``72030``): both are accepted
+    wherever a code is read (files, ``--codes``, the market-data stream), and this is
+    the one place that says how; :func:`code_expr` is the same rule on a column.
+    """
+    code = code.strip()
+    if code.isascii() and code.isdigit() and len(code) in (4, 5):
+        return code + "0" if len(code) == 4 else code
+    return None
+
+
 def code_expr(column: str = "Code") -> pl.Expr:
-    """5-digit J-Quants code: a 4-digit ticker gets the trailing "0" J-Quants appends."""
+    """:func:`normal_code` on a column: a 4-digit ticker gets the trailing "0".
+
+    Anything else (letters, other lengths) is left as it was, for :func:`_check_codes`
+    to name in its error.
+    """
     code = pl.col(column).cast(pl.Utf8).str.strip_chars()
-    return pl.when(code.str.len_chars() == 4).then(code + "0").otherwise(code).alias(column)
+    ticker = code.str.contains(r"^[0-9]{4}$")
+    return pl.when(ticker).then(code + "0").otherwise(code).alias(column)
 
 
 def _date_expr(dtype: pl.DataType) -> pl.Expr:
@@ -72,11 +95,12 @@ def _date_expr(dtype: pl.DataType) -> pl.Expr:
 
 
 def _check_codes(df: pl.DataFrame, source: str) -> None:
-    bad = df.filter(pl.col("Code").is_null() | (pl.col("Code").str.len_chars() != 5))
+    bad = df.filter(pl.col("Code").is_null() | ~pl.col("Code").str.contains(r"^[0-9]{5}$"))
     if bad.height:
         raise DataSchemaError(
-            f"{source}: field 'Code' must be a 4- or 5-digit J-Quants code; "
-            f"got {bad['Code'].head(3).to_list()!r} ({bad.height} rows)"
+            f"{source}: field 'Code' must be {CODE_RULE}; "
+            f"got {bad['Code'].unique(maintain_order=True).head(3).to_list()!r} "
+            f"({bad.height} rows)"
         )
 
 

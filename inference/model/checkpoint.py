@@ -10,7 +10,7 @@ execution on load) and a flat ``str -> str`` metadata map for the rest.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -43,6 +43,9 @@ class Checkpoint:
     train_until: date
     histories: dict[str, list[dict[str, float]]]
     lightgbm: LightGBMModel | None = None
+    # train/validation date spans ("YYYY-MM-DD..YYYY-MM-DD") it was fitted on, for the
+    # reports of `evaluate`; empty in checkpoints written before they were recorded
+    spans: dict[str, str] = field(default_factory=dict)
 
     def build_model(self, ablation: bool = False) -> ATFTGATFAN:
         """Instantiate the (ablation) network with the stored weights, in eval mode."""
@@ -100,6 +103,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
         "data_hash": checkpoint.data_hash,
         "train_until": checkpoint.train_until.isoformat(),
         "histories": json.dumps(checkpoint.histories),
+        "spans": json.dumps(checkpoint.spans),
     }
     save_file(tensors, str(path), metadata=metadata)
     return path
@@ -158,4 +162,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         train_until=date.fromisoformat(metadata["train_until"]),
         histories=json.loads(metadata["histories"]),
         lightgbm=LightGBMModel(tuple(text for _, text in boosters)) if boosters else None,
+        spans=json.loads(metadata.get("spans", "{}")),
     )

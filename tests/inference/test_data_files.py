@@ -117,16 +117,36 @@ Date,Code,Open,High,Low,Close,Volume,AdjustmentClose
 """
 LISTED = {
     "info": [
-        {"Date": "2017-10-31", "Code": "72030", "CompanyName": "トヨタ自動車",
-         "CompanyNameEnglish": "TOYOTA MOTOR CORPORATION", "Sector33Code": "3700",
-         "ScaleCategory": "TOPIX Core30"},
-        {"Date": "2017-10-31", "Code": "6758", "CompanyName": "ソニー",
-         "Sector33Code": "3650", "ScaleCategory": "TOPIX Core30"},
-        {"Date": "2017-10-31", "Code": "31970", "CompanyName": "すかいらーく",
-         "CompanyNameEnglish": "SKYLARK", "Sector33Code": "6100",
-         "ScaleCategory": "TOPIX Mid400"},
-        {"Date": "2017-10-31", "Code": "99840", "CompanyName": "ソフトバンク",
-         "Sector33Code": "5250", "ScaleCategory": "TOPIX Core30"},  # never traded
+        {
+            "Date": "2017-10-31",
+            "Code": "72030",
+            "CompanyName": "トヨタ自動車",
+            "CompanyNameEnglish": "TOYOTA MOTOR CORPORATION",
+            "Sector33Code": "3700",
+            "ScaleCategory": "TOPIX Core30",
+        },
+        {
+            "Date": "2017-10-31",
+            "Code": "6758",
+            "CompanyName": "ソニー",
+            "Sector33Code": "3650",
+            "ScaleCategory": "TOPIX Core30",
+        },
+        {
+            "Date": "2017-10-31",
+            "Code": "31970",
+            "CompanyName": "すかいらーく",
+            "CompanyNameEnglish": "SKYLARK",
+            "Sector33Code": "6100",
+            "ScaleCategory": "TOPIX Mid400",
+        },
+        {
+            "Date": "2017-10-31",
+            "Code": "99840",
+            "CompanyName": "ソフトバンク",
+            "Sector33Code": "5250",
+            "ScaleCategory": "TOPIX Core30",
+        },  # never traded
     ]
 }
 
@@ -144,8 +164,14 @@ def test_listings_carry_the_last_raw_close_exactly(tmp_path: Path) -> None:
     got = read_listings(folder)
     assert [listing.code for listing in got] == ["31970", "67580", "72030"]
     toyota = got[2]
-    assert toyota == Listing("72030", "TOYOTA MOTOR CORPORATION", "3700", "TOPIX Core30",
-                             Decimal("6990.5"), date(2015, 1, 6))  # the empty close skipped
+    assert toyota == Listing(
+        "72030",
+        "TOYOTA MOTOR CORPORATION",
+        "3700",
+        "TOPIX Core30",
+        Decimal("6990.5"),
+        date(2015, 1, 6),
+    )  # the empty close skipped
     assert isinstance(toyota.last_close, Decimal)
     assert got[1].name == "ソニー"  # no English name: the Japanese one
     dated = {listing.code: listing for listing in read_listings(folder, date(2015, 1, 5))}
@@ -166,3 +192,30 @@ def test_a_close_that_is_not_a_number_names_the_file_and_code(tmp_path: Path) ->
     folder = _jquants_folder(tmp_path, QUOTES_CSV.replace("2454.5", "24x4"))
     with pytest.raises(DataSchemaError, match=r"daily_quotes.csv.gz: Close '24x4' .* 67580"):
         read_listings(folder)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [("7203", "72030"), (" 72030 ", "72030"), ("6758", "67580"), ("AB12", None),
+     ("TOYOT", None), ("720", None), ("720300", None), ("７２０３", None)],
+)  # fmt: skip
+def test_one_rule_for_codes_4_digit_tickers_become_j_quants_codes(
+    raw: str, code: str | None
+) -> None:
+    from inference.data.schema import code_expr, normal_code
+
+    assert normal_code(raw) == code
+    column = pl.DataFrame({"Code": [raw]}).select(code_expr()).item()
+    assert column == (code if code is not None else raw.strip())
+
+
+@pytest.mark.parametrize("bad", ["AB12", "TOYOT", "1301A"])
+def test_a_letter_code_in_a_file_is_refused_naming_the_file_and_rule(
+    tmp_path: Path, bad: str
+) -> None:
+    path = tmp_path / "daily_quotes.json"
+    rows = [{"Date": "2015-01-05", "Code": c, "AdjustmentClose": 1} for c in ("7203", bad)]
+    path.write_text(json.dumps({"daily_quotes": rows}))
+    with pytest.raises(DataSchemaError, match="4 or 5 digits") as raised:
+        load_daily_quotes(path)
+    assert str(path) in str(raised.value) and repr([bad]) in str(raised.value)
