@@ -170,7 +170,8 @@ class Predictor:
         if outside:
             frame = frame.filter(~pl.col("code").is_in(outside))
             if unscored is not None:
-                unscored.update(dict.fromkeys(outside, self.outside_reason()))
+                named = outside if codes is None else sorted(set(outside) & set(codes))
+                unscored.update(dict.fromkeys(named, self.outside_reason()))
         if frame.is_empty():
             raise ValueError("features: no rows for the requested codes in the look-back window")
         ckpt = self.checkpoint
