@@ -23,7 +23,7 @@ conflicting_duplicate   dropped: the same (code, date) is held with other values
                         (the first one stands)
 bad_close               dropped: AdjustmentClose null, NaN, infinite or <= 0 (the
                         offline rule: the stock's next return spans the gap)
-bad_code                dropped: a code that is not 4 or 5 digits
+bad_code                dropped: not a TSE code (inference.data.schema.CODE_RULE)
 out_of_order            kept: older than a bar already held for the symbol, its day
                         still open: it takes its place by date
 repaired_price          kept: open/high/low missing or <= 0; the offline cleaning

@@ -8,6 +8,8 @@ code (features, graph, model) can then rely on one exact schema.
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 
 PRICE_COLUMNS: tuple[str, ...] = (
@@ -56,32 +58,46 @@ class DataSchemaError(ValueError):
     """A source does not have the J-Quants shape; the message names the field and rule."""
 
 
-CODE_RULE = "4 or 5 digits (a 4-digit ticker such as 7203 gets the trailing 0: 72030)"
+CODE_RULE = (
+    "a TSE code: 4 characters, the 1st and 3rd digits, the 2nd and 4th digits or "
+    "capital letters other than B E I O Q V Z (7203, 130A), optionally followed by "
+    "J-Quants' 5th digit (72030); a 4-character code gets the trailing 0"
+)
 """The rule every code meets, as error messages state it."""
+
+#: TSE securities codes: digits, and since January 2024 letters in the 2nd and 4th
+#: places (``130A``); J-Quants appends a 5th digit, ``0`` for a common stock.
+_TICKER = r"[0-9][0-9ACDFGHJKLMNPRSTUWXY][0-9][0-9ACDFGHJKLMNPRSTUWXY]"
+TICKER_PATTERN = re.compile(rf"{_TICKER}")
+JQUANTS_CODE = rf"^{_TICKER}[0-9]$"
 
 
 def normal_code(code: str) -> str | None:
-    """The 5-digit J-Quants code of ``code``, or None when it is not 4 or 5 ASCII digits.
+    """The 5-character J-Quants code of ``code``, or None when it breaks :data:`CODE_RULE`.
 
-    The trading side spells a stock by its 4-digit ticker (``7203``), J-Quants by that
-    ticker plus a check digit, ``0`` for a common stock (``72030``): both are accepted
+    The trading side spells a stock by its 4-character TSE code (``7203``), J-Quants by
+    that code plus a 5th digit, ``0`` for a common stock (``72030``): both are accepted
     wherever a code is read (files, ``--codes``, the market-data stream), and this is
     the one place that says how; :func:`code_expr` is the same rule on a column.
     """
     code = code.strip()
-    if code.isascii() and code.isdigit() and len(code) in (4, 5):
-        return code + "0" if len(code) == 4 else code
+    if not code.isascii():
+        return None
+    if len(code) == 4 and TICKER_PATTERN.fullmatch(code):
+        return code + "0"
+    if len(code) == 5 and re.fullmatch(JQUANTS_CODE, code):
+        return code
     return None
 
 
 def code_expr(column: str = "Code") -> pl.Expr:
-    """:func:`normal_code` on a column: a 4-digit ticker gets the trailing "0".
+    """:func:`normal_code` on a column: a 4-character TSE code gets the trailing "0".
 
-    Anything else (letters, other lengths) is left as it was, for :func:`_check_codes`
-    to name in its error.
+    Anything else (other letters, other lengths) is left as it was, for
+    :func:`_check_codes` to name in its error.
     """
     code = pl.col(column).cast(pl.Utf8).str.strip_chars()
-    ticker = code.str.contains(r"^[0-9]{4}$")
+    ticker = code.str.contains(rf"^{_TICKER}$")
     return pl.when(ticker).then(code + "0").otherwise(code).alias(column)
 
 
@@ -95,7 +111,7 @@ def _date_expr(dtype: pl.DataType) -> pl.Expr:
 
 
 def _check_codes(df: pl.DataFrame, source: str) -> None:
-    bad = df.filter(pl.col("Code").is_null() | ~pl.col("Code").str.contains(r"^[0-9]{5}$"))
+    bad = df.filter(pl.col("Code").is_null() | ~pl.col("Code").str.contains(JQUANTS_CODE))
     if bad.height:
         raise DataSchemaError(
             f"{source}: field 'Code' must be {CODE_RULE}; "

@@ -205,7 +205,7 @@ def test_a_code_that_is_not_digits_is_refused_naming_the_flag(
          "--codes", f"72030,{bad}"],
     )  # fmt: skip
     line = _one_clean_line(result)
-    assert "--codes" in line and repr(bad) in line and "4 or 5 digits" in line
+    assert "--codes" in line and repr(bad) in line and "a TSE code" in line
 
 
 @pytest.mark.parametrize("bad", ["AB12", "TOYOT"])
@@ -225,7 +225,7 @@ def test_a_data_file_with_a_letter_code_is_refused_naming_the_file(
         result = CliRunner().invoke(app, ["model", *command, "--data", str(tmp_path)])
         line = _one_clean_line(result, alone=False)
         assert str(tmp_path / "daily_quotes.parquet") in line
-        assert "'Code'" in line and "4 or 5 digits" in line and bad in line
+        assert "'Code'" in line and "a TSE code" in line and bad in line
     assert not (tmp_path / "m.safetensors").exists()
 
 

@@ -197,7 +197,9 @@ def test_a_close_that_is_not_a_number_names_the_file_and_code(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("raw", "code"),
     [("7203", "72030"), (" 72030 ", "72030"), ("6758", "67580"), ("AB12", None),
-     ("TOYOT", None), ("720", None), ("720300", None), ("７２０３", None)],
+     ("TOYOT", None), ("720", None), ("720300", None), ("７２０３", None),
+     ("130A", "130A0"), ("130A0", "130A0"), ("285A", "285A0"), ("13B0", None),
+     ("1301A", None), ("a30A", None)],
 )  # fmt: skip
 def test_one_rule_for_codes_4_digit_tickers_become_j_quants_codes(
     raw: str, code: str | None
@@ -216,6 +218,6 @@ def test_a_letter_code_in_a_file_is_refused_naming_the_file_and_rule(
     path = tmp_path / "daily_quotes.json"
     rows = [{"Date": "2015-01-05", "Code": c, "AdjustmentClose": 1} for c in ("7203", bad)]
     path.write_text(json.dumps({"daily_quotes": rows}))
-    with pytest.raises(DataSchemaError, match="4 or 5 digits") as raised:
+    with pytest.raises(DataSchemaError, match="a TSE code") as raised:
         load_daily_quotes(path)
     assert str(path) in str(raised.value) and repr([bad]) in str(raised.value)
