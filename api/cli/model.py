@@ -125,7 +125,7 @@ def _data_dir(data: Path | None) -> Path:
 def _read(data: Path, until: date | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Daily quotes dated on or before ``until``, and listed info, from ``data``.
 
-    A file that is missing or breaks the J-Quants schema (a ``Code`` that is not digits,
+    A file that is missing or breaks the J-Quants schema (a ``Code`` that is not a TSE code,
     a bad date, duplicates) refuses the command with the file, the field and the rule.
     """
     import polars as pl
@@ -639,8 +639,8 @@ def predict(
         str | None,
         typer.Option(
             "--codes",
-            help="Comma-separated stock codes, 4-digit tickers (7203) or 5-digit J-Quants "
-            "codes (72030); default: every stock in the data. Output shows the 5-digit code.",
+            help="Comma-separated stock codes, 4-character TSE codes (7203, 130A) or J-Quants "
+            "codes (72030); default: every stock in the data. Output shows the J-Quants code.",
         ),
     ] = None,
     as_json: Annotated[
