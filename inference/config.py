@@ -57,6 +57,12 @@ class ModelConfig(_Strict):
         description="Blend each GAT layer in through a learned gate that starts closed, so "
         "the network starts as its no-graph twin and opens the graph only as far as it helps.",
     )
+    ensemble: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Networks trained from consecutive seeds whose forecasts are averaged.",
+    )
     linear_head: bool = Field(
         default=False,
         description="Add a linear read-out of the last day's features to the forecast "
@@ -148,6 +154,10 @@ class TrainingConfig(_Strict):
     graph_window: int = Field(default=60, ge=10)
     graph_top_k: int = Field(default=10, ge=1)
     graph_threshold: float = Field(default=0.3, ge=-1.0, le=1.0)
+    graph_sector_edges: bool = Field(
+        default=True,
+        description="Also join every pair of stocks sharing a Sector33 code (else peers only).",
+    )
     ridge_alpha: float = Field(default=10.0, gt=0.0)
     lightgbm_rounds: int = Field(
         default=500, ge=1, description="LightGBM baseline: most boosting rounds (early stops)."

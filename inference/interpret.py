@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inference.model import ATFTGATFAN
+from inference.model import Network
 from inference.model.network import GraphBlock
 from inference.training import GraphSchedule, PreparedPanel, cross_sections
 
@@ -94,7 +94,7 @@ def largest_stocks(prep: PreparedPanel, dates: list[int], k: int) -> list[int]:
 
 
 def interpret(
-    model: ATFTGATFAN,
+    model: Network,
     prep: PreparedPanel,
     graphs: GraphSchedule | None,
     dates: list[int],

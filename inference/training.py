@@ -26,7 +26,13 @@ import torch
 
 from inference.baselines import LightGBMModel, RidgeModel, fit_lightgbm, fit_ridge
 from inference.config import ExperimentConfig, ModelConfig, TrainingConfig
-from inference.model import ATFTGATFAN, quantile_loss, rank_correlation_loss
+from inference.model import (
+    ATFTGATFAN,
+    Network,
+    SeedEnsemble,
+    quantile_loss,
+    rank_correlation_loss,
+)
 from inference.model.checkpoint import Checkpoint
 from inference.model.panel import (
     UNKNOWN_SECTOR,
@@ -76,6 +82,7 @@ def default_graph_builder(frame: pl.DataFrame, training: TrainingConfig) -> Grap
             window=training.graph_window,
             top_k=training.graph_top_k,
             threshold=training.graph_threshold,
+            sector_edges=training.graph_sector_edges,
         )
         return graph.codes, graph.edge_index, graph.edge_attr
 
@@ -281,7 +288,7 @@ def _autocast(device: torch.device, enabled: bool) -> torch.autocast:
 
 @torch.inference_mode()
 def predict_quantiles(
-    model: ATFTGATFAN,
+    model: Network,
     prep: PreparedPanel,
     graphs: GraphSchedule | None,
     dates: list[int],
@@ -330,7 +337,7 @@ def rank_ic_by_date(signal: np.ndarray, realised: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FitResult:
-    model: ATFTGATFAN
+    model: Network
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_score: float = float("nan")
@@ -347,7 +354,42 @@ def fit_network(
     progress: ProgressCallback | None = None,
     label: str = "train",
 ) -> FitResult:
-    """Fit with early stopping on validation mean RankIC (median forecast, all horizons)."""
+    """Fit with early stopping on validation mean RankIC (median forecast, all horizons).
+
+    With ``model_cfg.ensemble = n``, ``n`` networks are fitted one after the other from
+    seeds ``seed, seed + 1, ...`` (each with the whole step and time budget) and
+    averaged; the history lists every member's epochs under its ``member`` number.
+    """
+    if model_cfg.ensemble > 1:
+        single = model_cfg.model_copy(update={"ensemble": 1})
+        members: list[ATFTGATFAN] = []
+        history: list[dict[str, float]] = []
+        for k in range(model_cfg.ensemble):
+            part = fit_network(
+                prep,
+                graphs,
+                fold,
+                single,
+                training.model_copy(update={"seed": training.seed + k}),
+                edge_dim,
+                device,
+                progress,
+                label=f"{label} {k + 1}/{model_cfg.ensemble}",
+            )
+            assert isinstance(part.model, ATFTGATFAN)  # a member is never an ensemble
+            members.append(part.model)
+            history += [{"member": float(k + 1), **epoch} for epoch in part.history]
+        ensemble = SeedEnsemble(members)
+        dates = usable_dates(prep, fold.validation, model_cfg.lookback)
+        score = validation_score(
+            ensemble,
+            prep,
+            graphs,
+            dates[:: training.validation_stride],
+            device or select_device(),
+            training,
+        )
+        return FitResult(ensemble, history, 0, score)
     device = device or select_device()
     seed_everything(training.seed)
     torch.set_num_threads(training.threads)
@@ -454,7 +496,7 @@ def learning_rate_factor(training: TrainingConfig, total: int) -> Callable[[int]
 
 
 def validation_score(
-    model: ATFTGATFAN,
+    model: Network,
     prep: PreparedPanel,
     graphs: GraphSchedule | None,
     dates: list[int],
@@ -481,8 +523,8 @@ class TrainedBundle:
     """Everything a checkpoint holds: the model, its baselines and the fitted data rules."""
 
     config: ExperimentConfig
-    model: ATFTGATFAN
-    ablation: ATFTGATFAN | None
+    model: Network
+    ablation: Network | None
     ridge: RidgeModel | None
     lightgbm: LightGBMModel | None
     prep: PreparedPanel
@@ -530,7 +572,7 @@ def train_fold(
         label=f"{fold.name} model",
     )
     histories["model"] = main.history
-    ablation: ATFTGATFAN | None = None
+    ablation: Network | None = None
     ridge: RidgeModel | None = None
     lightgbm: LightGBMModel | None = None
     if config.training.train_baselines:
@@ -663,8 +705,8 @@ def prediction_frame(
 
 
 def forecast_all(
-    bundle_model: ATFTGATFAN,
-    ablation: ATFTGATFAN | None,
+    bundle_model: Network,
+    ablation: Network | None,
     ridge: RidgeModel | None,
     prep: PreparedPanel,
     graphs: GraphSchedule | None,

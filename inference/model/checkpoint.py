@@ -21,7 +21,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from inference.baselines import LightGBMModel
 from inference.config import ExperimentConfig
-from inference.model.network import ATFTGATFAN
+from inference.model.network import Network, build_network
 from inference.model.panel import Normaliser
 
 FORMAT = "tradecore.atft-gat-fan/1"
@@ -47,7 +47,7 @@ class Checkpoint:
     # reports of `evaluate`; empty in checkpoints written before they were recorded
     spans: dict[str, str] = field(default_factory=dict)
 
-    def build_model(self, ablation: bool = False) -> ATFTGATFAN:
+    def build_model(self, ablation: bool = False) -> Network:
         """Instantiate the (ablation) network with the stored weights, in eval mode."""
         cfg = self.config.model
         state = self.model_state
@@ -56,7 +56,7 @@ class Checkpoint:
                 raise ValueError("checkpoint: holds no no-graph ablation (trained without it)")
             cfg = cfg.model_copy(update={"use_graph": False})
             state = self.ablation_state
-        model = ATFTGATFAN(cfg, len(self.feature_columns), self.edge_dim, len(self.sector_vocab))
+        model = build_network(cfg, len(self.feature_columns), self.edge_dim, len(self.sector_vocab))
         model.load_state_dict(state)
         return model.eval()
 

@@ -160,5 +160,55 @@ class ATFTGATFAN(nn.Module):
         return Forecast(quantiles, weights, attention)
 
 
+class SeedEnsemble(nn.Module):
+    """Copies of one architecture trained from different seeds; their forecasts averaged.
+
+    A small network on daily returns lands in a different place for every seed; the
+    mean of a few such forecasts keeps what they agree on. Averaging non-crossing
+    quantiles keeps them non-crossing. Interpretation views are averaged too; a caller
+    collecting ``graph_attention`` gets every member's layers, the last member's last.
+    """
+
+    def __init__(self, members: list[ATFTGATFAN]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("ensemble: needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+        self.edge_dim = members[0].edge_dim
+
+    @property
+    def graph(self) -> nn.ModuleList:
+        """Every member's GAT layers (the graph gates read them)."""
+        return nn.ModuleList(block for m in self.members for block in m.graph)  # type: ignore[union-attr]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        sector: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_attr: torch.Tensor,
+        graph_attention: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> Forecast:
+        outs = [m(x, sector, edge_index, edge_attr, graph_attention) for m in self.members]
+        return Forecast(
+            torch.stack([o.quantiles for o in outs]).mean(dim=0),
+            torch.stack([o.variable_weights for o in outs]).mean(dim=0),
+            torch.stack([o.attention for o in outs]).mean(dim=0),
+        )
+
+
+Network = ATFTGATFAN | SeedEnsemble
+
+
+def build_network(config: ModelConfig, n_features: int, edge_dim: int, n_sectors: int) -> Network:
+    """The network ``config`` describes: one ATFT-GAT-FAN, or ``ensemble`` of them."""
+    if config.ensemble == 1:
+        return ATFTGATFAN(config, n_features, edge_dim, n_sectors)
+    return SeedEnsemble(
+        [ATFTGATFAN(config, n_features, edge_dim, n_sectors) for _ in range(config.ensemble)]
+    )
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

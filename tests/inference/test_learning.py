@@ -261,3 +261,43 @@ def test_walk_forward_reports_lightgbm_and_what_the_network_looks_at(
     saved = json.loads((report.parent / "results" / "metrics.json").read_text())
     assert all(e["steps"] <= 5 for e in saved["histories"]["2013"]["model"])
     assert saved["interpretation"]["graph_gates"] and len(saved["lightgbm_gain"]) == 4
+
+
+def test_a_seed_ensemble_averages_members_from_consecutive_seeds_and_round_trips(
+    slice_features: pl.DataFrame, slice_panel: FeaturePanel, tmp_path: Path
+) -> None:
+    from inference.model import ATFTGATFAN, SeedEnsemble
+    from inference.training import predict_quantiles
+
+    base = tiny_config(max_steps=4, **CROSS)
+    cfg = base.model_copy(
+        update={"model": base.model.model_copy(update={"ensemble": 2, "use_graph": False})}
+    )
+    fold = fold_of(slice_panel)
+    bundle = train_fold(slice_features, slice_panel, fold, cfg, device=torch.device("cpu"))
+    assert isinstance(bundle.model, SeedEnsemble) and len(bundle.model.members) == 2
+    assert {e["member"] for e in bundle.histories["model"]} == {1.0, 2.0}
+    single = tiny_config(max_steps=4, seed=8, **CROSS)
+    second = train_fold(
+        slice_features,
+        slice_panel,
+        fold,
+        single.model_copy(update={"model": single.model.model_copy(update={"use_graph": False})}),
+        device=torch.device("cpu"),
+    ).model
+    assert isinstance(second, ATFTGATFAN)  # member 2 is the seed-8 network, bit for bit
+    for key, value in second.state_dict().items():
+        assert torch.equal(value, bundle.model.members[1].state_dict()[key]), key
+
+    dates = usable_dates(bundle.prep, fold.test, 10)[:3]
+    cpu = torch.device("cpu")
+    both = predict_quantiles(bundle.model, bundle.prep, None, dates, cpu)
+    parts = [predict_quantiles(m, bundle.prep, None, dates, cpu) for m in bundle.model.members]
+    np.testing.assert_allclose(both, (parts[0] + parts[1]) / 2, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(parts[0], parts[1])
+
+    loaded = load_checkpoint(save_checkpoint(bundle_to_checkpoint(bundle), tmp_path / "e.st"))
+    again = predict_quantiles(
+        loaded.build_model(), prepare_for_checkpoint(slice_panel, loaded), None, dates, cpu
+    )
+    np.testing.assert_allclose(again, both, rtol=1e-5, atol=1e-7)
