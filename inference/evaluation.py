@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from scipy.stats import rankdata
 
 TRADING_DAYS = 252
 
@@ -73,18 +74,8 @@ def _correlations(signal: np.ndarray, realised: np.ndarray) -> tuple[np.ndarray,
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share their mean rank), as Spearman's definition needs."""
-    order = values.argsort(kind="mergesort")
-    ranks = np.empty(len(values))
-    sorted_values = values[order]
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0
-        i = j + 1
-    return ranks
+    """Average ranks from 0 (ties share their mean rank), as Spearman's definition needs."""
+    return rankdata(values) - 1.0
 
 
 def decile_weights(signal: np.ndarray, decile: float) -> np.ndarray:

@@ -38,6 +38,7 @@ from inference.model.panel import (
     UNKNOWN_SECTOR,
     FeaturePanel,
     Normaliser,
+    cross_sectional_gauss,
     cross_sectional_spread,
     eligibility,
     excess_targets,
@@ -171,6 +172,7 @@ def prepare_panel(
     target_scale: np.ndarray | None = None,
     sector_vocab: list[str] | None = None,
     transform_from: int = 0,
+    ranked: np.ndarray | None = None,
 ) -> PreparedPanel:
     """Fit (or reuse, when given) normalisation on ``train_dates`` and apply it.
 
@@ -189,7 +191,10 @@ def prepare_panel(
             cross_section=training.normalisation == "cross_section",
         )
     normed = np.zeros_like(panel.features)
-    normed[transform_from:] = normaliser.transform(panel.features[transform_from:])
+    normed[transform_from:] = normaliser.transform(
+        panel.features[transform_from:],
+        ranked[transform_from:] if ranked is not None else None,
+    )
     excess = excess_targets(panel.targets, eligible)
     per_date = training.target_normalisation == "cross_section"
     spread = cross_sectional_spread(excess) if per_date else None
@@ -545,10 +550,14 @@ def train_fold(
     edge_dim: int | None = None,
     device: torch.device | None = None,
     progress: ProgressCallback | None = None,
+    ranked: np.ndarray | None = None,
 ) -> TrainedBundle:
-    """Fit the model (and, when configured, the no-graph ablation and ridge) on one fold."""
+    """Fit the model (and, when configured, the no-graph ablation and ridge) on one fold.
+
+    ``ranked``: the panel's per-date ranks, when already computed (see ``prepare_panel``).
+    """
     train_idx = np.array(list(fold.train), dtype=np.int64)
-    prep = prepare_panel(panel, train_idx, config.model, config.training)
+    prep = prepare_panel(panel, train_idx, config.model, config.training, ranked=ranked)
     edge_dim = graph_edge_dim() if edge_dim is None else edge_dim
     if graphs is None and config.model.use_graph:
         graphs = GraphSchedule(
@@ -773,6 +782,11 @@ def run_walk_forward(
             config.training.graph_refresh_days,
             builder or default_graph_builder(frame, config.training),
         )
+    ranked = (
+        cross_sectional_gauss(panel.features)
+        if config.training.normalisation == "cross_section"
+        else None
+    )
     parts, described, histories = [], [], {}
     views: list[Interpretation] = []
     importance: list[list[dict[str, float]]] = []
@@ -789,6 +803,7 @@ def run_walk_forward(
             edge_dim=edge_dim,
             device=device,
             progress=progress,
+            ranked=ranked,
         )
         parameters = sum(p.numel() for p in bundle.model.parameters())
         test_dates = usable_dates(bundle.prep, fold.test, config.model.lookback)

@@ -180,14 +180,22 @@ class Normaliser:
         as32 = [a.astype(np.float32) for a in (lower, upper, mean, std)]
         return cls(as32[0], as32[1], as32[2], as32[3], float(clip), per_date)
 
-    def transform(self, features: np.ndarray) -> np.ndarray:
-        """``[D, S, F]`` -> scaled features; a missing value becomes 0 (the centre)."""
+    def transform(self, features: np.ndarray, ranked: np.ndarray | None = None) -> np.ndarray:
+        """``[D, S, F]`` -> scaled features; a missing value becomes 0 (the centre).
+
+        ``ranked``, when given, is ``cross_sectional_gauss(features)`` computed already
+        (it depends on no fitted value, so a walk-forward ranks the panel once).
+        """
         out = np.clip(features, self.lower, self.upper)
         out = (out - self.mean) / self.std
         np.clip(out, -self.clip, self.clip, out=out)
         if self.per_date is not None and self.per_date.any():
             columns = np.flatnonzero(self.per_date)
-            out[..., columns] = cross_sectional_gauss(features[..., columns])
+            out[..., columns] = (
+                ranked[..., columns]
+                if ranked is not None
+                else cross_sectional_gauss(features[..., columns])
+            )
         return np.nan_to_num(out, nan=0.0).astype(np.float32, copy=False)
 
 
