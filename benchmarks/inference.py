@@ -42,7 +42,7 @@ import torch
 from inference.config import ExperimentConfig, load_config
 from inference.data import load_daily_quotes, load_listed_info
 from inference.features import FEATURE_COLUMNS, TARGET_COLUMNS, build_features
-from inference.model import ATFTGATFAN, quantile_loss, rank_correlation_loss
+from inference.model import ATFTGATFAN, build_network, quantile_loss, rank_correlation_loss
 from inference.model.checkpoint import Checkpoint
 from inference.model.panel import FeaturePanel, Normaliser
 from inference.serving import Predictor
@@ -59,7 +59,7 @@ from inference.training import (
 def _checkpoint(cfg: ExperimentConfig, panel: FeaturePanel) -> Checkpoint:
     edge_dim = graph_edge_dim()
     vocab = sorted(set(panel.sectors))
-    model = ATFTGATFAN(cfg.model, len(panel.feature_columns), edge_dim, len(vocab))
+    model = build_network(cfg.model, len(panel.feature_columns), edge_dim, len(vocab))
     train = np.arange(len(panel.dates) // 2)
     return Checkpoint(
         config=cfg,
@@ -67,7 +67,12 @@ def _checkpoint(cfg: ExperimentConfig, panel: FeaturePanel) -> Checkpoint:
         sector_vocab=vocab,
         universe=list(panel.codes),
         edge_dim=edge_dim,
-        normaliser=Normaliser.fit(panel, train, cfg.training.feature_clip),
+        normaliser=Normaliser.fit(
+            panel,
+            train,
+            cfg.training.feature_clip,
+            cross_section=cfg.training.normalisation == "cross_section",
+        ),
         target_scale=np.ones(len(cfg.model.horizons), dtype=np.float32),
         model_state=model.state_dict(),
         ablation_state=None,
@@ -114,6 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--config", default="cpu", help="Config whose network is served.")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--full-steps", type=int, default=2, help="Timed steps, full config.")
     args = parser.parse_args()
@@ -121,7 +127,7 @@ def main() -> None:
         from infra.settings import get_settings
 
         args.data = get_settings().data_dir / "jquants"
-    cfg = load_config("cpu")
+    cfg = load_config(args.config)
     torch.set_num_threads(args.threads or cfg.training.threads)
     frame = build_features(load_daily_quotes(args.data), load_listed_info(args.data))
     panel = FeaturePanel.from_frame(frame, list(FEATURE_COLUMNS), list(TARGET_COLUMNS))

@@ -138,14 +138,17 @@ class ATFTGATFAN(nn.Module):
         edge_index: torch.Tensor,
         edge_attr: torch.Tensor,
         graph_attention: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        normalized: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> Forecast:
         """``x`` ``[N, L, F]`` standardised features, ``sector`` ``[N]`` vocabulary ids.
 
         ``graph_attention``, when given, collects each GAT layer's attention over
-        neighbours (for interpretation; see :mod:`inference.interpret`).
+        neighbours (for interpretation; see :mod:`inference.interpret`). ``normalized``:
+        FAN's ``(residual, main)`` split of ``x`` when already computed (it has no
+        parameters, so an ensemble's members share it).
         """
         with torch.autocast(device_type=x.device.type, enabled=False):
-            residual, main = self.fan.normalize(x)
+            residual, main = normalized if normalized is not None else self.fan.normalize(x)
             main_future = self.fan.predict_main(x, main)  # [N, H_max, F]
             per_horizon = torch.einsum("hs,nsf->nhf", self.horizon_average, main_future)
         static = self.sector(sector) if self.sector is not None else None
@@ -190,7 +193,11 @@ class SeedEnsemble(nn.Module):
         edge_attr: torch.Tensor,
         graph_attention: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> Forecast:
-        outs = [m(x, sector, edge_index, edge_attr, graph_attention) for m in self.members]
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            normalized = self.members[0].fan.normalize(x)  # type: ignore[union-attr, operator]
+        outs = [
+            m(x, sector, edge_index, edge_attr, graph_attention, normalized) for m in self.members
+        ]
         return Forecast(
             torch.stack([o.quantiles for o in outs]).mean(dim=0),
             torch.stack([o.variable_weights for o in outs]).mean(dim=0),
