@@ -17,6 +17,7 @@ itself on the dates it scored (no surrogate model):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +88,8 @@ def largest_stocks(prep: PreparedPanel, dates: list[int], k: int) -> list[int]:
         return []
     values = prep.panel.features[dates][..., columns.index("log_turnover")]
     values = np.where(prep.eligible[dates], values, np.nan)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # stocks never scored: all NaN
         mean = np.nanmean(values, axis=0) if len(dates) else np.full(values.shape[1], np.nan)
     ranked = np.argsort(-np.nan_to_num(mean, nan=-np.inf))
     return [int(s) for s in ranked[:k] if np.isfinite(mean[s])]

@@ -329,7 +329,12 @@ def _training_summary(
     fits = Table(title="validation (early stopping on RankIC)", title_justify="left")
     for column in ("network", "epochs", "best epoch", "validation RankIC"):
         fits.add_column(column, justify="left" if column == "network" else "right")
-    for name, history in histories.items():
+    runs = [
+        (f"{name} seed {int(m)}" if m else name, [h for h in history if h.get("member") == m])
+        for name, history in histories.items()
+        for m in sorted({h.get("member") for h in history}, key=lambda v: v or 0)
+    ]  # an ensemble's members (``member`` 1, 2, ...) each early-stop on their own
+    for name, history in runs:
         scored = [h for h in history if math.isfinite(h.get("val_rank_ic", math.nan))]
         best = max(scored, key=lambda h: h["val_rank_ic"]) if scored else None
         fits.add_row(
