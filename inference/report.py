@@ -136,6 +136,60 @@ def plot_rolling_rank_ic(
     plt.close(fig)
 
 
+GOAL_HORIZONS = ("5d", "10d", "20d")
+GOAL_CHECKS = (
+    ("rank_ic", "model", "ridge"),
+    ("rank_ic", "model", "lightgbm"),
+    ("sharpe", "model", "ridge"),
+    ("sharpe", "model", "lightgbm"),
+    ("rank_ic", "model", "no_graph"),
+    ("sharpe", "model", "no_graph"),
+)
+
+
+def goal_section(metrics: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Markdown: does the network beat ridge, LightGBM and its no-graph twin at 5-20 days?
+
+    The goal of issue 14, checked on whatever metrics are present; a missing signal or
+    horizon leaves its checks out.
+    """
+    horizons = [h for h in GOAL_HORIZONS if all(h in m for m in metrics.values())]
+    checks = [c for c in GOAL_CHECKS if c[1] in metrics and c[2] in metrics]
+    if not horizons or not checks:
+        return []
+    parts = [
+        "## Against the goal",
+        "",
+        "The network should beat ridge and LightGBM in mean RankIC and net Sharpe at "
+        "5, 10 and 20 days, and beat the same network without its graph. Each cell: "
+        "network vs the other.",
+        "",
+        "| check | " + " | ".join(horizons) + " |",
+        "|---|" + "---|" * len(horizons),
+    ]
+    failed = []
+    for key, ours, other in checks:
+        cells = []
+        for h in horizons:
+            a, b = metrics[ours][h][key], metrics[other][h][key]
+            won = math.isfinite(a) and math.isfinite(b) and a > b
+            if not won:
+                failed.append(f"{key} {h} vs {LABELS.get(other, other)}")
+            fmt = "{:.2f}" if key == "sharpe" else "{:.4f}"
+            cells.append(f"{'yes' if won else '**no**'} ({fmt.format(a)} vs {fmt.format(b)})")
+        name = "RankIC" if key == "rank_ic" else "net Sharpe"
+        parts.append(f"| {name} > {LABELS.get(other, other)} | " + " | ".join(cells) + " |")
+    total = len(checks) * len(horizons)
+    parts += [
+        "",
+        f"**Met: all {total} checks.**"
+        if not failed
+        else f"**Not met: {len(failed)} of {total} checks fail** ({'; '.join(failed)}).",
+        "",
+    ]
+    return parts
+
+
 def _top(shares: dict[str, float], k: int) -> str:
     best = sorted(shares.items(), key=lambda kv: -kv[1])[:k]
     return ", ".join(f"`{name}` {share:.1%}" for name, share in best)
@@ -257,6 +311,7 @@ def write_report(
         "",
         summary_table(metrics, names, "sharpe"),
         "",
+        *goal_section(metrics),
         f"## All metrics, {scope}",
         "",
         metrics_table(metrics, names),

@@ -301,3 +301,23 @@ def test_a_seed_ensemble_averages_members_from_consecutive_seeds_and_round_trips
         loaded.build_model(), prepare_for_checkpoint(slice_panel, loaded), None, dates, cpu
     )
     np.testing.assert_allclose(again, both, rtol=1e-5, atol=1e-7)
+
+
+def test_the_report_says_plainly_which_goals_are_missed() -> None:
+    from inference.report import goal_section
+
+    def metrics(rank_ic: float, sharpe: float) -> dict[str, dict[str, float]]:
+        return {h: {"rank_ic": rank_ic, "sharpe": sharpe} for h in ("1d", "5d", "10d", "20d")}
+
+    beaten = {
+        "model": metrics(0.03, 1.0),
+        "ridge": metrics(0.02, 0.5),
+        "lightgbm": metrics(0.01, 0.2),
+        "no_graph": metrics(0.025, 0.9),
+    }
+    assert "**Met: all 18 checks.**" in goal_section(beaten)
+    missed = {**beaten, "lightgbm": metrics(0.04, 0.2)}
+    text = "\n".join(goal_section(missed))
+    assert "**Not met: 3 of 18 checks fail**" in text
+    assert "**no** (0.0300 vs 0.0400)" in text and "rank_ic 5d vs LightGBM" in text
+    assert goal_section({"model": metrics(0.03, 1.0)}) == []  # nothing to compare with
