@@ -212,8 +212,8 @@ def interpretation_section(
     parts = [
         "## What the network looks at",
         "",
-        f"Read from the network on {view.dates} evenly spaced scored dates per fold "
-        "(see `inference/interpret.py` for the definitions).",
+        f"Read from the network on {view.dates} evenly spaced scored dates (up to 12 a "
+        "fold; see `inference/interpret.py` for the definitions).",
         "",
         "**Variable selection** (TFT softmax weights, mean over stocks, window days and "
         f"dates; shared by all horizons; uniform would be {uniform:.1%} "

@@ -240,7 +240,8 @@ def _stock_names(data: Path) -> dict[str, str]:
     listed = load_listed_info(data)
     if "CompanyNameEnglish" not in listed.columns:
         return {}
-    return dict(zip(listed["Code"].to_list(), listed["CompanyNameEnglish"].to_list(), strict=True))
+    names = zip(listed["Code"].to_list(), listed["CompanyNameEnglish"].to_list(), strict=True)
+    return {code: name for code, name in names if name}
 
 
 @app.command()
