@@ -331,7 +331,7 @@ def _training_summary(
     for column in ("network", "epochs", "best epoch", "validation RankIC"):
         fits.add_column(column, justify="left" if column == "network" else "right")
     runs = [
-        (f"{name} seed {int(m)}" if m else name, [h for h in history if h.get("member") == m])
+        (f"{name} member {int(m)}" if m else name, [h for h in history if h.get("member") == m])
         for name, history in histories.items()
         for m in sorted({h.get("member") for h in history}, key=lambda v: v or 0)
     ]  # an ensemble's members (``member`` 1, 2, ...) each early-stop on their own

@@ -199,35 +199,22 @@ def test_a_few_codes_get_the_same_forecast_as_in_the_whole_cross_section(
     assert few.sort("code", "horizon").equals(expected)
 
 
-WALK_FORWARD = """
-name = "tiny-walk-forward"
-[model]
-lookback = 10
-hidden = 16
-variable_hidden = 4
-per_variable_grn = false
-attention_heads = 2
-gat_heads = 2
-gat_layers = 1
-graph_gate = true
-fan_top_k = 2
-fan_hidden = 8
-sector_embedding = 4
-[training]
-epochs = 2
-steps_per_epoch = 20
-validation_days = 30
-validation_stride = 10
-embargo_days = 20
-min_history = 30
-threads = 1
-normalisation = "cross_section"
-target_normalisation = "cross_section"
-lightgbm_rounds = 20
-lightgbm_min_data_in_leaf = 50
-[walk_forward]
-test_years = [2013]
-"""
+def walk_forward_config() -> str:
+    """test_cli_model's tiny config, with the new options on and one 2013 test year."""
+    from tests.inference.test_cli_model import CONFIG
+
+    return (
+        CONFIG.replace('name = "tiny-cli"', 'name = "tiny-walk-forward"')
+        .replace("[model]\n", "[model]\ngraph_gate = true\n")
+        .replace("epochs = 1\nsteps_per_epoch = 3\n", "epochs = 2\nsteps_per_epoch = 20\n")
+        .replace(
+            "[training]\n",
+            '[training]\nnormalisation = "cross_section"\n'
+            'target_normalisation = "cross_section"\n'
+            "lightgbm_rounds = 20\nlightgbm_min_data_in_leaf = 50\n",
+        )
+        + "[walk_forward]\ntest_years = [2013]\n"
+    )
 
 
 def test_walk_forward_reports_lightgbm_and_what_the_network_looks_at(
@@ -246,7 +233,7 @@ def test_walk_forward_reports_lightgbm_and_what_the_network_looks_at(
         pl.col("Code").is_in(codes), pl.col("Date").is_between(date(2011, 6, 1), date(2013, 12, 31))
     ).write_parquet(tmp_path / "daily_quotes.parquet")
     shutil.copy(jquants_dir / "listed_info.json", tmp_path / "listed_info.json")
-    (tmp_path / "tiny.toml").write_text(WALK_FORWARD)
+    (tmp_path / "tiny.toml").write_text(walk_forward_config())
     report = tmp_path / "out" / "results.md"
     result = CliRunner().invoke(
         app,
