@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from infra.codec import MAPPER_TOPIC
@@ -47,3 +48,25 @@ def eventsourcing_env(settings: Settings, *, schema: str | None = None) -> dict[
         "POSTGRES_POOL_SIZE": "4",
         "CREATE_TABLE": "y",
     }
+
+
+def open_event_store(settings: Settings, name: str) -> Any:
+    """Application ``name``'s stored events, opened to read its log (no aggregates).
+
+    Opening creates the tables when they are missing. That runs behind the deployment's
+    ``schema`` fence, as the command side's opening does (``api.wiring.trading_app``):
+    the library's table creation (a ``CREATE OR REPLACE FUNCTION`` among others) is not
+    safe to run concurrently. A projections worker that opened its store unfenced beside
+    a starting saga made the saga fail with "tuple concurrently updated".
+    """
+    from eventsourcing.application import Application
+
+    from infra.locks import stage_fence
+
+    store = type("EventStore", (Application,), {"name": name})
+    fence = stage_fence(settings, "schema")
+    fence.acquire(blocking=True, timeout=120)
+    try:
+        return store(eventsourcing_env(settings))
+    finally:
+        fence.release()

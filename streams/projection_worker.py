@@ -36,11 +36,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from eventsourcing.application import Application
 from prometheus_client import Gauge
 
 from aggregates.application import TradingApplication
-from infra.eventstore import eventsourcing_env
+from infra.eventstore import open_event_store
 from infra.locks import Fence, stage_fence
 from infra.settings import Settings
 from projections.projectors import (
@@ -70,12 +69,7 @@ def open_event_log(settings: Settings) -> tuple[RecorderLog, Callable[[], None]]
     """The trading application's notification log, opened to be read (no aggregates, no
     stages), and how to close it."""
 
-    class EventStore(Application):  # type: ignore[type-arg]
-        """The trading application's stored events, opened for projections."""
-
-        name = TradingApplication.name
-
-    store = EventStore(eventsourcing_env(settings))
+    store = open_event_store(settings, TradingApplication.name)
     return RecorderLog(store.recorder, store.mapper), store.close
 
 

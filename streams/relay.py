@@ -111,20 +111,10 @@ def schema_version(state: bytes) -> int | None:
 
 def _event_store(settings: Settings) -> Any:
     """The trading application's stored events, opened for reading the log."""
-    from eventsourcing.application import Application
-
     from aggregates.application import TradingApplication
-    from infra.eventstore import eventsourcing_env
+    from infra.eventstore import open_event_store
 
-    class EventStore(Application):  # type: ignore[type-arg]
-        name = TradingApplication.name
-
-    fence = stage_fence(settings, "schema")  # table creation is not safe concurrently
-    fence.acquire(blocking=True, timeout=120)
-    try:
-        return EventStore(eventsourcing_env(settings))
-    finally:
-        fence.release()
+    return open_event_store(settings, TradingApplication.name)
 
 
 class Relay:
