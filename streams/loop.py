@@ -297,10 +297,21 @@ def _describe(source: Any) -> str:
     return f"polling the J-Quants API from {getattr(source, 'start', '?')}"
 
 
+def load_predictor(settings: Any) -> Any:
+    """The loop's ``Predictor`` over ``TRADECORE_MODEL_CHECKPOINT``; a file that is missing
+    or not a checkpoint is a ``ValueError`` naming the setting, not only the file."""
+    from inference.serving import Predictor
+
+    try:
+        return Predictor(settings.model_checkpoint)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"TRADECORE_MODEL_CHECKPOINT={settings.model_checkpoint}: {err}"
+                         ) from None
+
+
 def embedded_loop(settings: Any, app: Any) -> EmbeddedLoop:
     """The loop ``tradecore serve`` runs when a checkpoint and ``streams_ingest`` are set."""
     from inference.data import load_listed_info
-    from inference.serving import Predictor
     from infra.locks import stage_fence
     from streams.ingest import market_data_folder, source_for
     from streams.signals import sessions_for
@@ -312,7 +323,7 @@ def embedded_loop(settings: Any, app: Any) -> EmbeddedLoop:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
-    predictor = Predictor(settings.model_checkpoint)
+    predictor = load_predictor(settings)
     listed = load_listed_info(market_data_folder(settings))
     loop = Loop({}, predictor, listed, deadline_s=settings.streams_deadline_s)
     desk = (desk_for(app, settings.strategy_account, settings.strategy_fraction, {})

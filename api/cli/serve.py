@@ -20,6 +20,8 @@ from infra.settings import get_settings
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from infra.settings import Settings
+
 
 def app_factory() -> FastAPI:
     """The app built from the environment (each uvicorn worker process calls this)."""
@@ -58,6 +60,8 @@ def serve(
                    "needs 'postgres' (the workers share its event store)", err=True)
         raise typer.Exit(2)
     host, port = host or settings.api_host, port or settings.api_port
+    if not distributed and settings.model_checkpoint and settings.streams_ingest:
+        _check_loop(settings)
     if workers == 1:
         config = server_config(settings, create_app(settings, distributed=distributed),
                                host=host, port=port,
@@ -77,3 +81,22 @@ def serve(
                                access_log=False)
         with contextlib.suppress(KeyboardInterrupt):
             Multiprocess(config, sockets=[config.bind_socket()]).run()
+
+
+def _check_loop(settings: Settings) -> None:
+    """Refuse in one line (exit 2) what would stop the in-process market-data loop at
+    start-up (a checkpoint that is missing or is not one, an unknown strategy account,
+    no market data): the loop is built once here, before uvicorn, whose start-up failure
+    would print a traceback instead."""
+    from api.wiring import trading_app
+    from streams.loop import embedded_loop
+
+    try:
+        app = trading_app(settings)
+        try:
+            embedded_loop(settings, app)
+        finally:
+            app.close()
+    except (LookupError, ValueError, OSError) as err:
+        typer.echo(f"refused: {err}", err=True)
+        raise typer.Exit(2) from None

@@ -170,15 +170,11 @@ class _StreamsHealth:
 
 def _build_streams(settings: Settings) -> Any:
     """The worker: its checkpoint, its source (when it ingests), its desk (when it trades)."""
-    from inference.serving import Predictor
     from streams.faust_app import build_worker
+    from streams.loop import load_predictor
     from streams.signals import sessions_for
 
-    try:
-        predictor = Predictor(settings.model_checkpoint)  # type: ignore[arg-type]
-    except (OSError, ValueError) as err:  # the refusal names the setting, not only the file
-        raise ValueError(f"TRADECORE_MODEL_CHECKPOINT={settings.model_checkpoint}: {err}"
-                         ) from None
+    predictor = load_predictor(settings)
     app = None
     if settings.strategy_account:
         from api.wiring import trading_app

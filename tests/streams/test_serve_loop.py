@@ -71,3 +71,31 @@ def test_serve_trades_the_models_forecasts_through_the_command_path(
             (buy["symbol"], buy["quantity"])]
         pnl = server.http.get(f"/v1/accounts/{quant1}/pnl").json()
         assert pnl, "the strategy's position has a PnL series like anyone's"
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("TRADECORE_MODEL_CHECKPOINT", "{tmp}/absent.safetensors",
+     "refused: TRADECORE_MODEL_CHECKPOINT={tmp}/absent.safetensors: checkpoint: no file at"),
+    ("TRADECORE_MODEL_CHECKPOINT", "{tmp}/notes.safetensors",
+     "refused: TRADECORE_MODEL_CHECKPOINT={tmp}/notes.safetensors: checkpoint: "),
+    ("TRADECORE_STRATEGY_ACCOUNT", "nobody",
+     "refused: TRADECORE_STRATEGY_ACCOUNT='nobody': no such account"),
+])  # fmt: skip
+def test_serve_refuses_a_loop_it_cannot_run_in_one_line(
+        data: Path, checkpoint: Path, tmp_path: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch, setting: str, value: str, message: str) -> None:
+    """What would stop the loop at start-up stops `serve` before it listens: one line
+    naming the setting, exit 2, no traceback (as `tradecore worker streams` does)."""
+    (tmp_path / "notes.safetensors").write_text("not a checkpoint\n")
+    settings = {"TRADECORE_DATA_DIR": str(data.parent), "TRADECORE_STREAMS_DATA": str(data),
+                "TRADECORE_MODEL_CHECKPOINT": str(checkpoint),
+                "TRADECORE_STREAMS_INGEST": "true", "TRADECORE_STRATEGY_ACCOUNT": "quant1"}
+    settings[setting] = value.format(tmp=tmp_path)
+    for name, setting_value in settings.items():
+        monkeypatch.setenv(name, setting_value)
+    assert tc(tmp_path, "account", "open", "quant1").returncode == 0
+    done = tc(tmp_path, "serve", "--port", "0")
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith(message.format(tmp=tmp_path)), done.stderr
+    assert "Traceback" not in done.stderr and "startup failed" not in done.stderr
