@@ -308,3 +308,23 @@ def test_the_report_says_plainly_which_goals_are_missed() -> None:
     assert "**Not met: 3 of 18 checks fail**" in text
     assert "**no** (0.0300 vs 0.0400)" in text and "rank_ic 5d vs LightGBM" in text
     assert goal_section({"model": metrics(0.03, 1.0)}) == []  # nothing to compare with
+
+
+def test_the_linear_head_adds_the_last_days_features_to_every_quantile() -> None:
+    from inference.model import ATFTGATFAN
+    from tests.inference.test_model import EDGE_DIM, N_FEATURES, N_SECTORS, batch
+    from tests.inference.test_model import tiny_config as model_config
+
+    torch.manual_seed(0)
+    model = ATFTGATFAN(model_config(linear_head=True), N_FEATURES, EDGE_DIM, N_SECTORS).eval()
+    assert model.linear is not None
+    x, sector, edges, attr = batch()
+    with torch.no_grad():
+        model.linear.weight.zero_()
+        model.linear.bias.zero_()
+        without = model(x, sector, edges, attr).quantiles
+        model.linear.weight[:, 3] = 2.0  # every horizon reads feature 3 of the last day
+        read = model(x, sector, edges, attr).quantiles
+    expected = (2.0 * x[:, -1, 3])[:, None, None].expand_as(read)
+    torch.testing.assert_close(read - without, expected, rtol=1e-5, atol=1e-5)
+    assert ATFTGATFAN(model_config(), N_FEATURES, EDGE_DIM, N_SECTORS).linear is None
