@@ -384,17 +384,7 @@ def fit_network(
             assert isinstance(part.model, ATFTGATFAN)  # a member is never an ensemble
             members.append(part.model)
             history += [{"member": float(k + 1), **epoch} for epoch in part.history]
-        ensemble = SeedEnsemble(members)
-        dates = usable_dates(prep, fold.validation, model_cfg.lookback)
-        score = validation_score(
-            ensemble,
-            prep,
-            graphs,
-            dates[:: training.validation_stride],
-            device or select_device(),
-            training,
-        )
-        return FitResult(ensemble, history, 0, score)
+        return FitResult(SeedEnsemble(members), history)
     device = device or select_device()
     seed_everything(training.seed)
     torch.set_num_threads(training.threads)
