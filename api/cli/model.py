@@ -147,13 +147,15 @@ def _read(data: Path, until: date | None = None) -> tuple[pl.DataFrame, pl.DataF
     return quotes, listed
 
 
-def _features(data: Path, until: date | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Features (and raw quotes) from ``data``, using only rows dated on or before ``until``."""
+def _features(
+    data: Path, until: date | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Features, raw quotes and listed info from ``data``, only rows dated up to ``until``."""
     from inference.features import build_features
 
     quotes, listed = _read(data, until)
     with _stage("building features"):
-        return build_features(quotes, listed), quotes
+        return build_features(quotes, listed), quotes, listed
 
 
 @contextmanager
@@ -221,7 +223,9 @@ TimeBudgetOption = Annotated[
 ]
 
 
-def _budgeted(cfg: ExperimentConfig, max_steps: int | None, time_budget: float | None) -> Any:
+def _budgeted(
+    cfg: ExperimentConfig, max_steps: int | None, time_budget: float | None
+) -> ExperimentConfig:
     """``cfg`` with the command line's training budget, where one was given."""
     update: dict[str, Any] = {}
     if max_steps is not None:
@@ -233,11 +237,8 @@ def _budgeted(cfg: ExperimentConfig, max_steps: int | None, time_budget: float |
     return cfg.model_copy(update={"training": cfg.training.model_copy(update=update)})
 
 
-def _stock_names(data: Path) -> dict[str, str]:
-    """5-digit code -> English company name, from listed_info (empty if it has none)."""
-    from inference.data import load_listed_info
-
-    listed = load_listed_info(data)
+def _stock_names(listed: pl.DataFrame) -> dict[str, str]:
+    """J-Quants code -> English company name, from listed info (empty if it has none)."""
     if "CompanyNameEnglish" not in listed.columns:
         return {}
     names = zip(listed["Code"].to_list(), listed["CompanyNameEnglish"].to_list(), strict=True)
@@ -272,7 +273,7 @@ def train(
         update={"training": cfg.training.model_copy(update={"train_baselines": baselines})}
     )
     end = _day(until, "--until")
-    features, _ = _features(_data_dir(data), end)
+    features, _, _ = _features(_data_dir(data), end)
     panel = FeaturePanel.from_frame(
         features, _feature_columns(), [f"target_{h}d" for h in cfg.model.horizons]
     )
@@ -399,7 +400,7 @@ def evaluate(
         )
     cfg = ckpt.config
     horizons = cfg.model.horizons
-    features, quotes = _features(_data_dir(data), last)
+    features, quotes, listed = _features(_data_dir(data), last)
     with _stage("preparing the panel"):
         panel = FeaturePanel.from_frame(
             features, _feature_columns(), [f"target_{h}d" for h in horizons]
@@ -472,7 +473,7 @@ def evaluate(
                 lightgbm_importance=ckpt.lightgbm.feature_importance(ckpt.feature_columns)
                 if ckpt.lightgbm is not None
                 else None,
-                stock_names=_stock_names(_data_dir(data)),
+                stock_names=_stock_names(listed),
             )
     result = {
         "checkpoint": str(checkpoint),
@@ -542,7 +543,7 @@ def walk_forward(
     started = time.perf_counter()
     cfg = _budgeted(load_config(config), max_steps, time_budget)
     horizons = cfg.model.horizons
-    features, quotes = _features(_data_dir(data))
+    features, quotes, listed = _features(_data_dir(data))
     panel = FeaturePanel.from_frame(
         features, _feature_columns(), [f"target_{h}d" for h in horizons]
     )
@@ -595,7 +596,7 @@ def walk_forward(
             rolling_window=cfg.evaluation.rolling_window,
             interpretation=view,
             lightgbm_importance=importance,
-            stock_names=_stock_names(_data_dir(data)),
+            stock_names=_stock_names(listed),
             coverage=_coverage(quotes),
         )
         (report.parent / report.stem / "metrics.json").write_text(
@@ -707,7 +708,6 @@ def predict(
         if not str(warning.message).startswith("codes:"):
             err.print(f"note: {warning.message}", highlight=False, soft_wrap=True)
     scored_on = frame.get_column("date").max() if frame.height else day
-    in_data = set(listed.get_column("Code")) | set(quotes.get_column("Code"))
     population = wanted if wanted is not None else sorted(in_data)
     scored = set(frame.get_column("code"))
     for code in population:
