@@ -68,7 +68,6 @@ CODE_RULE = (
 #: TSE securities codes: digits, and since January 2024 letters in the 2nd and 4th
 #: places (``130A``); J-Quants appends a 5th digit, ``0`` for a common stock.
 _TICKER = r"[0-9][0-9ACDFGHJKLMNPRSTUWXY][0-9][0-9ACDFGHJKLMNPRSTUWXY]"
-TICKER_PATTERN = re.compile(rf"{_TICKER}")
 JQUANTS_CODE = rf"^{_TICKER}[0-9]$"
 
 
@@ -81,13 +80,9 @@ def normal_code(code: str) -> str | None:
     the one place that says how; :func:`code_expr` is the same rule on a column.
     """
     code = code.strip()
-    if not code.isascii():
-        return None
-    if len(code) == 4 and TICKER_PATTERN.fullmatch(code):
-        return code + "0"
-    if len(code) == 5 and re.fullmatch(JQUANTS_CODE, code):
-        return code
-    return None
+    if len(code) == 4:
+        code += "0"
+    return code if re.fullmatch(JQUANTS_CODE, code) else None
 
 
 def code_expr(column: str = "Code") -> pl.Expr:
