@@ -223,10 +223,16 @@ TimeBudgetOption = Annotated[
 ]
 
 
-def _budgeted(
-    cfg: ExperimentConfig, max_steps: int | None, time_budget: float | None
-) -> ExperimentConfig:
-    """``cfg`` with the command line's training budget, where one was given."""
+def _config(name: str, max_steps: int | None, time_budget: float | None) -> ExperimentConfig:
+    """``--config`` loaded (a bundled name or a file; refused in one line if it is missing
+    or invalid), with the command line's training budget where one was given."""
+    from inference.config import load_config
+
+    try:
+        cfg = load_config(name)
+    except (FileNotFoundError, ValueError) as error:  # pydantic's and TOML's errors included
+        _refused("--config", "a bundled config (cpu, default) or a valid TOML/JSON file",
+                 " ".join(str(error).split()))
     update: dict[str, Any] = {}
     if max_steps is not None:
         update["max_steps"] = max_steps
@@ -262,13 +268,12 @@ def train(
     time_budget: TimeBudgetOption = None,
 ) -> None:
     """Fit on data up to --until (last validation_days held out for early stopping)."""
-    from inference.config import load_config
     from inference.model.checkpoint import save_checkpoint
     from inference.model.panel import FeaturePanel
     from inference.splits import training_split
     from inference.training import bundle_to_checkpoint, select_device, train_fold
 
-    cfg = _budgeted(load_config(config), max_steps, time_budget)
+    cfg = _config(config, max_steps, time_budget)
     cfg = cfg.model_copy(
         update={"training": cfg.training.model_copy(update={"train_baselines": baselines})}
     )
@@ -533,7 +538,6 @@ def walk_forward(
     import polars as pl
     import torch
 
-    from inference.config import load_config
     from inference.evaluation import evaluate_signals
     from inference.interpret import Interpretation
     from inference.model.panel import FeaturePanel
@@ -541,7 +545,7 @@ def walk_forward(
     from inference.training import run_walk_forward, select_device, signal_columns
 
     started = time.perf_counter()
-    cfg = _budgeted(load_config(config), max_steps, time_budget)
+    cfg = _config(config, max_steps, time_budget)
     horizons = cfg.model.horizons
     features, quotes, listed = _features(_data_dir(data))
     panel = FeaturePanel.from_frame(

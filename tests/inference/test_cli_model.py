@@ -92,7 +92,12 @@ def test_evaluate_json_reports_every_metric_for_model_and_baselines(
     report = json.loads(result.stdout[result.stdout.index("{") :])
     assert report["from"] >= "2013-08-01" and report["to"] <= "2013-12-30"
     assert set(report["metrics"]) == {
-        "model", "no_graph", "ridge", "lightgbm", "momentum_20d", "reversal_5d"
+        "model",
+        "no_graph",
+        "ridge",
+        "lightgbm",
+        "momentum_20d",
+        "reversal_5d",
     }
     for per_horizon in report["metrics"].values():
         assert set(per_horizon) == {"1d", "5d", "10d", "20d"}
@@ -328,3 +333,28 @@ def test_evaluate_report_describes_the_data_and_period_it_was_given(
     assert "Per fold" not in text and "all folds" not in text
     assert "| LightGBM (same features) |" in text
     assert "## What the network looks at" in text and "**Most-attended peers**" in text
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "config 'nonsense' not found; bundled:"),
+        ('name = "bad"\n[model]\nhidden = -3\n', "hidden"),
+        ("name = [unclosed\n", "--config"),
+    ],
+)
+def test_a_config_that_is_missing_or_invalid_is_one_refusal_line(
+    data_dir: Path, tmp_path: Path, content: str | None, message: str
+) -> None:
+    config = "nonsense"
+    if content is not None:
+        config = str(tmp_path / "bad.toml")
+        Path(config).write_text(content)
+    for command in (["train", "--until", "2013-06-28"], ["walk-forward"]):
+        result = CliRunner().invoke(
+            app, ["model", *command, "--data", str(data_dir), "--config", config]
+        )
+        assert result.exit_code == 2, result.output
+        line = result.stderr.strip().splitlines()[-1]
+        assert line.startswith("refused: ") and "field=--config" in line and message in line
+        assert "Traceback" not in result.output
