@@ -10,6 +10,7 @@ execution on load) and a flat ``str -> str`` metadata map for the rest.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -105,7 +106,11 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
         "histories": json.dumps(checkpoint.histories),
         "spans": json.dumps(checkpoint.spans),
     }
-    save_file(tensors, str(path), metadata=metadata)
+    # written beside and renamed over: a process killed mid-write (or a serving process
+    # reading the path meanwhile) never sees half a checkpoint, only the old or the new
+    partial = path.with_name(f".{path.name}.partial")
+    save_file(tensors, str(partial), metadata=metadata)
+    os.replace(partial, path)
     return path
 
 

@@ -328,3 +328,23 @@ def test_the_linear_head_adds_the_last_days_features_to_every_quantile() -> None
     expected = (2.0 * x[:, -1, 3])[:, None, None].expand_as(read)
     torch.testing.assert_close(read - without, expected, rtol=1e-5, atol=1e-5)
     assert ATFTGATFAN(model_config(), N_FEATURES, EDGE_DIM, N_SECTORS).linear is None
+
+
+def test_a_checkpoint_is_replaced_whole_never_left_half_written(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import inference.model.checkpoint as checkpoint_module
+
+    bundle, _ = trained
+    path = save_checkpoint(bundle_to_checkpoint(bundle), tmp_path / "m.safetensors")
+    before = path.read_bytes()
+
+    def killed(tensors: object, filename: str, metadata: object) -> None:
+        Path(filename).write_bytes(b"half a checkpoint")  # the write dies part-way
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_module, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(bundle_to_checkpoint(bundle), path)
+    assert path.read_bytes() == before  # the old checkpoint still loads
+    assert load_checkpoint(path).train_until == bundle_to_checkpoint(bundle).train_until
